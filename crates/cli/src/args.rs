@@ -1,0 +1,98 @@
+//! Command-line shape. Every flag documents its default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "unseen",
+    version,
+    about = "Detects previously unseen container images in Kubernetes from OpenTelemetry data",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate the rule over history files at one point in time, as one run of the
+    /// Splunk search would.
+    Scan(ScanArgs),
+}
+
+/// Key and window options shared by every command that evaluates the rule.
+#[derive(Debug, Clone, Args)]
+pub struct RuleArgs {
+    /// Use the seed's exact key: `host.name`, `k8s.cluster.name`, `k8s.node.name`,
+    /// `container.image.name` (default mode uses the node as host).
+    #[arg(long)]
+    pub strict: bool,
+    /// Default mode: the cluster for points without `k8s.cluster.name`.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Keys seen in [T − current, T) are candidates.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub current: String,
+    /// Keys seen in [T − baseline, T − recent) are known.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub baseline: String,
+    /// The baseline stops this long before T.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub recent: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Evaluate at this time: RFC 3339 or Unix seconds [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub rule: RuleArgs,
+    /// Input format; `auto` detects it from the content.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// `json`: one finding per line; `table`: for people [default: table on a terminal, json otherwise]
+    #[arg(long, value_enum)]
+    pub output: Option<OutputArg>,
+    /// Exit with status 3 if any record or point was malformed.
+    #[arg(long)]
+    pub fail_on_error: bool,
+    /// Print at most this many malformed-input messages per file (all are counted).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_errors_shown: u64,
+    /// History files (OTLP JSON lines, OTLP protobuf, Splunk CSV; `.gz` is read
+    /// transparently). `-` reads standard input.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Auto,
+    OtlpJson,
+    OtlpProto,
+    Csv,
+    OtlpYaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Json,
+    Table,
+}
+
+impl From<FormatArg> for unseen_ingest::Format {
+    fn from(f: FormatArg) -> Self {
+        use unseen_ingest::Format;
+        match f {
+            FormatArg::Auto => Format::Auto,
+            FormatArg::OtlpJson => Format::OtlpJson,
+            FormatArg::OtlpProto => Format::OtlpProto,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::OtlpYaml => Format::OtlpYaml,
+        }
+    }
+}

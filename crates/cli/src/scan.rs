@@ -1,0 +1,206 @@
+//! `unseen scan`: every file through the decoders into one batch evaluation at `--at`.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use unseen_detect::{BatchScan, Placement};
+use unseen_findings::{build, render_table, Finding};
+use unseen_ingest::{read_source, Issue, IssueKind, Limits, SourceStats, Visitor};
+use unseen_model::{
+    parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
+};
+use unseen_normalize::{key_of, DropCounts, KeyMode};
+
+use crate::args::{OutputArg, RuleArgs, ScanArgs};
+use crate::progress::Progress;
+use crate::summary::Summary;
+
+pub enum Outcome {
+    Clean,
+    /// Malformed input was seen and `--fail-on-error` was given.
+    MalformedInput,
+}
+
+/// Windows and key mode from the command line, validated.
+pub fn rule_config(args: &RuleArgs) -> Result<(Windows, KeyMode)> {
+    let current = parse_duration(&args.current).context("--current")?;
+    let baseline = parse_duration(&args.baseline).context("--baseline")?;
+    let recent = parse_duration(&args.recent).context("--recent")?;
+    let windows = Windows::new(current, baseline, recent)?;
+    let mode = KeyMode {
+        strict: args.strict,
+        cluster_name: args.cluster_name.clone().filter(|c| !c.is_empty()),
+    };
+    Ok((windows, mode))
+}
+
+pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
+    let (windows, mode) = rule_config(&args.rule)?;
+    let at = match &args.at {
+        Some(t) => parse_time(t).context("--at")?,
+        None => now(),
+    };
+    let output = args.output.unwrap_or(if io::stdout().is_terminal() {
+        OutputArg::Table
+    } else {
+        OutputArg::Json
+    });
+
+    let started = Instant::now();
+    let mut visitor = ScanVisitor {
+        mode: &mode,
+        scan: BatchScan::new(windows, at),
+        drops: DropCounts::default(),
+        placements: Default::default(),
+        shown: 0,
+        max_shown: args.max_errors_shown,
+        hidden: 0,
+        points: Rc::new(Cell::new(0)),
+    };
+    let mut totals = SourceStats::default();
+    let mut bytes = 0u64;
+    for path in &args.files {
+        let name = path.display().to_string();
+        let input = open(path)?;
+        let mut progress = Progress::new(input, &name, stderr_is_terminal, visitor.points.clone());
+        visitor.shown = 0;
+        let (_, stats) = read_source(
+            &name,
+            &mut progress,
+            args.format.into(),
+            Limits::default(),
+            &mut visitor,
+        )?;
+        bytes += progress.finish();
+        if visitor.hidden > 0 {
+            eprintln!(
+                "warning: {name}: {} more malformed-input messages not shown (--max-errors-shown)",
+                visitor.hidden
+            );
+            visitor.hidden = 0;
+        }
+        add(&mut totals, &stats);
+    }
+
+    let keys = visitor.scan.keys();
+    let detections = visitor.scan.finish();
+    let findings: Vec<Finding> = detections
+        .iter()
+        .map(|d| build(&SEED_RULE, mode.name(), d, at))
+        .collect();
+    write_findings(&findings, output).context("writing findings to standard output")?;
+
+    let summary = Summary {
+        at,
+        windows,
+        mode: &mode,
+        files: args.files.len(),
+        bytes,
+        stats: totals,
+        drops: visitor.drops,
+        placements: visitor.placements,
+        keys,
+        findings: findings.len(),
+        elapsed: started.elapsed(),
+    };
+    eprint!("{}", summary.render());
+
+    let malformed = totals.malformed_records + totals.malformed_points;
+    Ok(if args.fail_on_error && malformed > 0 {
+        Outcome::MalformedInput
+    } else {
+        Outcome::Clean
+    })
+}
+
+fn now() -> UnixSecs {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as UnixSecs)
+}
+
+fn open(path: &Path) -> Result<Box<dyn Read>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(file))
+}
+
+fn add(total: &mut SourceStats, s: &SourceStats) {
+    total.records += s.records;
+    total.ready_points += s.ready_points;
+    total.other_points += s.other_points;
+    total.malformed_records += s.malformed_records;
+    total.malformed_points += s.malformed_points;
+}
+
+fn write_findings(findings: &[Finding], output: OutputArg) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match output {
+        OutputArg::Json => {
+            for f in findings {
+                out.write_all(f.to_json_line().as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+        }
+        OutputArg::Table => out.write_all(render_table(findings).as_bytes())?,
+    }
+    out.flush()
+}
+
+/// Where points fell relative to the windows, for the summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Placements {
+    pub in_windows: u64,
+    pub before_windows: u64,
+    pub after_at: u64,
+}
+
+struct ScanVisitor<'m> {
+    mode: &'m KeyMode,
+    scan: BatchScan,
+    drops: DropCounts,
+    placements: Placements,
+    shown: u64,
+    max_shown: u64,
+    hidden: u64,
+    /// Shared with the progress bar.
+    points: Rc<Cell<u64>>,
+}
+
+impl Visitor for ScanVisitor<'_> {
+    fn point(&mut self, point: PointRef<'_>) {
+        self.points.set(self.points.get() + 1);
+        match key_of(&point.dims, self.mode) {
+            Ok(key) => {
+                let t = unix_secs_from_nanos(point.time_unix_nano);
+                match self.scan.observe(key, t, point.dims.host_name) {
+                    Placement::AfterT => self.placements.after_at += 1,
+                    Placement::BeforeWindows => self.placements.before_windows += 1,
+                    _ => self.placements.in_windows += 1,
+                }
+            }
+            Err(reason) => self.drops.add(reason),
+        }
+    }
+
+    fn issue(&mut self, issue: Issue) {
+        if self.shown < self.max_shown {
+            self.shown += 1;
+            let what = match issue.kind {
+                IssueKind::MalformedRecord => "skipped record",
+                IssueKind::MalformedPoint => "skipped point",
+            };
+            eprintln!("warning: {what}: {issue}");
+        } else {
+            self.hidden += 1;
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The rule's logic, and nothing else: no IO, no clock, no formats.
+//!
+//! - [`batch`]: contract section 3, what one run of the seed search at time T reports.
+//! - [`episode`]: contract section 4, the same rule in real time, one point at a time.
+//!
+//! Both produce a [`Detection`]: a key and the evidence for it. Turning that into a
+//! finding (ids, risk, JSON) is the job of `unseen-findings`.
+
+pub mod batch;
+pub mod episode;
+
+use unseen_model::UnixSecs;
+use unseen_normalize::Key;
+
+pub use batch::{BatchScan, Placement};
+pub use episode::{step, Episode, KeyState, Step};
+
+/// A key the rule reports, with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub key: Key,
+    /// The episode's first point.
+    pub first_seen: UnixSecs,
+    /// The latest point of the episode known when reported.
+    pub last_seen: UnixSecs,
+    /// Points of the episode known when reported.
+    pub count: u64,
+    /// The key's sighting before the gap, if known.
+    pub previous_seen: Option<UnixSecs>,
+    /// Reported more than the recent window after its first point.
+    pub late: bool,
+    /// A `host.name` seen on the points (in default mode the collector's machine, kept
+    /// as evidence; in strict mode the same as the key's host).
+    pub host_name: Option<String>,
+}

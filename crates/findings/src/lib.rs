@@ -1,0 +1,190 @@
+//! A [`Detection`] becomes a [`Finding`]: the schema of `docs/findings.md`.
+//!
+//! The id is a UUIDv5 in the rule's own UUID as namespace, over the key and the
+//! episode's first point. The same rule, key and episode give the same id on every
+//! replica and every run, in `scan` and in `serve`, so downstream tools de-duplicate.
+
+mod table;
+
+use serde::{Deserialize, Serialize};
+use unseen_detect::Detection;
+use unseen_model::{format_rfc3339, Rule, UnixSecs};
+use unseen_normalize::Key;
+use uuid::Uuid;
+
+pub use table::render_table;
+
+/// The finding schema version; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One finding, one JSON line. Field order is the documented order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub schema_version: u32,
+    pub finding_id: String,
+    pub rule: RuleRef,
+    /// Key mode that produced it: `default` or `strict`.
+    pub mode: String,
+    /// When unseen reported it: the scan's `--at`, or the server's clock.
+    pub detected_at: String,
+    pub host: String,
+    #[serde(rename = "k8s.cluster.name")]
+    pub cluster: String,
+    #[serde(rename = "k8s.node.name")]
+    pub node: String,
+    #[serde(rename = "container.image.name")]
+    pub image: String,
+    /// A `host.name` carried by the points, kept as evidence (null when none).
+    #[serde(rename = "host.name")]
+    pub host_name: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: u64,
+    pub previous_seen: Option<String>,
+    pub late: bool,
+    pub risk_object: String,
+    pub risk_object_type: String,
+    pub risk_score: u32,
+    pub risk_message: String,
+    pub search_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub id: String,
+    pub name: String,
+    pub version: u32,
+    pub severity: String,
+    #[serde(rename = "type")]
+    pub rule_type: String,
+    pub mitre_attack: Vec<String>,
+    pub analytic_story: Vec<String>,
+}
+
+impl RuleRef {
+    pub fn of(rule: &Rule) -> Self {
+        RuleRef {
+            id: rule.id.into(),
+            name: rule.name.into(),
+            version: rule.version,
+            severity: rule.severity.into(),
+            rule_type: rule.rule_type.into(),
+            mitre_attack: rule.mitre_attack.iter().map(|s| s.to_string()).collect(),
+            analytic_story: rule.analytic_story.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The deterministic id of an episode.
+///
+/// Each part is length-prefixed so that no two different keys can encode the same
+/// bytes (`"a|b"` vs `"a","|b"`).
+pub fn finding_id(rule: &Rule, key: &Key, first_seen: UnixSecs) -> String {
+    let namespace = Uuid::parse_str(rule.id).unwrap_or(Uuid::NAMESPACE_OID);
+    let mut name = Vec::with_capacity(
+        key.host.len() + key.cluster.len() + key.node.len() + key.image.len() + 64,
+    );
+    for part in [&key.host, &key.cluster, &key.node, &key.image] {
+        name.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        name.extend_from_slice(part.as_bytes());
+    }
+    name.extend_from_slice(&first_seen.to_be_bytes());
+    Uuid::new_v5(&namespace, &name).to_string()
+}
+
+/// Builds the finding for a detection.
+pub fn build(rule: &Rule, mode: &str, detection: &Detection, detected_at: UnixSecs) -> Finding {
+    let key = &detection.key;
+    Finding {
+        schema_version: SCHEMA_VERSION,
+        finding_id: finding_id(rule, key, detection.first_seen),
+        rule: RuleRef::of(rule),
+        mode: mode.to_string(),
+        detected_at: format_rfc3339(detected_at),
+        host: key.host.clone(),
+        cluster: key.cluster.clone(),
+        node: key.node.clone(),
+        image: key.image.clone(),
+        host_name: detection.host_name.clone(),
+        first_seen: format_rfc3339(detection.first_seen),
+        last_seen: format_rfc3339(detection.last_seen),
+        count: detection.count,
+        previous_seen: detection.previous_seen.map(format_rfc3339),
+        late: detection.late,
+        risk_object: key.host.clone(),
+        risk_object_type: rule.risk.object_type.to_string(),
+        risk_score: rule.risk.score,
+        risk_message: rule.risk_message(&key.host),
+        search_name: rule.search_name.to_string(),
+    }
+}
+
+impl Finding {
+    /// One line of JSON, no trailing newline.
+    pub fn to_json_line(&self) -> String {
+        // Serializing plain strings and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unseen_model::SEED_RULE;
+
+    fn key() -> Key {
+        Key {
+            host: "n1".into(),
+            cluster: "c".into(),
+            node: "n1".into(),
+            image: "docker.io/library/nginx".into(),
+        }
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = finding_id(&SEED_RULE, &key(), 100);
+        assert_eq!(a, finding_id(&SEED_RULE, &key(), 100));
+        assert_ne!(a, finding_id(&SEED_RULE, &key(), 101));
+        let mut other = key();
+        other.image.push('x');
+        assert_ne!(a, finding_id(&SEED_RULE, &other, 100));
+        // Moving a byte between parts changes the id.
+        let shifted = Key {
+            host: "n".into(),
+            cluster: "1c".into(),
+            ..key()
+        };
+        assert_ne!(a, finding_id(&SEED_RULE, &shifted, 100));
+        assert_eq!(Uuid::parse_str(&a).unwrap().get_version_num(), 5);
+    }
+
+    #[test]
+    fn finding_carries_the_rule_and_risk() {
+        let d = Detection {
+            key: key(),
+            first_seen: 1_686_772_769,
+            last_seen: 1_686_772_779,
+            count: 2,
+            previous_seen: None,
+            late: false,
+            host_name: None,
+        };
+        let f = build(&SEED_RULE, "default", &d, 1_686_772_800);
+        let v: serde_json::Value = serde_json::from_str(&f.to_json_line()).unwrap();
+        assert_eq!(v["rule"]["id"], "fea515a4-b1d8-4cd6-80d6-e0d71397b891");
+        assert_eq!(v["rule"]["mitre_attack"][0], "T1204");
+        assert_eq!(v["risk_score"], 20);
+        assert_eq!(v["risk_object_type"], "system");
+        assert_eq!(v["host"], "n1");
+        assert_eq!(v["container.image.name"], "docker.io/library/nginx");
+        assert_eq!(v["first_seen"], "2023-06-14T19:59:29Z");
+        assert_eq!(v["previous_seen"], serde_json::Value::Null);
+        assert_eq!(
+            v["risk_message"],
+            "Kubernetes Previously Unseen Container Image Name on host n1"
+        );
+        let back: Finding = serde_json::from_value(v).unwrap();
+        assert_eq!(back, f);
+    }
+}
