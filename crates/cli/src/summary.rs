@@ -39,11 +39,12 @@ impl Summary<'_> {
         );
         let _ = writeln!(
             s,
-            "  read       {} file{}, {} bytes, {} records in {:.2}s ({:.0} points/s)",
+            "  read       {} file{}, {} bytes, {} record{} in {:.2}s ({:.0} points/s)",
             self.files,
             plural(self.files as u64),
             self.bytes,
             self.stats.records,
+            plural(self.stats.records),
             secs,
             self.stats.ready_points as f64 / secs.max(1e-9),
         );
@@ -55,12 +56,13 @@ impl Summary<'_> {
         let kept = self.stats.ready_points - self.drops.total();
         let _ = writeln!(
             s,
-            "  kept       {} ({} in the windows, {} older, {} at or after --at), {} keys",
+            "  kept       {} ({} in the windows, {} older, {} at or after --at), {} key{}",
             kept,
             self.placements.in_windows,
             self.placements.before_windows,
             self.placements.after_at,
-            self.keys
+            self.keys,
+            plural(self.keys as u64)
         );
         let _ = writeln!(s, "  dropped    {}", self.drops.total());
         for (reason, n) in self.drops.iter() {
@@ -73,8 +75,11 @@ impl Summary<'_> {
         }
         let _ = writeln!(
             s,
-            "  malformed  {} records, {} points",
-            self.stats.malformed_records, self.stats.malformed_points
+            "  malformed  {} record{}, {} point{}",
+            self.stats.malformed_records,
+            plural(self.stats.malformed_records),
+            self.stats.malformed_points,
+            plural(self.stats.malformed_points)
         );
         let _ = writeln!(s, "  findings   {}", self.findings);
         s

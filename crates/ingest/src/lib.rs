@@ -8,8 +8,19 @@
 
 use std::fmt;
 use std::io::Read;
+use std::str::FromStr;
 
 use unseen_model::PointRef;
+
+mod csv;
+mod detect;
+mod json;
+mod otlp;
+mod proto;
+mod sink;
+mod yaml;
+
+pub use detect::detect_format;
 
 /// Input formats. `Auto` detects from the first bytes (after gzip is removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +35,52 @@ pub enum Format {
     Csv,
     /// The pdata "golden" YAML form used by the Collector's tests. Read whole: small files only.
     OtlpYaml,
+}
+
+impl Format {
+    /// Every format, `Auto` first; the order the CLI lists them in.
+    pub const ALL: [Format; 5] = [
+        Format::Auto,
+        Format::OtlpJson,
+        Format::OtlpProto,
+        Format::Csv,
+        Format::OtlpYaml,
+    ];
+
+    /// The name users type (`--format otlp-json`) and logs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::OtlpJson => "otlp-json",
+            Format::OtlpProto => "otlp-proto",
+            Format::Csv => "csv",
+            Format::OtlpYaml => "otlp-yaml",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `--format` value that names no format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format `{0}`: use auto, otlp-json, otlp-proto, csv or otlp-yaml")]
+pub struct ParseFormatError(pub String);
+
+impl FromStr for Format {
+    type Err = ParseFormatError;
+
+    /// Accepts the names of [`Format::name`], case-insensitively, with `_` for `-`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == wanted)
+            .ok_or_else(|| ParseFormatError(s.to_string()))
+    }
 }
 
 /// Where an issue is: `file:line` for text formats, `file:record N (byte B)` for protobuf.
@@ -123,10 +180,11 @@ pub enum SourceError {
     #[error("{source_name}: {error}")]
     Io {
         source_name: String,
-        #[source]
+        // Not `#[source]`: the message already includes it, and error chains would
+        // print it twice.
         error: std::io::Error,
     },
-    #[error("{source_name}: cannot tell the format from the first bytes ({found}); pass --format otlp-json, otlp-proto or csv")]
+    #[error("{source_name}: cannot tell the format from the first bytes ({found}); pass --format otlp-json, otlp-proto or csv (a CSV export needs a `_time` column)")]
     UnknownFormat { source_name: String, found: String },
     #[error("{source_name}: {message}")]
     Unusable {
@@ -137,6 +195,10 @@ pub enum SourceError {
 
 /// Decodes one source. `input` may be gzip-compressed (detected by its magic bytes).
 /// Returns the detected format and the counts.
+///
+/// With [`Format::Auto`] the format is told from the first bytes ([`detect_format`]). An
+/// input that is empty or only whitespace is read as [`Format::OtlpJson`] with no records:
+/// a file exporter that has not written yet leaves exactly that, and it is not an error.
 pub fn read_source(
     source_name: &str,
     input: impl Read,
@@ -144,6 +206,38 @@ pub fn read_source(
     limits: Limits,
     visitor: &mut impl Visitor,
 ) -> Result<(Format, SourceStats), SourceError> {
-    let _ = (source_name, input, format, limits, visitor);
-    todo!("implemented by the ingest decoders")
+    let io_error = |error| SourceError::Io {
+        source_name: source_name.to_string(),
+        error,
+    };
+    let opened = detect::Opened::new(input).map_err(io_error)?;
+    let format = match format {
+        Format::Auto => match detect::detect_format(opened.head()) {
+            Some(format) => format,
+            None if detect::is_blank(opened.head()) => Format::OtlpJson,
+            None => {
+                return Err(SourceError::UnknownFormat {
+                    source_name: source_name.to_string(),
+                    found: detect::show_bytes(opened.head()),
+                })
+            }
+        },
+        format => format,
+    };
+    let mut sink = sink::Sink::new(source_name, limits, visitor);
+    let mut reader = opened.into_reader();
+    let result = match format {
+        Format::OtlpJson | Format::Auto => json::read(&mut reader, &mut sink),
+        Format::OtlpProto => proto::read(&mut reader, &mut sink),
+        Format::Csv => csv::read(&mut reader, &mut sink),
+        Format::OtlpYaml => yaml::read(&mut reader, &mut sink),
+    };
+    match result {
+        Ok(()) => Ok((format, sink.stats())),
+        Err(sink::Fatal::Io(error)) => Err(io_error(error)),
+        Err(sink::Fatal::Unusable(message)) => Err(SourceError::Unusable {
+            source_name: source_name.to_string(),
+            message,
+        }),
+    }
 }

@@ -68,7 +68,8 @@ pub fn parse_duration(input: &str) -> Result<u64, DurationError> {
     Ok(total)
 }
 
-/// Formats whole seconds in the largest units that divide them: `2592000` → `30d`.
+/// Formats whole seconds in the largest units: `2592000` → `30d`, `5400` → `1h30m`.
+/// Below two days it counts hours, as people do (`24h`, not `1d`).
 pub fn format_duration(secs: u64) -> String {
     if secs == 0 {
         return "0s".to_string();
@@ -76,6 +77,9 @@ pub fn format_duration(secs: u64) -> String {
     let mut out = String::new();
     let mut rest = secs;
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if unit == "d" && secs < 2 * 86_400 {
+            continue;
+        }
         if rest >= size {
             out.push_str(&format!("{}{unit}", rest / size));
             rest %= size;

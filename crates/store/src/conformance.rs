@@ -1,0 +1,665 @@
+//! The contract of [`StateStore`] as executable checks, run against every backend
+//! (the way Quickwit tests its metastores): each check takes a factory of fresh, empty
+//! stores and panics on the first deviation.
+//!
+//! Use it from a backend's tests with [`conformance_tests!`](crate::conformance_tests),
+//! which makes one `#[test]` per check, or call [`run_all`]. Enabled by the cargo
+//! feature `conformance`.
+//!
+//! The windows are small ([`WINDOWS`]: B − R = 900 s) so that the cases read easily.
+
+use unseen_detect::KeyState;
+use unseen_findings::{finding_id, Finding};
+use unseen_model::{format_rfc3339, UnixSecs, Windows, SEED_RULE};
+use unseen_normalize::{Key, KeyMode};
+
+use crate::{Applied, ApplyOptions, Refusal, Sighting, StateStore, StoreError};
+
+/// A factory of fresh, empty stores.
+pub type Make<'a> = &'a mut dyn FnMut() -> Box<dyn StateStore>;
+
+/// C = 200 s, B = 1000 s, R = 100 s: B − R = 900 s.
+pub const WINDOWS: Windows = Windows {
+    current: 200,
+    baseline: 1_000,
+    recent: 100,
+};
+
+/// B − R of [`WINDOWS`].
+pub const GAP: UnixSecs = 900;
+
+/// A key of the test pool.
+pub fn key(i: usize) -> Key {
+    Key {
+        host: format!("node-{i}"),
+        cluster: "cluster-a".into(),
+        node: format!("node-{i}"),
+        image: format!("registry.example/team/image-{i}"),
+    }
+}
+
+/// A sighting without `host.name`.
+pub fn sighting(key: &Key, time: UnixSecs) -> Sighting {
+    Sighting {
+        key: key.clone(),
+        time,
+        host_name: None,
+    }
+}
+
+/// Reporting, default key mode, no key cap, [`WINDOWS`].
+pub fn opts(now: UnixSecs) -> ApplyOptions {
+    ApplyOptions {
+        windows: WINDOWS,
+        mode: KeyMode::default(),
+        now,
+        report: true,
+        max_keys: u64::MAX,
+    }
+}
+
+fn apply(store: &dyn StateStore, batch: &[Sighting], opts: &ApplyOptions) -> Applied {
+    store.apply(batch, opts).expect("apply")
+}
+
+/// (key, first_seen, previous_seen, late) of each finding.
+fn opened(applied: &Applied) -> Vec<(String, String, Option<String>, bool)> {
+    applied
+        .findings
+        .iter()
+        .map(|(_, f)| {
+            (
+                f.image.clone(),
+                f.first_seen.clone(),
+                f.previous_seen.clone(),
+                f.late,
+            )
+        })
+        .collect()
+}
+
+fn expect(
+    k: &Key,
+    first_seen: UnixSecs,
+    previous_seen: Option<UnixSecs>,
+    late: bool,
+) -> (String, String, Option<String>, bool) {
+    (
+        k.image.clone(),
+        format_rfc3339(first_seen),
+        previous_seen.map(format_rfc3339),
+        late,
+    )
+}
+
+fn state(last_seen: UnixSecs, episode_start: UnixSecs) -> Option<KeyState> {
+    Some(KeyState {
+        last_seen,
+        episode_start,
+    })
+}
+
+fn seqs(findings: &[(u64, Finding)]) -> Vec<u64> {
+    findings.iter().map(|(seq, _)| *seq).collect()
+}
+
+/// A key's first sighting opens an episode with no previous sighting; the finding
+/// carries the key, the evidence, the rule and a deterministic id.
+pub fn first_sighting_opens_an_episode(make: Make) {
+    let store = make();
+    let a = key(1);
+    assert_eq!(store.key_count().unwrap(), 0);
+    assert_eq!(store.newest_point().unwrap(), None);
+    let batch = [Sighting {
+        host_name: Some("collector-7".into()),
+        ..sighting(&a, 10_000)
+    }];
+    let out = apply(&*store, &batch, &opts(10_005));
+    assert!(out.refused.is_empty());
+    assert_eq!(out.keys, 1);
+    assert_eq!(seqs(&out.findings), [1], "sequence numbers start at 1");
+    let f = &out.findings[0].1;
+    assert_eq!(f.finding_id, finding_id(&SEED_RULE, &a, 10_000));
+    assert_eq!(f.rule.id, SEED_RULE.id);
+    assert_eq!(f.mode, "default");
+    assert_eq!(f.detected_at, format_rfc3339(10_005));
+    assert_eq!(
+        (&f.host, &f.cluster, &f.node, &f.image),
+        (&a.host, &a.cluster, &a.node, &a.image)
+    );
+    assert_eq!(f.host_name.as_deref(), Some("collector-7"));
+    assert_eq!(f.first_seen, format_rfc3339(10_000));
+    assert_eq!(f.last_seen, format_rfc3339(10_000));
+    assert_eq!(f.count, 1);
+    assert_eq!(f.previous_seen, None);
+    assert!(!f.late);
+    assert_eq!(store.get(&a).unwrap(), state(10_000, 10_000));
+    assert_eq!(store.get(&key(2)).unwrap(), None);
+    assert_eq!(store.key_count().unwrap(), 1);
+    assert_eq!(store.newest_point().unwrap(), Some(10_000));
+}
+
+/// A sighting at most B − R after the previous one continues the episode.
+pub fn a_sighting_within_the_gap_continues(make: Make) {
+    let store = make();
+    let a = key(1);
+    apply(&*store, &[sighting(&a, 10_000)], &opts(10_000));
+    let out = apply(&*store, &[sighting(&a, 10_000 + GAP)], &opts(10_000 + GAP));
+    assert_eq!(out.findings, [], "a gap of exactly B − R continues");
+    assert_eq!(store.get(&a).unwrap(), state(10_000 + GAP, 10_000));
+    let out = apply(&*store, &[sighting(&a, 10_001 + GAP)], &opts(10_001 + GAP));
+    assert_eq!(out.findings, []);
+    assert_eq!(store.get(&a).unwrap(), state(10_001 + GAP, 10_000));
+}
+
+/// A sighting more than B − R after the previous one opens a new episode, which names
+/// the sighting before the gap.
+pub fn a_sighting_after_the_gap_opens_an_episode_with_previous_seen(make: Make) {
+    let store = make();
+    let a = key(1);
+    let first = apply(&*store, &[sighting(&a, 10_000)], &opts(10_000));
+    let t = 10_001 + GAP;
+    let out = apply(&*store, &[sighting(&a, t)], &opts(t));
+    assert_eq!(opened(&out), [expect(&a, t, Some(10_000), false)]);
+    assert_eq!(seqs(&out.findings), [2]);
+    assert_eq!(out.findings[0].1.finding_id, finding_id(&SEED_RULE, &a, t));
+    assert_ne!(out.findings[0].1.finding_id, first.findings[0].1.finding_id);
+    assert_eq!(store.get(&a).unwrap(), state(t, t));
+    assert_eq!(out.keys, 1);
+}
+
+/// A point older than (or as old as) the key's latest sighting never opens an episode
+/// and never moves the state back, whatever the gap behind it.
+pub fn out_of_order_points_never_open_nor_move_state_back(make: Make) {
+    let store = make();
+    let a = key(1);
+    apply(&*store, &[sighting(&a, 20_000)], &opts(20_000));
+    for t in [20_000, 19_999, 20_000 - GAP, 20_000 - GAP - 1, 1_000] {
+        let out = apply(&*store, &[sighting(&a, t)], &opts(20_010));
+        assert_eq!(out.findings, [], "point at {t}");
+        assert_eq!(
+            store.get(&a).unwrap(),
+            state(20_000, 20_000),
+            "point at {t}"
+        );
+    }
+    assert_eq!(store.newest_point().unwrap(), Some(20_000));
+    // An older point of another key still counts as that key's sighting.
+    let b = key(2);
+    let out = apply(&*store, &[sighting(&b, 5_000)], &opts(20_010));
+    assert_eq!(opened(&out), [expect(&b, 5_000, None, true)]);
+    assert_eq!(
+        store.newest_point().unwrap(),
+        Some(20_000),
+        "newest is a max"
+    );
+}
+
+/// An episode whose first point arrives more than R after its own time is reported
+/// with `late`; exactly R is on time.
+pub fn late_flag(make: Make) {
+    let store = make();
+    let (a, b) = (key(1), key(2));
+    let out = apply(&*store, &[sighting(&a, 10_000)], &opts(10_100));
+    assert_eq!(opened(&out), [expect(&a, 10_000, None, false)]);
+    let out = apply(&*store, &[sighting(&b, 10_000)], &opts(10_101));
+    assert_eq!(opened(&out), [expect(&b, 10_000, None, true)]);
+    // A reopened episode is late too when its point is.
+    let t = 10_001 + GAP;
+    let out = apply(&*store, &[sighting(&a, t)], &opts(t + 5_000));
+    assert_eq!(opened(&out), [expect(&a, t, Some(10_000), true)]);
+}
+
+/// While learning (`report = false`), state is recorded and no finding is produced,
+/// nor any sequence number used.
+pub fn learning_records_state_without_findings(make: Make) {
+    let store = make();
+    store.register_sink("s").unwrap();
+    let (a, b) = (key(1), key(2));
+    let learning = ApplyOptions {
+        report: false,
+        ..opts(10_000)
+    };
+    let out = apply(
+        &*store,
+        &[sighting(&a, 10_000), sighting(&b, 10_000)],
+        &learning,
+    );
+    assert_eq!(out.findings, []);
+    assert_eq!(out.keys, 2);
+    assert_eq!(store.get(&a).unwrap(), state(10_000, 10_000));
+    assert_eq!(store.newest_point().unwrap(), Some(10_000));
+    assert_eq!(store.pending("s", 10).unwrap(), []);
+    assert_eq!(store.log_len().unwrap(), 0);
+    // Reporting: a key known from learning continues; after a gap, it reopens.
+    let out = apply(&*store, &[sighting(&a, 10_100)], &opts(10_100));
+    assert_eq!(out.findings, []);
+    let t = 10_101 + GAP;
+    let out = apply(&*store, &[sighting(&a, t)], &opts(t));
+    assert_eq!(opened(&out), [expect(&a, t, Some(10_100), false)]);
+    assert_eq!(seqs(&out.findings), [1]);
+    assert_eq!(seqs(&store.pending("s", 10).unwrap()), [1]);
+}
+
+/// At the key cap, new keys are refused (and leave no trace) while known keys of the
+/// same batch are applied.
+pub fn key_cap_refuses_only_new_keys(make: Make) {
+    let store = make();
+    let (a, b, c, d, e) = (key(1), key(2), key(3), key(4), key(5));
+    let capped = |now, max_keys| ApplyOptions {
+        max_keys,
+        ..opts(now)
+    };
+    let batch = [
+        sighting(&a, 1_000),
+        sighting(&b, 1_000),
+        sighting(&c, 5_000),
+        sighting(&a, 1_001),
+        sighting(&d, 1_000),
+        sighting(&b, 2_000),
+    ];
+    let out = apply(&*store, &batch, &capped(2_000, 2));
+    assert_eq!(
+        out.refused,
+        [(2, Refusal::KeyCapReached), (4, Refusal::KeyCapReached)]
+    );
+    assert_eq!(
+        opened(&out),
+        [
+            expect(&a, 1_000, None, true),
+            expect(&b, 1_000, None, true),
+            expect(&b, 2_000, Some(1_000), false),
+        ]
+    );
+    assert_eq!(out.keys, 2);
+    assert_eq!(store.key_count().unwrap(), 2);
+    assert_eq!(store.get(&a).unwrap(), state(1_001, 1_000));
+    assert_eq!(store.get(&b).unwrap(), state(2_000, 2_000));
+    assert_eq!(store.get(&c).unwrap(), None);
+    assert_eq!(store.get(&d).unwrap(), None);
+    assert_eq!(
+        store.newest_point().unwrap(),
+        Some(2_000),
+        "a refused point changes nothing"
+    );
+    // Still at the cap: a known key reopens, a new one is refused.
+    let out = apply(
+        &*store,
+        &[sighting(&e, 3_000), sighting(&a, 3_000)],
+        &capped(3_000, 2),
+    );
+    assert_eq!(out.refused, [(0, Refusal::KeyCapReached)]);
+    assert_eq!(opened(&out), [expect(&a, 3_000, Some(1_001), false)]);
+    // A higher cap admits it.
+    let out = apply(&*store, &[sighting(&e, 3_000)], &capped(3_000, 3));
+    assert_eq!(out.refused, []);
+    assert_eq!(out.keys, 3);
+    // A cap of 0 refuses every new key.
+    let out = apply(&*make(), &[sighting(&a, 1)], &capped(1, 0));
+    assert_eq!((out.refused.len(), out.keys), (1, 0));
+}
+
+/// A batch may hold the same key several times: each sighting steps from the state the
+/// previous one left (read-your-writes inside the transaction), and counts once
+/// against the key cap.
+pub fn same_key_several_times_in_one_batch(make: Make) {
+    let store = make();
+    let a = key(1);
+    let batch = [
+        sighting(&a, 1_000),
+        sighting(&a, 1_500),
+        sighting(&a, 3_000),
+        sighting(&a, 2_000),
+        sighting(&a, 3_000),
+        sighting(&a, 3_100),
+    ];
+    let out = apply(&*store, &batch, &opts(3_100));
+    assert_eq!(
+        opened(&out),
+        [
+            expect(&a, 1_000, None, true),
+            // 3_100 − 3_000 is exactly R: on time.
+            expect(&a, 3_000, Some(1_500), false),
+        ]
+    );
+    assert_eq!(seqs(&out.findings), [1, 2]);
+    assert_eq!(store.get(&a).unwrap(), state(3_100, 3_000));
+    assert_eq!(out.keys, 1);
+
+    let store = make();
+    let one = ApplyOptions {
+        max_keys: 1,
+        ..opts(1_001)
+    };
+    let out = apply(
+        &*store,
+        &[
+            sighting(&a, 1_000),
+            sighting(&a, 1_001),
+            sighting(&key(2), 1_001),
+        ],
+        &one,
+    );
+    assert_eq!(out.refused, [(2, Refusal::KeyCapReached)]);
+    assert_eq!(out.findings.len(), 1);
+}
+
+/// The same key and episode start give the same finding id in every store, at any
+/// time; distinct episodes and keys give distinct ids. The mode is written as given.
+pub fn finding_ids_are_deterministic(make: Make) {
+    let batch: Vec<Sighting> = (0..5)
+        .flat_map(|i| {
+            let k = key(i);
+            [sighting(&k, 1_000 + i as i64), sighting(&k, 5_000)]
+        })
+        .collect();
+    let ids = |store: &dyn StateStore, now, strict| -> Vec<String> {
+        let o = ApplyOptions {
+            mode: KeyMode {
+                strict,
+                cluster_name: None,
+            },
+            ..opts(now)
+        };
+        let out = apply(store, &batch, &o);
+        for (_, f) in &out.findings {
+            assert_eq!(f.mode, if strict { "strict" } else { "default" });
+        }
+        out.findings
+            .into_iter()
+            .map(|(_, f)| f.finding_id)
+            .collect()
+    };
+    let first = ids(&*make(), 6_000, false);
+    let second = ids(&*make(), 90_000, true);
+    assert_eq!(first, second, "ids depend on the key and episode only");
+    let expected: Vec<String> = (0..5)
+        .flat_map(|i| {
+            let k = key(i);
+            [
+                finding_id(&SEED_RULE, &k, 1_000 + i as i64),
+                finding_id(&SEED_RULE, &k, 5_000),
+            ]
+        })
+        .collect();
+    assert_eq!(first, expected);
+    let mut unique = first.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), first.len());
+}
+
+/// `forget` removes exactly the keys last seen more than B − R before the newest point;
+/// a forgotten key's next sighting opens an episode with no previous sighting.
+pub fn forgetting(make: Make) {
+    let store = make();
+    assert_eq!(store.forget(&WINDOWS).unwrap(), 0, "empty store");
+    let (a, b, c) = (key(1), key(2), key(3));
+    let batch = [
+        sighting(&a, 1_000),
+        sighting(&b, 1_500),
+        sighting(&c, 1_901),
+    ];
+    apply(&*store, &batch, &opts(1_901));
+    assert_eq!(store.forget(&WINDOWS).unwrap(), 1);
+    assert_eq!(store.get(&a).unwrap(), None);
+    assert_eq!(store.key_count().unwrap(), 2);
+    assert_eq!(store.forget(&WINDOWS).unwrap(), 0, "nothing left to forget");
+    // B is exactly B − R behind the newest point: kept; one second more: forgotten.
+    apply(&*store, &[sighting(&c, 1_500 + GAP)], &opts(1_500 + GAP));
+    assert_eq!(store.forget(&WINDOWS).unwrap(), 0);
+    assert_eq!(store.get(&b).unwrap(), state(1_500, 1_500));
+    apply(&*store, &[sighting(&c, 1_501 + GAP)], &opts(1_501 + GAP));
+    assert_eq!(store.forget(&WINDOWS).unwrap(), 1);
+    assert_eq!(store.get(&b).unwrap(), None);
+    assert_eq!(store.key_count().unwrap(), 1);
+    // A forgotten key comes back as never seen (it would have opened an episode anyway).
+    let t = 2_500;
+    let out = apply(&*store, &[sighting(&a, t)], &opts(t));
+    assert_eq!(opened(&out), [expect(&a, t, None, false)]);
+    // The windows passed decide: a wider gap forgets nothing.
+    let wide = Windows {
+        baseline: 100_000,
+        ..WINDOWS
+    };
+    assert_eq!(store.forget(&wide).unwrap(), 0);
+    assert_eq!(store.key_count().unwrap(), 2);
+}
+
+/// A new sink starts at the end of the log; registering again keeps the cursor.
+pub fn a_new_sink_starts_at_the_end(make: Make) {
+    let store = make();
+    apply(&*store, &[sighting(&key(1), 1_000)], &opts(1_000));
+    store.register_sink("s").unwrap();
+    assert_eq!(store.pending("s", 10).unwrap(), []);
+    let out = apply(&*store, &[sighting(&key(2), 1_000)], &opts(1_000));
+    assert_eq!(seqs(&out.findings), [2]);
+    let pending = store.pending("s", 10).unwrap();
+    assert_eq!(
+        pending, out.findings,
+        "pending gives back what apply returned"
+    );
+    store.register_sink("s").unwrap();
+    assert_eq!(seqs(&store.pending("s", 10).unwrap()), [2], "cursor kept");
+}
+
+/// `pending` pages from the cursor; `ack` moves it forwards only, and never past the
+/// last finding (so no later finding is skipped).
+pub fn pending_and_ack(make: Make) {
+    let store = make();
+    store.register_sink("s").unwrap();
+    let batch: Vec<Sighting> = (1..=3).map(|i| sighting(&key(i), 1_000)).collect();
+    apply(&*store, &batch, &opts(1_000));
+    assert_eq!(seqs(&store.pending("s", 2).unwrap()), [1, 2]);
+    assert_eq!(seqs(&store.pending("s", 10).unwrap()), [1, 2, 3]);
+    assert_eq!(store.pending("s", 0).unwrap(), []);
+    store.ack("s", 2).unwrap();
+    assert_eq!(seqs(&store.pending("s", 10).unwrap()), [3]);
+    store.ack("s", 1).unwrap();
+    assert_eq!(
+        seqs(&store.pending("s", 10).unwrap()),
+        [3],
+        "ack never moves back"
+    );
+    store.ack("s", 3).unwrap();
+    assert_eq!(store.pending("s", 10).unwrap(), []);
+    store.ack("s", 100).unwrap();
+    let out = apply(&*store, &[sighting(&key(9), 1_000)], &opts(1_000));
+    assert_eq!(seqs(&out.findings), [4]);
+    assert_eq!(
+        seqs(&store.pending("s", 10).unwrap()),
+        [4],
+        "an ack past the end does not skip later findings"
+    );
+}
+
+/// Two sinks have independent cursors; the log keeps what any sink still needs, and
+/// drops what all have passed. Sequence numbers are never reused.
+pub fn sinks_are_independent_and_the_log_is_pruned(make: Make) {
+    let store = make();
+    store.register_sink("a").unwrap();
+    store.register_sink("b").unwrap();
+    let batch: Vec<Sighting> = (1..=3).map(|i| sighting(&key(i), 1_000)).collect();
+    apply(&*store, &batch, &opts(1_000));
+    assert_eq!(store.log_len().unwrap(), 3);
+    store.ack("a", 3).unwrap();
+    assert_eq!(store.pending("a", 10).unwrap(), []);
+    assert_eq!(seqs(&store.pending("b", 10).unwrap()), [1, 2, 3]);
+    assert_eq!(store.log_len().unwrap(), 3, "b still needs them");
+    store.ack("b", 1).unwrap();
+    assert_eq!(store.log_len().unwrap(), 2);
+    assert_eq!(seqs(&store.pending("b", 10).unwrap()), [2, 3]);
+    store.ack("b", 3).unwrap();
+    assert_eq!(store.log_len().unwrap(), 0);
+    let out = apply(&*store, &[sighting(&key(4), 1_000)], &opts(1_000));
+    assert_eq!(seqs(&out.findings), [4], "numbers go on after pruning");
+    assert_eq!(seqs(&store.pending("a", 10).unwrap()), [4]);
+    // A removed sink no longer holds the log.
+    store.ack("a", 4).unwrap();
+    assert_eq!(store.log_len().unwrap(), 1);
+    assert!(store.remove_sink("b").unwrap());
+    assert!(!store.remove_sink("b").unwrap());
+    assert_eq!(store.log_len().unwrap(), 0);
+    assert!(matches!(
+        store.pending("b", 1),
+        Err(StoreError::UnknownSink { .. })
+    ));
+    // Findings appended while no sink is registered go to nobody: the first sink
+    // registered starts after them and they are dropped.
+    assert!(store.remove_sink("a").unwrap());
+    apply(&*store, &[sighting(&key(5), 1_000)], &opts(1_000));
+    assert_eq!(store.log_len().unwrap(), 1);
+    store.register_sink("c").unwrap();
+    assert_eq!(store.log_len().unwrap(), 0);
+    assert_eq!(store.pending("c", 10).unwrap(), []);
+}
+
+/// Reading or acknowledging for a sink never registered is an error, not a silent
+/// default.
+pub fn unknown_sinks_are_errors(make: Make) {
+    let store = make();
+    assert!(matches!(
+        store.pending("nope", 1),
+        Err(StoreError::UnknownSink { sink }) if sink == "nope"
+    ));
+    assert!(matches!(
+        store.ack("nope", 1),
+        Err(StoreError::UnknownSink { .. })
+    ));
+}
+
+/// `learning_started_at` keeps its first value.
+pub fn learning_started_at_is_set_once(make: Make) {
+    let store = make();
+    assert_eq!(store.learning_started_at(100).unwrap(), 100);
+    assert_eq!(store.learning_started_at(200).unwrap(), 100);
+    apply(&*store, &[sighting(&key(1), 300)], &opts(300));
+    assert_eq!(store.learning_started_at(400).unwrap(), 100);
+}
+
+/// An empty batch changes nothing and reports the key count.
+pub fn an_empty_batch_changes_nothing(make: Make) {
+    let store = make();
+    apply(&*store, &[sighting(&key(1), 300)], &opts(300));
+    let out = apply(&*store, &[], &opts(400));
+    assert_eq!(
+        out,
+        Applied {
+            keys: 1,
+            ..Applied::default()
+        }
+    );
+    assert_eq!(store.newest_point().unwrap(), Some(300));
+}
+
+/// A check of the suite.
+pub type Check = fn(Make);
+
+/// Every check, by name.
+pub const ALL: &[(&str, Check)] = &[
+    (
+        "first_sighting_opens_an_episode",
+        first_sighting_opens_an_episode,
+    ),
+    (
+        "a_sighting_within_the_gap_continues",
+        a_sighting_within_the_gap_continues,
+    ),
+    (
+        "a_sighting_after_the_gap_opens_an_episode_with_previous_seen",
+        a_sighting_after_the_gap_opens_an_episode_with_previous_seen,
+    ),
+    (
+        "out_of_order_points_never_open_nor_move_state_back",
+        out_of_order_points_never_open_nor_move_state_back,
+    ),
+    ("late_flag", late_flag),
+    (
+        "learning_records_state_without_findings",
+        learning_records_state_without_findings,
+    ),
+    (
+        "key_cap_refuses_only_new_keys",
+        key_cap_refuses_only_new_keys,
+    ),
+    (
+        "same_key_several_times_in_one_batch",
+        same_key_several_times_in_one_batch,
+    ),
+    (
+        "finding_ids_are_deterministic",
+        finding_ids_are_deterministic,
+    ),
+    ("forgetting", forgetting),
+    ("a_new_sink_starts_at_the_end", a_new_sink_starts_at_the_end),
+    ("pending_and_ack", pending_and_ack),
+    (
+        "sinks_are_independent_and_the_log_is_pruned",
+        sinks_are_independent_and_the_log_is_pruned,
+    ),
+    ("unknown_sinks_are_errors", unknown_sinks_are_errors),
+    (
+        "learning_started_at_is_set_once",
+        learning_started_at_is_set_once,
+    ),
+    (
+        "an_empty_batch_changes_nothing",
+        an_empty_batch_changes_nothing,
+    ),
+];
+
+/// Runs every check in turn; panics at the first failure, naming the check.
+pub fn run_all(make: Make) {
+    for (name, check) in ALL {
+        eprintln!("conformance: {name}");
+        check(&mut *make);
+    }
+}
+
+/// One `#[test]` per check of the suite, for a backend. `$make` is an expression giving
+/// a `FnMut() -> Box<dyn StateStore>` that returns a fresh, empty store each call.
+///
+/// ```ignore
+/// mod mem {
+///     unseen_store::conformance_tests!(|| Box::new(unseen_store::MemStore::new()) as Box<dyn unseen_store::StateStore>);
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            first_sighting_opens_an_episode,
+            a_sighting_within_the_gap_continues,
+            a_sighting_after_the_gap_opens_an_episode_with_previous_seen,
+            out_of_order_points_never_open_nor_move_state_back,
+            late_flag,
+            learning_records_state_without_findings,
+            key_cap_refuses_only_new_keys,
+            same_key_several_times_in_one_batch,
+            finding_ids_are_deterministic,
+            forgetting,
+            a_new_sink_starts_at_the_end,
+            pending_and_ack,
+            sinks_are_independent_and_the_log_is_pruned,
+            unknown_sinks_are_errors,
+            learning_started_at_is_set_once,
+            an_empty_batch_changes_nothing,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let mut make = $make;
+                $crate::conformance::$check(&mut make);
+            }
+        )*
+        /// The macro's list and `conformance::ALL` name the same checks.
+        #[test]
+        fn every_check_is_listed() {
+            let listed: &[&str] = &[$(stringify!($check)),*];
+            let all: Vec<&str> = $crate::conformance::ALL.iter().map(|(name, _)| *name).collect();
+            assert_eq!(listed, all.as_slice());
+        }
+    };
+}

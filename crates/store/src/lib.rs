@@ -1,0 +1,165 @@
+//! Durable state for `unseen serve`.
+//!
+//! One rule is enforced here: **a batch of sightings changes the key states and appends
+//! the findings it opens in one atomic, durable transaction.** The server acknowledges
+//! a request only after the `apply` that holds its points returned, so nothing
+//! acknowledged is lost and no episode is reported twice across restarts.
+//!
+//! Findings are appended to a log; each sink has a cursor into it (an outbox), so a
+//! sink that is down keeps its findings until it is back, across restarts.
+//!
+//! # Backends
+//!
+//! - [`RedbStore`]: the embedded store, one file in the state directory.
+//! - [`MemStore`]: in memory, deliberately simple: the reference model the redb store
+//!   is checked against, and a store for the tests of other crates.
+//!
+//! Both pass the same conformance suite (`conformance`, behind the cargo feature of the
+//! same name), and a property test checks that they answer every batch identically.
+//!
+//! # Durability and group commit
+//!
+//! [`StateStore::apply`] commits one write transaction with immediate durability: when it
+//! returns, the batch is on disk (one `fsync`). An fsync costs about as much for one
+//! point as for ten thousand, so the caller batches the points of many requests into
+//! one `apply` (group commit) and acknowledges all of them when it returns. Never call
+//! `apply` once per point.
+//!
+//! # Why redb
+//!
+//! - Pure Rust: no C toolchain, no system library, one static binary.
+//! - ACID with copy-on-write B-trees: a commit writes new pages and then flips a
+//!   checksummed commit slot, so a crash (even `SIGKILL` or power loss mid-commit) leaves
+//!   the last committed state, never a torn one. Readers see snapshots and never block
+//!   the writer.
+//! - A single file: easy to back up, move, or delete to start over.
+//! - No background compaction or flush threads (unlike LSM stores such as RocksDB):
+//!   all work happens inside the calls, so latency and memory are predictable and a
+//!   2-core machine is not shared with a compactor.
+//!
+//! After a crash, redb repairs the file on the next open (it walks the committed trees
+//! to rebuild its allocator state): the open takes longer, nothing is lost.
+
+mod mem;
+mod redb_store;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use mem::MemStore;
+pub use redb_store::{RedbStore, FILE_NAME, SCHEMA_VERSION};
+
+use unseen_detect::KeyState;
+use unseen_findings::Finding;
+use unseen_model::{UnixSecs, Windows};
+use unseen_normalize::{Key, KeyMode};
+
+/// One keyed sighting, ready for the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub key: Key,
+    pub time: UnixSecs,
+    /// `host.name` on the point, kept as finding evidence.
+    pub host_name: Option<String>,
+}
+
+/// How a batch is applied.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub windows: Windows,
+    /// Key mode name written into findings.
+    pub mode: KeyMode,
+    /// Server clock when the batch's requests arrived (decides `late`, `detected_at`).
+    pub now: UnixSecs,
+    /// False while learning: state is recorded, no finding is produced.
+    pub report: bool,
+    /// New keys past this many tracked keys are refused.
+    pub max_keys: u64,
+}
+
+/// Why one sighting of a batch was refused by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key is new and the store already tracks `max_keys` keys.
+    KeyCapReached,
+}
+
+/// What one `apply` did.
+///
+/// Sequence numbers start at 1 and grow by one per finding, for the life of the store:
+/// pruning the log never makes a number be used again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Findings opened by the batch, in input order, with their log sequence numbers.
+    pub findings: Vec<(u64, Finding)>,
+    /// Refused sightings: index into the batch, and why.
+    pub refused: Vec<(usize, Refusal)>,
+    /// Keys tracked after the batch.
+    pub keys: u64,
+}
+
+/// A store that cannot do what was asked. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("state store error: {0}")]
+    Backend(String),
+    #[error("state store at {path} is corrupt or from an incompatible version: {message}")]
+    Incompatible { path: String, message: String },
+    /// A sink's cursor was used before [`StateStore::register_sink`].
+    #[error("unknown sink `{sink}`: register it before reading or acknowledging its findings")]
+    UnknownSink { sink: String },
+}
+
+/// The contract every backend meets (embedded redb now; PostgreSQL later). One
+/// conformance suite (`conformance`) runs against each implementation.
+pub trait StateStore: Send + Sync {
+    /// Applies a batch in one durable transaction: for each sighting in order, the
+    /// rule's `step` against the key's state; opened episodes (when `report`) become
+    /// findings appended to the log. Returns only after the transaction is durable.
+    ///
+    /// A batch may hold the same key several times: each sighting sees the state left
+    /// by the ones before it. A refused sighting (a new key at the key cap) changes
+    /// nothing, not even the newest point time. Future points must be rejected by the
+    /// caller before (`unseen_detect::episode::is_future`).
+    fn apply(&self, batch: &[Sighting], opts: &ApplyOptions) -> Result<Applied, StoreError>;
+
+    /// The state of one key.
+    fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError>;
+
+    /// Keys tracked.
+    fn key_count(&self) -> Result<u64, StoreError>;
+
+    /// Forgets keys whose latest sighting is more than B − R older than the newest
+    /// point time seen by the store (contract section 4). Returns how many.
+    fn forget(&self, windows: &Windows) -> Result<u64, StoreError>;
+
+    /// The newest point time applied so far.
+    fn newest_point(&self) -> Result<Option<UnixSecs>, StoreError>;
+
+    /// Makes `sink` known. A new sink starts at the end of the log (it receives findings
+    /// from now on); a known one keeps its cursor.
+    fn register_sink(&self, sink: &str) -> Result<(), StoreError>;
+
+    /// Forgets `sink` and its cursor (a sink removed from the configuration), so that
+    /// it no longer holds findings in the log. Returns whether it was known.
+    fn remove_sink(&self, sink: &str) -> Result<bool, StoreError>;
+
+    /// Up to `limit` findings after `sink`'s cursor, oldest first.
+    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError>;
+
+    /// Moves `sink`'s cursor to `seq` (inclusive). Log entries every sink has passed
+    /// may be deleted.
+    ///
+    /// The cursor never moves backwards (an older `seq` is a no-op) nor past the last
+    /// finding appended (a larger `seq` stops there, so no future finding is skipped).
+    fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError>;
+
+    /// Findings still kept in the log: not yet passed by every registered sink.
+    fn log_len(&self) -> Result<u64, StoreError>;
+
+    /// When learning started: set to `now` on the first call, returned unchanged on
+    /// every later call, across restarts.
+    fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError>;
+}

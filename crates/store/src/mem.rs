@@ -1,0 +1,173 @@
+//! The in-memory store: the reference model.
+//!
+//! Deliberately simple (one mutex, ordered maps, no cleverness), so that it is obviously
+//! right and the redb store can be checked against it. Nothing survives the process;
+//! `apply` is atomic because it holds the lock for the whole batch.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use unseen_detect::episode::{forgettable, step};
+use unseen_detect::{Detection, KeyState};
+use unseen_findings::Finding;
+use unseen_model::{UnixSecs, Windows, SEED_RULE};
+use unseen_normalize::Key;
+
+use crate::{Applied, ApplyOptions, Refusal, Sighting, StateStore, StoreError};
+
+/// A [`StateStore`] in memory.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: BTreeMap<Key, KeyState>,
+    log: BTreeMap<u64, Finding>,
+    /// The last sequence number handed out (0: none yet).
+    last_seq: u64,
+    sinks: BTreeMap<String, u64>,
+    newest: Option<UnixSecs>,
+    learning_started_at: Option<UnixSecs>,
+}
+
+impl Inner {
+    /// Drops the findings every sink has passed (all of them when no sink is left: a
+    /// new sink starts at the end).
+    fn prune(&mut self) {
+        let passed_by_all = self.sinks.values().copied().min().unwrap_or(self.last_seq);
+        self.log.retain(|seq, _| *seq > passed_by_all);
+    }
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every tracked key and its state, in key order.
+    pub fn states(&self) -> Result<Vec<(Key, KeyState)>, StoreError> {
+        Ok(self
+            .lock()?
+            .keys
+            .iter()
+            .map(|(k, s)| (k.clone(), *s))
+            .collect())
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+    }
+}
+
+impl StateStore for MemStore {
+    fn apply(&self, batch: &[Sighting], opts: &ApplyOptions) -> Result<Applied, StoreError> {
+        let mut inner = self.lock()?;
+        let mut applied = Applied::default();
+        for (i, s) in batch.iter().enumerate() {
+            let prev = inner.keys.get(&s.key).copied();
+            if prev.is_none() && inner.keys.len() as u64 >= opts.max_keys {
+                applied.refused.push((i, Refusal::KeyCapReached));
+                continue;
+            }
+            let st = step(prev, s.time, opts.now, &opts.windows);
+            inner.keys.insert(s.key.clone(), st.state);
+            inner.newest = Some(inner.newest.map_or(s.time, |n| n.max(s.time)));
+            if let (Some(episode), true) = (st.opened, opts.report) {
+                let detection = Detection {
+                    key: s.key.clone(),
+                    first_seen: s.time,
+                    last_seen: s.time,
+                    count: 1,
+                    previous_seen: episode.previous_seen,
+                    late: episode.late,
+                    host_name: s.host_name.clone(),
+                };
+                let finding =
+                    unseen_findings::build(&SEED_RULE, opts.mode.name(), &detection, opts.now);
+                inner.last_seq += 1;
+                let seq = inner.last_seq;
+                inner.log.insert(seq, finding.clone());
+                applied.findings.push((seq, finding));
+            }
+        }
+        applied.keys = inner.keys.len() as u64;
+        Ok(applied)
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError> {
+        Ok(self.lock()?.keys.get(key).copied())
+    }
+
+    fn key_count(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.keys.len() as u64)
+    }
+
+    fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(newest) = inner.newest else {
+            return Ok(0);
+        };
+        let before = inner.keys.len();
+        inner
+            .keys
+            .retain(|_, state| !forgettable(state, newest, windows));
+        Ok((before - inner.keys.len()) as u64)
+    }
+
+    fn newest_point(&self) -> Result<Option<UnixSecs>, StoreError> {
+        Ok(self.lock()?.newest)
+    }
+
+    fn register_sink(&self, sink: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let end = inner.last_seq;
+        inner.sinks.entry(sink.to_string()).or_insert(end);
+        inner.prune();
+        Ok(())
+    }
+
+    fn remove_sink(&self, sink: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let known = inner.sinks.remove(sink).is_some();
+        inner.prune();
+        Ok(known)
+    }
+
+    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError> {
+        let inner = self.lock()?;
+        let cursor = *inner.sinks.get(sink).ok_or_else(|| unknown(sink))?;
+        Ok(inner
+            .log
+            .range(cursor + 1..)
+            .take(limit)
+            .map(|(seq, f)| (*seq, f.clone()))
+            .collect())
+    }
+
+    fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let last_seq = inner.last_seq;
+        let cursor = inner.sinks.get_mut(sink).ok_or_else(|| unknown(sink))?;
+        *cursor = (*cursor).max(seq.min(last_seq));
+        inner.prune();
+        Ok(())
+    }
+
+    fn log_len(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.log.len() as u64)
+    }
+
+    fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError> {
+        Ok(*self.lock()?.learning_started_at.get_or_insert(now))
+    }
+}
+
+pub(crate) fn unknown(sink: &str) -> StoreError {
+    StoreError::UnknownSink {
+        sink: sink.to_string(),
+    }
+}

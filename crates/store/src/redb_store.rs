@@ -1,0 +1,651 @@
+//! The embedded store: one redb file in the state directory.
+//!
+//! # Tables
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `keys` | the key, encoded as four length-prefixed parts ([`encode_key`]) | `last_seen` i64 BE ++ `episode_start` i64 BE (16 bytes) |
+//! | `findings` | sequence number (u64) | the finding as JSON |
+//! | `sinks` | sink name | cursor: the last sequence number the sink acknowledged |
+//! | `meta` | name | u64: `schema_version`, `last_seq`, `newest_point`, `learning_started_at` |
+//!
+//! Times in `meta` are `UnixSecs` (i64) stored as their two's-complement bits in a u64.
+//! The number of keys is the `keys` table's length, which redb keeps in the tree's root:
+//! reading it is O(1) and, unlike a counter of our own, it cannot drift from the table.
+//!
+//! `last_seq` is kept apart from the log because the log is pruned: a sequence number is
+//! never handed out twice, even once every finding has been delivered and deleted.
+
+use std::fmt::Display;
+use std::ops::Bound;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
+};
+use unseen_detect::episode::{forgettable, step};
+use unseen_detect::{Detection, KeyState};
+use unseen_findings::Finding;
+use unseen_model::{UnixSecs, Windows, SEED_RULE};
+use unseen_normalize::Key;
+
+use crate::mem::unknown;
+use crate::{Applied, ApplyOptions, Refusal, Sighting, StateStore, StoreError};
+
+/// The store's file inside the state directory.
+pub const FILE_NAME: &str = "state.redb";
+
+/// The layout of the tables; bumped on any incompatible change. A file with another
+/// version is refused ([`StoreError::Incompatible`]) rather than misread.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const KEYS: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("keys");
+const FINDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("findings");
+const SINKS: TableDefinition<&str, u64> = TableDefinition::new("sinks");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_SCHEMA_VERSION: &str = "schema_version";
+const META_LAST_SEQ: &str = "last_seq";
+const META_NEWEST_POINT: &str = "newest_point";
+const META_LEARNING_STARTED_AT: &str = "learning_started_at";
+
+/// Keys scanned per `forget` transaction: bounds the transaction's size (dirty pages
+/// held in memory) and how long it holds the write lock against `apply`.
+const FORGET_CHUNK: usize = 10_000;
+
+/// A [`StateStore`] in one redb file.
+///
+/// The file is locked while open: a second process (or a second `open` in the same
+/// process) on the same directory gets [`StoreError::Open`].
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+    forget_chunk: usize,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens the store in `dir` (creating the directory and the file as needed).
+    ///
+    /// Errors: [`StoreError::Open`] when the directory or file cannot be created or
+    /// opened (not writable, not a directory, already open by another process);
+    /// [`StoreError::Incompatible`] when the file is not a state file of this version of
+    /// unseen (another schema version, another program's redb file, not redb at all).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            message: format!(
+                "cannot create the state directory: {e}; point the state directory at a writable directory"
+            ),
+        })?;
+        let path = dir.join(FILE_NAME);
+        // redb may panic on a file damaged in ways its checksums do not cover (debug
+        // builds assert): report it as an unreadable file rather than crash.
+        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<RedbStore, StoreError> {
+            let db = Database::builder()
+                .create(&path)
+                .map_err(|e| open_error(&path, e))?;
+            let store = RedbStore {
+                db,
+                path: path.clone(),
+                forget_chunk: FORGET_CHUNK,
+            };
+            store.init()?;
+            Ok(store)
+        }));
+        opened.unwrap_or_else(|_| {
+            Err(StoreError::Incompatible {
+                path: path.display().to_string(),
+                message: format!("the file cannot be read (redb panicked on it); {MOVE_AWAY}"),
+            })
+        })
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tracked key and its state, in key order. Reads the whole table: for tests,
+    /// tools and debugging, not for the hot path.
+    pub fn states(&self) -> Result<Vec<(Key, KeyState)>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+        let mut out = Vec::new();
+        for entry in keys.iter().map_err(self.backend("read keys"))? {
+            let (k, v) = entry.map_err(self.backend("read keys"))?;
+            let key =
+                decode_key(k.value()).ok_or_else(|| self.incompatible("a key is malformed"))?;
+            out.push((key, decode_state(v.value())));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Checks the schema version, or writes it into a new file, and creates the tables.
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.table_error(e))?;
+            let version = meta
+                .get(META_SCHEMA_VERSION)
+                .map_err(self.backend("read meta"))?
+                .map(|v| v.value());
+            match version {
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => {
+                    let which = if v > SCHEMA_VERSION {
+                        "a newer"
+                    } else {
+                        "an older"
+                    };
+                    return Err(self.incompatible(&format!(
+                        "it was written by {which} unseen (state schema version {v}); this unseen reads version {SCHEMA_VERSION}: run the release that wrote it, or {MOVE_AWAY}"
+                    )));
+                }
+                None => {
+                    let foreign: Vec<String> = txn
+                        .list_tables()
+                        .map_err(self.backend("list tables"))?
+                        .map(|t| t.name().to_string())
+                        .filter(|name| name != META.name())
+                        .collect();
+                    if !foreign.is_empty() {
+                        return Err(self.incompatible(&format!(
+                            "it is a redb file with tables ({}) but no unseen schema version: not a state file of unseen; {MOVE_AWAY}",
+                            foreign.join(", ")
+                        )));
+                    }
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
+                        .map_err(self.backend("write meta"))?;
+                    meta.insert(META_LAST_SEQ, 0)
+                        .map_err(self.backend("write meta"))?;
+                }
+            }
+            // Creates the tables in a new file; checks their types in an existing one.
+            txn.open_table(KEYS).map_err(|e| self.table_error(e))?;
+            txn.open_table(FINDINGS).map_err(|e| self.table_error(e))?;
+            txn.open_table(SINKS).map_err(|e| self.table_error(e))?;
+        }
+        txn.commit().map_err(self.backend("commit"))
+    }
+
+    /// A write transaction that is durable when `commit` returns (one fsync). This is
+    /// redb's default; it is set here so that no change of default weakens it.
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(self.backend("begin write"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(self.backend("set durability"))?;
+        Ok(txn)
+    }
+
+    fn read_meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+        let value = meta
+            .get(name)
+            .map_err(self.backend("read meta"))?
+            .map(|v| v.value());
+        Ok(value)
+    }
+
+    fn backend<E: Display>(&self, what: &'static str) -> impl Fn(E) -> StoreError + '_ {
+        move |e| StoreError::Backend(format!("{what} in {}: {e}", self.path.display()))
+    }
+
+    fn incompatible(&self, message: &str) -> StoreError {
+        StoreError::Incompatible {
+            path: self.path.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn table_error(&self, e: TableError) -> StoreError {
+        match e {
+            TableError::TableTypeMismatch { .. }
+            | TableError::TableIsMultimap(_)
+            | TableError::TypeDefinitionChanged { .. } => self.incompatible(&format!(
+                "a table has an unexpected layout ({e}): not a state file of unseen; {MOVE_AWAY}"
+            )),
+            e => StoreError::Backend(format!("open table in {}: {e}", self.path.display())),
+        }
+    }
+}
+
+const MOVE_AWAY: &str =
+    "move the file away to start with an empty state (every running image is then reported once more as new)";
+
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    let path_s = path.display().to_string();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Open {
+                path: path_s,
+                message: format!(
+                    "{e} Is another unseen running with the same state directory? Each replica needs its own."
+                ),
+            }
+        }
+        DatabaseError::UpgradeRequired(v) => StoreError::Incompatible {
+            path: path_s,
+            message: format!("redb file format version {v} is not supported; {MOVE_AWAY}"),
+        },
+        DatabaseError::Storage(StorageError::Corrupted(m)) => StoreError::Incompatible {
+            path: path_s,
+            message: format!("not a state file of unseen, or damaged ({m}); {MOVE_AWAY}"),
+        },
+        // redb's word for "not a redb file" (magic number mismatch).
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Incompatible {
+                path: path_s,
+                message: format!("not a state file of unseen ({io}); {MOVE_AWAY}"),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(io)) => StoreError::Open {
+            path: path_s,
+            message: format!("{io}; the state directory must be writable by unseen"),
+        },
+        e => StoreError::Open {
+            path: path_s,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Encodes a key as its four parts, each a u32 big-endian length then the bytes. The
+/// lengths make the encoding unambiguous (`"a|b","c"` and `"a","b|c"` differ).
+pub(crate) fn encode_key(key: &Key, out: &mut Vec<u8>) {
+    out.clear();
+    for part in [&key.host, &key.cluster, &key.node, &key.image] {
+        // Key parts come from OTLP attribute values, far below 4 GiB.
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+}
+
+/// The inverse of [`encode_key`]; `None` for bytes it did not write.
+pub(crate) fn decode_key(mut bytes: &[u8]) -> Option<Key> {
+    let mut part = || -> Option<String> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if rest.len() < len {
+            return None;
+        }
+        let (s, rest) = rest.split_at(len);
+        bytes = rest;
+        String::from_utf8(s.to_vec()).ok()
+    };
+    let key = Key {
+        host: part()?,
+        cluster: part()?,
+        node: part()?,
+        image: part()?,
+    };
+    bytes.is_empty().then_some(key)
+}
+
+fn encode_state(state: &KeyState) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&state.last_seen.to_be_bytes());
+    out[8..].copy_from_slice(&state.episode_start.to_be_bytes());
+    out
+}
+
+fn decode_state(bytes: &[u8; 16]) -> KeyState {
+    let (last, start) = bytes.split_at(8);
+    KeyState {
+        last_seen: i64::from_be_bytes(last.try_into().unwrap_or_default()),
+        episode_start: i64::from_be_bytes(start.try_into().unwrap_or_default()),
+    }
+}
+
+fn secs_to_meta(t: UnixSecs) -> u64 {
+    t as u64
+}
+
+fn meta_to_secs(v: u64) -> UnixSecs {
+    v as i64
+}
+
+impl StateStore for RedbStore {
+    fn apply(&self, batch: &[Sighting], opts: &ApplyOptions) -> Result<Applied, StoreError> {
+        if batch.is_empty() {
+            return Ok(Applied {
+                keys: self.key_count()?,
+                ..Applied::default()
+            });
+        }
+        let txn = self.begin_write()?;
+        let mut applied = Applied::default();
+        {
+            let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+            let mut log = txn
+                .open_table(FINDINGS)
+                .map_err(self.backend("open findings"))?;
+            let mut meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+            let read_meta = |meta: &redb::Table<&str, u64>, name| {
+                meta.get(name)
+                    .map(|v| v.map(|v| v.value()))
+                    .map_err(self.backend("read meta"))
+            };
+            let mut last_seq = read_meta(&meta, META_LAST_SEQ)?.unwrap_or(0);
+            let mut newest = read_meta(&meta, META_NEWEST_POINT)?.map(meta_to_secs);
+            let mut count = keys.len().map_err(self.backend("count keys"))?;
+            let mut encoded = Vec::with_capacity(256);
+            let mut json = Vec::with_capacity(1024);
+            for (i, s) in batch.iter().enumerate() {
+                encode_key(&s.key, &mut encoded);
+                // Reads see this transaction's own earlier writes: a key repeated in the
+                // batch steps from the state its previous sighting left.
+                let prev = keys
+                    .get(encoded.as_slice())
+                    .map_err(self.backend("read key"))?
+                    .map(|v| decode_state(v.value()));
+                if prev.is_none() && count >= opts.max_keys {
+                    applied.refused.push((i, Refusal::KeyCapReached));
+                    continue;
+                }
+                let st = step(prev, s.time, opts.now, &opts.windows);
+                if prev != Some(st.state) {
+                    keys.insert(encoded.as_slice(), &encode_state(&st.state))
+                        .map_err(self.backend("write key"))?;
+                    if prev.is_none() {
+                        count += 1;
+                    }
+                }
+                newest = Some(newest.map_or(s.time, |n| n.max(s.time)));
+                let (Some(episode), true) = (st.opened, opts.report) else {
+                    continue;
+                };
+                let detection = Detection {
+                    key: s.key.clone(),
+                    first_seen: s.time,
+                    last_seen: s.time,
+                    count: 1,
+                    previous_seen: episode.previous_seen,
+                    late: episode.late,
+                    host_name: s.host_name.clone(),
+                };
+                let finding =
+                    unseen_findings::build(&SEED_RULE, opts.mode.name(), &detection, opts.now);
+                json.clear();
+                serde_json::to_writer(&mut json, &finding)
+                    .map_err(self.backend("encode finding"))?;
+                last_seq += 1;
+                log.insert(last_seq, json.as_slice())
+                    .map_err(self.backend("append finding"))?;
+                applied.findings.push((last_seq, finding));
+            }
+            meta.insert(META_LAST_SEQ, last_seq)
+                .map_err(self.backend("write meta"))?;
+            if let Some(newest) = newest {
+                meta.insert(META_NEWEST_POINT, secs_to_meta(newest))
+                    .map_err(self.backend("write meta"))?;
+            }
+            applied.keys = count;
+        }
+        txn.commit().map_err(self.backend("commit"))?;
+        Ok(applied)
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError> {
+        let mut encoded = Vec::new();
+        encode_key(key, &mut encoded);
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+        let state = keys
+            .get(encoded.as_slice())
+            .map_err(self.backend("read key"))?
+            .map(|v| decode_state(v.value()));
+        Ok(state)
+    }
+
+    fn key_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+        keys.len().map_err(self.backend("count keys"))
+    }
+
+    /// Scans the keys in chunks of a bounded size, one durable transaction each, so a
+    /// large table never makes one huge transaction nor holds `apply` off for long. Each
+    /// chunk reads the newest point time afresh; an `apply` between chunks is fine.
+    fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
+        let mut forgotten = 0;
+        // The last key scanned by the previous chunk.
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let txn = self.begin_write()?;
+            let (doomed, next) = {
+                let meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+                let Some(newest) = meta
+                    .get(META_NEWEST_POINT)
+                    .map_err(self.backend("read meta"))?
+                    .map(|v| meta_to_secs(v.value()))
+                else {
+                    return Ok(forgotten);
+                };
+                let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+                let lower = match &after {
+                    Some(k) => Bound::Excluded(k.as_slice()),
+                    None => Bound::Unbounded,
+                };
+                let mut doomed = Vec::new();
+                let mut next = None;
+                let mut scanned = 0;
+                for entry in keys
+                    .range::<&[u8]>((lower, Bound::Unbounded))
+                    .map_err(self.backend("scan keys"))?
+                {
+                    let (k, v) = entry.map_err(self.backend("scan keys"))?;
+                    if forgettable(&decode_state(v.value()), newest, windows) {
+                        doomed.push(k.value().to_vec());
+                    }
+                    scanned += 1;
+                    if scanned == self.forget_chunk {
+                        next = Some(k.value().to_vec());
+                        break;
+                    }
+                }
+                for k in &doomed {
+                    keys.remove(k.as_slice())
+                        .map_err(self.backend("forget key"))?;
+                }
+                (doomed.len() as u64, next)
+            };
+            if doomed > 0 {
+                txn.commit().map_err(self.backend("commit"))?;
+                forgotten += doomed;
+            } else {
+                // Nothing changed: no commit, no fsync.
+                txn.abort().map_err(self.backend("abort"))?;
+            }
+            match next {
+                Some(k) => after = Some(k),
+                None => return Ok(forgotten),
+            }
+        }
+    }
+
+    fn newest_point(&self) -> Result<Option<UnixSecs>, StoreError> {
+        Ok(self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs))
+    }
+
+    fn register_sink(&self, sink: &str) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut sinks = txn.open_table(SINKS).map_err(self.backend("open sinks"))?;
+            if sinks
+                .get(sink)
+                .map_err(self.backend("read sink"))?
+                .is_some()
+            {
+                drop(sinks);
+                return txn.abort().map_err(self.backend("abort"));
+            }
+            let meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+            let end = meta
+                .get(META_LAST_SEQ)
+                .map_err(self.backend("read meta"))?
+                .map_or(0, |v| v.value());
+            sinks
+                .insert(sink, end)
+                .map_err(self.backend("write sink"))?;
+            let mut log = txn
+                .open_table(FINDINGS)
+                .map_err(self.backend("open findings"))?;
+            self.prune(&sinks, &mut log, end)?;
+        }
+        txn.commit().map_err(self.backend("commit"))
+    }
+
+    fn remove_sink(&self, sink: &str) -> Result<bool, StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut sinks = txn.open_table(SINKS).map_err(self.backend("open sinks"))?;
+            if sinks
+                .remove(sink)
+                .map_err(self.backend("remove sink"))?
+                .is_none()
+            {
+                drop(sinks);
+                txn.abort().map_err(self.backend("abort"))?;
+                return Ok(false);
+            }
+            let meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+            let last_seq = meta
+                .get(META_LAST_SEQ)
+                .map_err(self.backend("read meta"))?
+                .map_or(0, |v| v.value());
+            let mut log = txn
+                .open_table(FINDINGS)
+                .map_err(self.backend("open findings"))?;
+            self.prune(&sinks, &mut log, last_seq)?;
+        }
+        txn.commit().map_err(self.backend("commit"))?;
+        Ok(true)
+    }
+
+    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let sinks = txn.open_table(SINKS).map_err(self.backend("open sinks"))?;
+        let cursor = sinks
+            .get(sink)
+            .map_err(self.backend("read sink"))?
+            .ok_or_else(|| unknown(sink))?
+            .value();
+        let log = txn
+            .open_table(FINDINGS)
+            .map_err(self.backend("open findings"))?;
+        let mut out = Vec::new();
+        for entry in log
+            .range((Bound::Excluded(cursor), Bound::Unbounded))
+            .map_err(self.backend("read findings"))?
+            .take(limit)
+        {
+            let (seq, json) = entry.map_err(self.backend("read findings"))?;
+            let seq = seq.value();
+            let finding = serde_json::from_slice(json.value()).map_err(|e| {
+                self.incompatible(&format!("finding {seq} in the log cannot be read: {e}"))
+            })?;
+            out.push((seq, finding));
+        }
+        Ok(out)
+    }
+
+    fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut sinks = txn.open_table(SINKS).map_err(self.backend("open sinks"))?;
+            let cursor = sinks
+                .get(sink)
+                .map_err(self.backend("read sink"))?
+                .ok_or_else(|| unknown(sink))?
+                .value();
+            let meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+            let last_seq = meta
+                .get(META_LAST_SEQ)
+                .map_err(self.backend("read meta"))?
+                .map_or(0, |v| v.value());
+            let moved = cursor.max(seq.min(last_seq));
+            if moved == cursor {
+                drop((sinks, meta));
+                return txn.abort().map_err(self.backend("abort"));
+            }
+            sinks
+                .insert(sink, moved)
+                .map_err(self.backend("write sink"))?;
+            let mut log = txn
+                .open_table(FINDINGS)
+                .map_err(self.backend("open findings"))?;
+            self.prune(&sinks, &mut log, last_seq)?;
+        }
+        txn.commit().map_err(self.backend("commit"))
+    }
+
+    fn log_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let log = txn
+            .open_table(FINDINGS)
+            .map_err(self.backend("open findings"))?;
+        log.len().map_err(self.backend("count findings"))
+    }
+
+    fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError> {
+        if let Some(t) = self.read_meta(META_LEARNING_STARTED_AT)? {
+            return Ok(meta_to_secs(t));
+        }
+        let txn = self.begin_write()?;
+        let started = {
+            let mut meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+            let existing = meta
+                .get(META_LEARNING_STARTED_AT)
+                .map_err(self.backend("read meta"))?
+                .map(|v| v.value());
+            match existing {
+                // Another caller set it between our read and this transaction.
+                Some(t) => return Ok(meta_to_secs(t)),
+                None => {
+                    meta.insert(META_LEARNING_STARTED_AT, secs_to_meta(now))
+                        .map_err(self.backend("write meta"))?;
+                    now
+                }
+            }
+        };
+        txn.commit().map_err(self.backend("commit"))?;
+        Ok(started)
+    }
+}
+
+impl RedbStore {
+    /// Deletes the log entries every registered sink has passed (with no sink left,
+    /// everything up to `last_seq`: a new sink starts at the end anyway).
+    fn prune(
+        &self,
+        sinks: &redb::Table<&str, u64>,
+        log: &mut redb::Table<u64, &[u8]>,
+        last_seq: u64,
+    ) -> Result<(), StoreError> {
+        let mut passed_by_all = last_seq;
+        for entry in sinks.iter().map_err(self.backend("read sinks"))? {
+            let (_, cursor) = entry.map_err(self.backend("read sinks"))?;
+            passed_by_all = passed_by_all.min(cursor.value());
+        }
+        log.retain_in(..=passed_by_all, |_, _| false)
+            .map_err(self.backend("prune findings"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! redb-specific behaviour: persistence across reopen, refusing incompatible files,
+//! open errors, chunked forgetting, the key encoding. The backend-independent
+//! contract is `crate::conformance`, run from `tests/conformance.rs`.
+
+use std::time::Instant;
+
+use super::*;
+use crate::conformance::{key, opts, sighting, WINDOWS};
+use crate::MemStore;
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn state_log_cursors_and_learning_survive_reopen() {
+    let dir = temp();
+    let (a, b, c) = (key(1), key(2), key(3));
+    let (before_states, before_pending_y) = {
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.learning_started_at(500).unwrap(), 500);
+        store.register_sink("x").unwrap();
+        store.register_sink("y").unwrap();
+        let out = store
+            .apply(
+                &[
+                    sighting(&a, 1_000),
+                    sighting(&b, 1_000),
+                    sighting(&c, 1_200),
+                ],
+                &opts(1_200),
+            )
+            .unwrap();
+        assert_eq!(out.findings.len(), 3);
+        store.ack("x", 2).unwrap();
+        (store.states().unwrap(), store.pending("y", 10).unwrap())
+    };
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(store.states().unwrap(), before_states);
+    assert_eq!(store.key_count().unwrap(), 3);
+    assert_eq!(store.newest_point().unwrap(), Some(1_200));
+    assert_eq!(store.learning_started_at(9_999).unwrap(), 500);
+    assert_eq!(store.pending("y", 10).unwrap(), before_pending_y);
+    let x: Vec<u64> = store
+        .pending("x", 10)
+        .unwrap()
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(x, [3]);
+    assert_eq!(store.log_len().unwrap(), 3, "y has acknowledged nothing");
+    // Sequence numbers go on; the continuing key does not reopen.
+    let out = store
+        .apply(
+            &[sighting(&a, 1_300), sighting(&key(4), 1_300)],
+            &opts(1_300),
+        )
+        .unwrap();
+    assert_eq!(out.findings.len(), 1);
+    assert_eq!(out.findings[0].0, 4);
+    assert_eq!(store.get(&a).unwrap().unwrap().episode_start, 1_000);
+}
+
+#[test]
+fn reopening_with_another_schema_version_is_refused() {
+    let dir = temp();
+    drop(RedbStore::open(dir.path()).unwrap());
+    let path = dir.path().join(FILE_NAME);
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(dir.path()).unwrap_err();
+    let StoreError::Incompatible { path: p, message } = &err else {
+        panic!("expected Incompatible, got {err:?}");
+    };
+    assert_eq!(p, &path.display().to_string());
+    assert!(
+        message.contains("a newer unseen (state schema version 2)"),
+        "{message}"
+    );
+    assert!(message.contains("this unseen reads version 1"), "{message}");
+    assert!(message.contains("move the file away"), "{message}");
+    assert!(err.to_string().contains(&path.display().to_string()));
+}
+
+#[test]
+fn another_programs_redb_file_is_refused() {
+    let dir = temp();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let other: TableDefinition<&str, &str> = TableDefinition::new("settings");
+        txn.open_table(other).unwrap().insert("a", "b").unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Incompatible { message, .. } if message.contains("settings") && message.contains("no unseen schema version")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_meta_table_of_another_type_is_refused() {
+    let dir = temp();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: TableDefinition<&str, &str> = TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("a", "b").unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Incompatible { message, .. } if message.contains("unexpected layout")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_redb_is_refused() {
+    let dir = temp();
+    std::fs::write(
+        dir.path().join(FILE_NAME),
+        b"{\"this is\": \"not redb\"}\n".repeat(300),
+    )
+    .unwrap();
+    let err = RedbStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Incompatible { message, .. } if message.contains("not a state file of unseen")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_path_that_is_not_a_directory_is_an_open_error_naming_it() {
+    let dir = temp();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    for bad in [file.clone(), file.join("below")] {
+        let err = RedbStore::open(&bad).unwrap_err();
+        let StoreError::Open { path, message } = &err else {
+            panic!("expected Open, got {err:?}");
+        };
+        assert_eq!(path, &bad.display().to_string());
+        assert!(message.contains("writable directory"), "{message}");
+        assert!(err.to_string().contains(&bad.display().to_string()));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_read_only_directory_is_an_open_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    if std::fs::write(ro.join("probe"), b"x").is_ok() {
+        // Root (or a capability) writes anyway: nothing to check here.
+        eprintln!("skipped: this user can write to a read-only directory");
+        return;
+    }
+    let err = RedbStore::open(&ro).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Open { path, message } if path.ends_with(FILE_NAME) && message.contains("writable")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = temp();
+    let _first = RedbStore::open(dir.path()).unwrap();
+    let err = RedbStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Open { message, .. } if message.contains("another unseen")),
+        "{err}"
+    );
+}
+
+#[test]
+fn forgetting_in_small_chunks_matches_the_model() {
+    let dir = temp();
+    let mut store = RedbStore::open(dir.path()).unwrap();
+    store.forget_chunk = 3;
+    let model = MemStore::new();
+    // 20 keys, last seen 100 s apart; the newest point is at 20 * 100.
+    let batch: Vec<Sighting> = (0..20)
+        .map(|i| sighting(&key(i), 100 * (i as i64 + 1)))
+        .collect();
+    let o = opts(2_000);
+    assert_eq!(
+        store.apply(&batch, &o).unwrap(),
+        model.apply(&batch, &o).unwrap()
+    );
+    let forgotten = store.forget(&WINDOWS).unwrap();
+    assert_eq!(forgotten, model.forget(&WINDOWS).unwrap());
+    // last_seen < 2_000 − GAP (900): keys 0..=9 (100..=1_000 s).
+    assert_eq!(forgotten, 10);
+    assert_eq!(store.states().unwrap(), model.states().unwrap());
+    assert_eq!(store.key_count().unwrap(), 10);
+    assert_eq!(store.forget(&WINDOWS).unwrap(), 0);
+}
+
+#[test]
+fn key_count_is_the_number_of_keys() {
+    let dir = temp();
+    let store = RedbStore::open(dir.path()).unwrap();
+    for round in 0..3i64 {
+        let batch: Vec<Sighting> = (0..50)
+            .map(|i| sighting(&key(i * (round as usize + 1)), 1_000 * (round + 1)))
+            .collect();
+        let out = store.apply(&batch, &opts(1_000 * (round + 1))).unwrap();
+        assert_eq!(out.keys, store.states().unwrap().len() as u64);
+        assert_eq!(store.key_count().unwrap(), out.keys);
+    }
+    store.forget(&WINDOWS).unwrap();
+    assert_eq!(
+        store.key_count().unwrap(),
+        store.states().unwrap().len() as u64
+    );
+}
+
+#[test]
+fn key_encoding_round_trips_and_is_unambiguous() {
+    let k = Key {
+        host: "a|b".into(),
+        cluster: "c".into(),
+        node: "".into(),
+        image: "é/ü:1".into(),
+    };
+    let mut buf = Vec::new();
+    encode_key(&k, &mut buf);
+    assert_eq!(decode_key(&buf), Some(k.clone()));
+    let shifted = Key {
+        host: "a".into(),
+        cluster: "b|c".into(),
+        ..k.clone()
+    };
+    let mut other = Vec::new();
+    encode_key(&shifted, &mut other);
+    assert_ne!(buf, other);
+    assert_eq!(decode_key(&buf[..buf.len() - 1]), None);
+    buf.push(0);
+    assert_eq!(decode_key(&buf), None);
+    let s = KeyState {
+        last_seen: -5,
+        episode_start: i64::MAX,
+    };
+    assert_eq!(decode_state(&encode_state(&s)), s);
+    assert_eq!(meta_to_secs(secs_to_meta(-1)), -1);
+}
+
+/// Not a benchmark: one timed run, printed (`--nocapture`), never asserted.
+#[test]
+fn time_one_apply_of_10_000_sightings() {
+    let dir = temp();
+    let store = RedbStore::open(dir.path()).unwrap();
+    let keys: Vec<Key> = (0..10_000)
+        .map(|i| Key {
+            host: format!("ip-10-0-{}-{}.ec2.internal", i % 200, i % 250),
+            cluster: "prod-eu-west-1".into(),
+            node: format!("ip-10-0-{}-{}.ec2.internal", i % 200, i % 250),
+            image: format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/service-{i}"),
+        })
+        .collect();
+    let new: Vec<Sighting> = keys
+        .iter()
+        .map(|k| Sighting {
+            key: k.clone(),
+            time: 1_700_000_000,
+            host_name: Some("collector-0".into()),
+        })
+        .collect();
+    let known: Vec<Sighting> = keys.iter().map(|k| sighting(k, 1_700_000_060)).collect();
+    let started = Instant::now();
+    let out = store.apply(&new, &opts(1_700_000_000)).unwrap();
+    let t_new = started.elapsed();
+    assert_eq!(out.findings.len(), 10_000);
+    let started = Instant::now();
+    let out = store.apply(&known, &opts(1_700_000_060)).unwrap();
+    let t_known = started.elapsed();
+    assert_eq!(out.findings.len(), 0);
+    let started = Instant::now();
+    store.apply(&known[..1], &opts(1_700_000_061)).unwrap();
+    let t_one = started.elapsed();
+    // The same work in memory: what building findings costs without redb.
+    let mem = MemStore::new();
+    let started = Instant::now();
+    mem.apply(&new, &opts(1_700_000_000)).unwrap();
+    let t_mem = started.elapsed();
+    eprintln!(
+        "apply of 10,000 sightings: {t_new:?} (all new keys: 10,000 inserts + 10,000 findings; MemStore: {t_mem:?}), {t_known:?} (all known keys, state updates); apply of 1 sighting: {t_one:?}"
+    );
+}
