@@ -4,7 +4,6 @@
 //! `cargo bench -p unseen-ingest --bench decode`
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
