@@ -67,7 +67,7 @@ fn engine_batch(points: &[(Key, UnixSecs)], w: Windows, at: UnixSecs) -> Vec<Det
 /// Offsets from T that sit on, just before and just after every boundary.
 fn boundary_offset(w: Windows) -> impl Strategy<Value = i64> {
     let (c, b, r) = (w.current as i64, w.baseline as i64, w.recent as i64);
-    let edges = vec![0, r, c, b];
+    let edges = [0, r, c, b];
     prop_oneof![
         (0..edges.len(), -1i64..=1).prop_map(move |(i, d)| -edges[i] + d),
         -(b + 10)..=10i64,
