@@ -2,8 +2,8 @@
 //! the store must reopen and hold exactly the result of a prefix of the operations,
 //! including every operation the writer reported as returned.
 //!
-//! The writer is this test binary itself, run with `UNSEEN_STORE_CRASH_DIR` set (the
-//! `writer` test does nothing without it). It performs operations `START..OPS` and prints
+//! The writer is this test binary itself, run with `UNSEEN_STORE_CRASH_DIR` set (run
+//! without it, the `writer` test checks one uninterrupted session against the model). It performs operations `START..OPS` and prints
 //! `committed N` after each returns. The parent replays the same operations on the
 //! in-memory model to know the expected state after each prefix.
 //!
@@ -95,10 +95,25 @@ fn run(store: &dyn StateStore, n: usize) {
     }
 }
 
-/// The writer: a no-op unless run by the crash test.
+/// The writer. Run by the crash test (with `UNSEEN_STORE_CRASH_DIR`), it works on the
+/// parent's store until killed; run directly, it checks that the whole session,
+/// uninterrupted, leaves the store equal to the model.
 #[test]
 fn writer() {
     let Ok(dir) = std::env::var(ENV_DIR) else {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        store.register_sink(SINK).unwrap();
+        let model = MemStore::new();
+        model.register_sink(SINK).unwrap();
+        for n in 0..OPS {
+            run(&store, n);
+            run(&model, n);
+        }
+        assert_eq!(
+            snapshot(&store, store.states().unwrap()),
+            snapshot(&model, model.states().unwrap())
+        );
         return;
     };
     let start: usize = std::env::var(ENV_START).unwrap().parse().unwrap();
