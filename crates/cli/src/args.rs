@@ -21,6 +21,17 @@ pub enum Command {
     /// Evaluate the rule over history files at one point in time, as one run of the
     /// Splunk search would.
     Scan(ScanArgs),
+    /// Write a synthetic fleet history (OTLP protobuf, OTLP JSON, Splunk CSV) or replay it
+    /// to a live server: for demos, load tests and benchmarks.
+    Generate(crate::generate::GenerateArgs),
+    /// Receive OTLP from OpenTelemetry Collectors and report each previously unseen
+    /// image as it appears (gRPC :4317, HTTP :4318, admin :9464).
+    Serve(crate::config::ServeArgs),
+    /// Check the configuration of `serve` (file, UNSEEN_* variables, flags) and print
+    /// the effective one.
+    CheckConfig(crate::config::ServeArgs),
+    /// Manage the state of `serve`: import history as the known baseline.
+    Baseline(crate::baseline::BaselineArgs),
 }
 
 /// Key and window options shared by every command that evaluates the rule.

@@ -2,8 +2,12 @@
 //! crates; this edge only wires them and turns errors into messages (`anyhow`).
 
 mod args;
+mod baseline;
+mod config;
+mod generate;
 mod progress;
 mod scan;
+mod serve;
 mod summary;
 
 use std::io::IsTerminal;
@@ -25,6 +29,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => scan::run(args, std::io::stderr().is_terminal()),
+        Command::Generate(args) => {
+            generate::run(args, std::io::stderr().is_terminal()).map(|()| scan::Outcome::Clean)
+        }
+        Command::Serve(args) => serve::run(args).map(|()| scan::Outcome::Clean),
+        Command::CheckConfig(args) => serve::check_config(args).map(|()| scan::Outcome::Clean),
+        Command::Baseline(args) => baseline::run(args),
     };
     match result {
         Ok(scan::Outcome::Clean) => ExitCode::SUCCESS,

@@ -118,13 +118,13 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     })
 }
 
-fn now() -> UnixSecs {
+pub fn now() -> UnixSecs {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as UnixSecs)
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>> {
+pub fn open(path: &Path) -> Result<Box<dyn Read>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(io::stdin().lock()));
     }

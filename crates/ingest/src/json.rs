@@ -65,7 +65,7 @@ pub(crate) fn read<V: Visitor>(
 }
 
 /// Decodes one request and visits it; a bad line is one `MalformedRecord`.
-fn decode_line<V: Visitor>(text: &[u8], position: Position, sink: &mut Sink<'_, V>) {
+pub(crate) fn decode_line<V: Visitor>(text: &[u8], position: Position, sink: &mut Sink<'_, V>) {
     match serde_json::from_slice::<Request<'_>>(text) {
         Ok(request) => visit(&request, position, sink),
         Err(error) => sink.issue(

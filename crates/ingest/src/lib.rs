@@ -98,6 +98,8 @@ pub enum Position {
     Line(u64),
     /// 1-based record number and the byte offset of its length prefix.
     Record { index: u64, offset: u64 },
+    /// A whole request body (the receivers of `unseen serve`): no line or record number.
+    Body,
 }
 
 impl fmt::Display for Location {
@@ -107,6 +109,7 @@ impl fmt::Display for Location {
             Position::Record { index, offset } => {
                 write!(f, "{}: record {} (byte {})", self.source, index, offset)?
             }
+            Position::Body => write!(f, "{}", self.source)?,
         }
         if let Some(field) = &self.field {
             write!(f, ": {field}")?;
@@ -191,6 +194,47 @@ pub enum SourceError {
         source_name: String,
         message: String,
     },
+}
+
+/// How an OTLP request body is encoded (OTLP/HTTP `Content-Type`, or gRPC: protobuf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    /// `application/x-protobuf`, and every gRPC request.
+    Protobuf,
+    /// `application/json`: the OTLP JSON mapping.
+    Json,
+}
+
+/// Decodes one OTLP `ExportMetricsServiceRequest` body, already decompressed and
+/// without any framing: what the OTLP receivers get. The same decoders as
+/// [`read_source`], so a request and a file holding the same message give the same
+/// points.
+///
+/// A body that is not a request is one [`IssueKind::MalformedRecord`] (with
+/// [`Position::Body`]) and no point; a body over `limits.max_record_bytes` is one too.
+pub fn read_request(
+    source_name: &str,
+    body: bytes::Bytes,
+    encoding: BodyEncoding,
+    limits: Limits,
+    visitor: &mut impl Visitor,
+) -> SourceStats {
+    let mut sink = sink::Sink::new(source_name, limits, visitor);
+    sink.record();
+    if body.len() > limits.max_record_bytes {
+        sink.issue(
+            IssueKind::MalformedRecord,
+            Position::Body,
+            None,
+            sink::too_long("body", body.len() as u64, limits.max_record_bytes),
+        );
+        return sink.stats();
+    }
+    match encoding {
+        BodyEncoding::Protobuf => proto::decode_frame(body, Position::Body, &mut sink),
+        BodyEncoding::Json => json::decode_line(&body, Position::Body, &mut sink),
+    }
+    sink.stats()
 }
 
 /// Decodes one source. `input` may be gzip-compressed (detected by its magic bytes).

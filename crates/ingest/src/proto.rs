@@ -101,7 +101,7 @@ fn read_full(reader: &mut dyn BufRead, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Decodes one message and visits it; a message that does not decode is one
 /// `MalformedRecord`.
-fn decode_frame<V: Visitor>(frame: Bytes, position: Position, sink: &mut Sink<'_, V>) {
+pub(crate) fn decode_frame<V: Visitor>(frame: Bytes, position: Position, sink: &mut Sink<'_, V>) {
     if frame.starts_with(&ZSTD_MAGIC) {
         sink.issue(
             IssueKind::MalformedRecord,

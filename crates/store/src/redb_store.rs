@@ -16,6 +16,7 @@
 //! `last_seq` is kept apart from the log because the log is pruned: a sequence number is
 //! never handed out twice, even once every finding has been delivered and deleted.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -345,22 +346,32 @@ impl StateStore for RedbStore {
             let mut count = keys.len().map_err(self.backend("count keys"))?;
             let mut encoded = Vec::with_capacity(256);
             let mut json = Vec::with_capacity(1024);
+            // The states this batch changed, written to the table once at the end: a
+            // batch holds many sightings of each key (one per collection interval), and
+            // a B-tree read and write per sighting would cost several times more. A key
+            // repeated in the batch steps from the state its previous sighting left.
+            let mut touched: HashMap<Vec<u8>, KeyState> = HashMap::new();
             for (i, s) in batch.iter().enumerate() {
                 encode_key(&s.key, &mut encoded);
-                // Reads see this transaction's own earlier writes: a key repeated in the
-                // batch steps from the state its previous sighting left.
-                let prev = keys
-                    .get(encoded.as_slice())
-                    .map_err(self.backend("read key"))?
-                    .map(|v| decode_state(v.value()));
+                let prev = match touched.get(encoded.as_slice()) {
+                    Some(state) => Some(*state),
+                    None => keys
+                        .get(encoded.as_slice())
+                        .map_err(self.backend("read key"))?
+                        .map(|v| decode_state(v.value())),
+                };
                 if prev.is_none() && count >= opts.max_keys {
                     applied.refused.push((i, Refusal::KeyCapReached));
                     continue;
                 }
                 let st = step(prev, s.time, opts.now, &opts.windows);
                 if prev != Some(st.state) {
-                    keys.insert(encoded.as_slice(), &encode_state(&st.state))
-                        .map_err(self.backend("write key"))?;
+                    match touched.get_mut(encoded.as_slice()) {
+                        Some(state) => *state = st.state,
+                        None => {
+                            touched.insert(encoded.clone(), st.state);
+                        }
+                    }
                     if prev.is_none() {
                         count += 1;
                     }
@@ -387,6 +398,13 @@ impl StateStore for RedbStore {
                 log.insert(last_seq, json.as_slice())
                     .map_err(self.backend("append finding"))?;
                 applied.findings.push((last_seq, finding));
+            }
+            // Sorted, so that the B-tree is written in key order.
+            let mut touched: Vec<(Vec<u8>, KeyState)> = touched.into_iter().collect();
+            touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, state) in &touched {
+                keys.insert(key.as_slice(), &encode_state(state))
+                    .map_err(self.backend("write key"))?;
             }
             meta.insert(META_LAST_SEQ, last_seq)
                 .map_err(self.backend("write meta"))?;

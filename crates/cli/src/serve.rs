@@ -1,0 +1,125 @@
+//! `unseen serve` and `unseen check-config`: the edge that opens the store, binds the
+//! ports, installs logging and metrics, and turns signals into a shutdown.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use unseen_server::Listeners;
+use unseen_store::{RedbStore, StateStore};
+
+use crate::config::{LogFormat, ServeArgs, Settings};
+
+pub fn check_config(args: ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(&args)?;
+    print!(
+        "# unseen: the effective configuration (valid)\n{}",
+        toml::to_string(&settings.to_file()).context("cannot print the configuration")?
+    );
+    Ok(())
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(&args)?;
+    init_logging(settings.log_format, &settings.log_level)?;
+    let store = open_store(&settings.data)?;
+    let prometheus = install_metrics()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("unseen")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listeners = Listeners {
+            otlp_grpc: bind("otlp_grpc", settings.otlp_grpc).await?,
+            otlp_http: bind("otlp_http", settings.otlp_http).await?,
+            admin: bind("admin", settings.admin).await?,
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        unseen_server::run(
+            listeners,
+            settings.server_config(),
+            store,
+            prometheus,
+            shutdown,
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+pub fn open_store(data: &std::path::Path) -> Result<Arc<dyn StateStore>> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the state directory {}", data.display()))?;
+    let store = RedbStore::open(data).with_context(|| {
+        format!(
+            "state directory {} (is another unseen process using it?)",
+            data.display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+async fn bind(name: &str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (setting `{name}`): is the port in use?"))
+}
+
+/// SIGTERM or SIGINT (Ctrl-C) starts a graceful shutdown; a second one is left to
+/// the default handler's successor: the process keeps draining, so use SIGKILL to
+/// stop it at once.
+async fn signals(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    }
+    shutdown.cancel();
+}
+
+fn install_metrics() -> Result<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_string()),
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ],
+        )
+        .context("metrics buckets")?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("cannot install the metrics recorder")?;
+    Ok(handle)
+}
+
+pub fn init_logging(format: LogFormat, level: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("setting `log_level`: `{level}` is not a log filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install logging: {e}"))
+}

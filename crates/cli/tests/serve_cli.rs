@@ -1,0 +1,241 @@
+//! `unseen serve`, `check-config` and `baseline import` as a user runs them: the real
+//! binary, real files, real ports.
+
+mod serve_support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serve_support::*;
+
+fn unseen() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_unseen"));
+    // The tests set what they need; nothing leaks in from the environment.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("UNSEEN_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/unseen.toml");
+
+#[test]
+fn check_config_accepts_the_example_and_shows_env_and_flag_overrides() {
+    let out = unseen()
+        .args(["check-config", "--config", EXAMPLE, "--max-keys", "42"])
+        .env("UNSEEN_CLUSTER_NAME", "from-env")
+        .env("UNSEEN_LEARN", "7d")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cluster_name = \"from-env\""), "{stdout}");
+    assert!(stdout.contains("learn = \"7d\""), "{stdout}");
+    assert!(stdout.contains("max_keys = 42"), "{stdout}");
+    // What it prints is itself a valid config file.
+    let dir = tempfile::tempdir().unwrap();
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, stdout.as_bytes()).unwrap();
+    let again = unseen()
+        .args(["check-config", "--config"])
+        .arg(&printed)
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_setting_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "otlp_grpc = \"0.0.0.0:4317\"\nmax_key = 10\n").unwrap();
+    for command in ["check-config", "serve"] {
+        let out = unseen()
+            .arg(command)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains("bad.toml"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("unknown field `max_key`"),
+            "{command}: {stderr}"
+        );
+    }
+    let out = unseen()
+        .args(["check-config", "--baseline", "30q"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("setting `baseline`"), "{stderr}");
+    let out = unseen()
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the config file") && stderr.contains("missing.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_port_in_use_and_a_locked_state_directory() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = unseen()
+        .args([
+            "serve",
+            "--otlp-http",
+            &addr,
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (setting `otlp_http`)")),
+        "{stderr}"
+    );
+
+    // A second process on the same state directory.
+    let cmd = ServeCmd::new(dir.path());
+    let server = cmd.spawn();
+    let out = unseen()
+        .args(["baseline", "import", "--data"])
+        .arg(&cmd.data)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/otel_k8scluster/expected_cluster_receiver.yaml"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is another unseen process using it?"),
+        "{stderr}"
+    );
+    assert!(
+        server.terminate(Duration::from_secs(15)),
+        "{}",
+        cmd.log_text()
+    );
+}
+
+/// The documented way to start: import history, then serve. What the import holds is
+/// known; only episodes that open after it are reported.
+#[test]
+fn baseline_import_then_serve_reports_only_what_is_new_after_the_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = history(7, 2, 600);
+    let split = history.bodies.len() / 2;
+    // The first half as the Collector's file exporter writes it (`format: proto`).
+    let file = dir.path().join("history.otlp");
+    let mut out = std::fs::File::create(&file).unwrap();
+    for body in &history.bodies[..split] {
+        out.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        out.write_all(body).unwrap();
+    }
+    drop(out);
+    let cmd = ServeCmd::new(dir.path());
+    let import = unseen()
+        .args(["baseline", "import", "--data"])
+        .arg(&cmd.data)
+        .args(WINDOW_ARGS)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&import.stderr);
+    assert!(import.status.success(), "{stderr}");
+    assert!(stderr.contains("no findings reported"), "{stderr}");
+
+    serve_the_rest_and_expect_only_its_episodes(&cmd, &history, split);
+}
+
+/// `--learn`: sightings are recorded, nothing is reported; after learning, only what
+/// is new relative to what was learned is reported (as after a baseline import).
+#[test]
+fn learning_records_without_reporting() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = history(5, 2, 600);
+    let split = history.bodies.len() / 2;
+    let mut cmd = ServeCmd::new(dir.path());
+    cmd.extra = vec!["--learn".into(), "1h".into()];
+    let server = cmd.spawn();
+    let addr = Mutex::new(server.http);
+    for body in &history.bodies[..split] {
+        send_until_acked(&addr, body, Duration::from_secs(20));
+    }
+    assert!(
+        server.terminate(Duration::from_secs(15)),
+        "{}",
+        cmd.log_text()
+    );
+    assert!(
+        file_ids(&cmd.findings).is_empty(),
+        "learning reported findings"
+    );
+    assert!(
+        cmd.log_text().contains("learning: sightings are recorded"),
+        "{}",
+        cmd.log_text()
+    );
+
+    // Learning over (the flag removed): the second half reports only its own episodes.
+    cmd.extra.clear();
+    serve_the_rest_and_expect_only_its_episodes(&cmd, &history, split);
+}
+
+/// Serves `history.bodies[split..]` and checks that the findings are exactly the
+/// episodes those bodies open: what came before `split` counts as known.
+fn serve_the_rest_and_expect_only_its_episodes(cmd: &ServeCmd, history: &History, split: usize) {
+    let server = cmd.spawn();
+    let addr = Mutex::new(server.http);
+    for body in &history.bodies[split..] {
+        send_until_acked(&addr, body, Duration::from_secs(20));
+    }
+    let expected: BTreeSet<String> = history
+        .opened_by
+        .iter()
+        .filter(|(i, _)| *i >= split)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < history.expected.len());
+    wait_for(Duration::from_secs(10), || {
+        file_ids(&cmd.findings).len() >= expected.len()
+    });
+    assert!(
+        server.terminate(Duration::from_secs(15)),
+        "{}",
+        cmd.log_text()
+    );
+    let got = file_ids(&cmd.findings);
+    assert_eq!(got.len(), expected.len(), "no repeats");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
+}

@@ -1,0 +1,93 @@
+//! The webhook outage test: the webhook's endpoint is down while `unseen serve` produces
+//! findings; they queue durably; the server restarts (SIGTERM, then SIGKILL); the
+//! endpoint comes back and every finding arrives.
+
+mod serve_support;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serve_support::*;
+
+#[test]
+fn findings_survive_a_webhook_outage_and_restarts() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hook = free_addr(); // nothing listens there yet
+    let mut cmd = ServeCmd::new(dir.path());
+    cmd.webhook = Some(format!("http://{hook}/hook"));
+    let history = history(11, 1, 600);
+    assert!(!history.expected.is_empty());
+
+    let server = cmd.spawn();
+    let addr = Mutex::new(server.http);
+    for body in &history.bodies {
+        send_until_acked(&addr, body, Duration::from_secs(20));
+    }
+    // The file sink is not held back by the webhook.
+    let expected_len = history.expected.len();
+    let filed = wait_for(Duration::from_secs(15), || {
+        file_ids(&cmd.findings).len() >= expected_len
+    });
+    assert!(
+        filed,
+        "the findings file did not get the findings\n{}",
+        cmd.log_text()
+    );
+
+    // Restart twice while the endpoint is down: gracefully, then a crash.
+    assert!(
+        server.terminate(Duration::from_secs(15)),
+        "no clean exit on SIGTERM\n{}",
+        cmd.log_text()
+    );
+    let mut server = cmd.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server.alive(),
+        "the server did not restart\n{}",
+        cmd.log_text()
+    );
+    server.kill();
+    let server = cmd.spawn();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let receiver = Receiver::start(hook);
+    let delivered = wait_for(Duration::from_secs(30), || {
+        receiver.ids().into_iter().collect::<BTreeSet<_>>().len() >= expected_len
+    });
+    let clean = server.terminate(Duration::from_secs(15));
+
+    let file: Vec<String> = file_ids(&cmd.findings);
+    let file_set: BTreeSet<String> = file.iter().cloned().collect();
+    let received = receiver.ids();
+    let received_set: BTreeSet<String> = received.iter().cloned().collect();
+    eprintln!(
+        "webhook outage: {} episodes, {} received in {} requests ({} after de-duplication), {:?}",
+        expected_len,
+        received.len(),
+        *receiver.requests.lock().unwrap(),
+        received_set.len(),
+        started.elapsed()
+    );
+    assert!(
+        delivered,
+        "not every finding reached the webhook\n{}",
+        cmd.log_text()
+    );
+    assert_eq!(
+        file.len(),
+        file_set.len(),
+        "the findings file repeats a finding"
+    );
+    assert_eq!(
+        file_set, history.expected,
+        "the findings file is the contract's episodes"
+    );
+    assert_eq!(
+        received_set, file_set,
+        "the webhook got exactly the file's findings (de-duplicated)"
+    );
+    assert!(clean, "no clean exit on SIGTERM\n{}", cmd.log_text());
+}

@@ -1,0 +1,268 @@
+//! In-process ingest on one core: realistic OTLP protobuf batches (from the generator) through
+//! unseen's decoder, and on to findings, next to a bare `prost::Message::decode` of the same
+//! bytes into opentelemetry-proto's `ExportMetricsServiceRequest` (the naive reference).
+//!
+//! A plain `harness = false` main rather than criterion: each figure is one pass over
+//! hundreds of megabytes, timed best-of-N, which needs no statistics engine, and criterion
+//! would cost more compile time than the rest of this crate.
+//!
+//! `cargo bench -p unseen-generate --bench ingest -- [--smoke] [--ready-points N] [--runs N]`
+//! prints a Markdown table and `BENCH key=value` lines for `scripts/bench.sh`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use unseen_detect::BatchScan;
+use unseen_generate::{Encoder, Format, Generator, Params};
+use unseen_ingest::{read_source, Issue, Limits, Visitor};
+use unseen_model::{unix_secs_from_nanos, PointRef, Windows, SEED_RULE};
+use unseen_normalize::{key_of, KeyMode};
+
+struct Options {
+    ready_points: u64,
+    runs: u32,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        ready_points: 400_000,
+        runs: 3,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--smoke" => {
+                o.ready_points = 20_000;
+                o.runs = 1;
+            }
+            "--ready-points" => {
+                o.ready_points = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--ready-points N")
+            }
+            "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            // `cargo bench` passes `--bench`; ignore what is not ours.
+            _ => {}
+        }
+    }
+    o
+}
+
+/// A fleet whose collections are one full-size batch per cluster, as a real collector sends.
+fn history(ready_points: u64) -> (Vec<u8>, Params, u64, u64, u64) {
+    let mut params = Params {
+        clusters: 4,
+        nodes_per_cluster: 50,
+        pods_per_node: 20,
+        images: 2000,
+        interval_secs: 10,
+        seed: 7,
+        ..Params::default()
+    };
+    // About 1,300 containers per cluster: collections until the ready points are reached.
+    let per_collection = 4 * 1_300;
+    let ticks = (ready_points / per_collection).max(1) + 1;
+    params.duration_secs = ticks * params.interval_secs;
+    let mut g = Generator::new(params.clone()).unwrap();
+    let mut enc = Encoder::new(Format::OtlpProto, Default::default());
+    let mut bytes = Vec::new();
+    while let Some(batch) = g.next_batch() {
+        bytes.extend_from_slice(enc.encode(&batch));
+        if g.stats().ready_points >= ready_points {
+            break;
+        }
+    }
+    let s = g.stats();
+    (bytes, params, s.batches, s.points, s.ready_points)
+}
+
+fn frames(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.len() < 4 {
+            return None;
+        }
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let frame = &rest[4..4 + len];
+        rest = &rest[4 + len..];
+        Some(frame)
+    })
+}
+
+/// The reference: decode everything prost's generated types hold, then find the ready points.
+fn prost_decode(bytes: &[u8]) -> u64 {
+    let mut ready = 0;
+    for frame in frames(bytes) {
+        let request = ExportMetricsServiceRequest::decode(frame).unwrap();
+        for rm in &request.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    if m.name == "k8s.container.ready" {
+                        ready += 1;
+                    }
+                }
+            }
+        }
+        black_box(&request);
+    }
+    ready
+}
+
+struct Count(u64);
+
+impl Visitor for Count {
+    fn point(&mut self, point: PointRef<'_>) {
+        black_box(point);
+        self.0 += 1;
+    }
+    fn issue(&mut self, issue: Issue) {
+        panic!("generated data has an issue: {issue}");
+    }
+}
+
+fn ingest_decode(bytes: &[u8]) -> u64 {
+    let mut v = Count(0);
+    read_source(
+        "bench",
+        bytes,
+        unseen_ingest::Format::OtlpProto,
+        Limits::default(),
+        &mut v,
+    )
+    .unwrap();
+    v.0
+}
+
+struct Scan<'m> {
+    mode: &'m KeyMode,
+    scan: BatchScan,
+    points: u64,
+}
+
+impl Visitor for Scan<'_> {
+    fn point(&mut self, point: PointRef<'_>) {
+        self.points += 1;
+        if let Ok(key) = key_of(&point.dims, self.mode) {
+            self.scan.observe(
+                key,
+                unix_secs_from_nanos(point.time_unix_nano),
+                point.dims.host_name,
+            );
+        }
+    }
+    fn issue(&mut self, issue: Issue) {
+        panic!("generated data has an issue: {issue}");
+    }
+}
+
+/// What `unseen scan` does per point: decode, key, batch rule state; then the findings.
+fn ingest_to_findings(bytes: &[u8], at: i64) -> u64 {
+    let mode = KeyMode::default();
+    let mut v = Scan {
+        mode: &mode,
+        scan: BatchScan::new(Windows::default(), at),
+        points: 0,
+    };
+    read_source(
+        "bench",
+        bytes,
+        unseen_ingest::Format::OtlpProto,
+        Limits::default(),
+        &mut v,
+    )
+    .unwrap();
+    let findings: Vec<_> = v
+        .scan
+        .finish()
+        .iter()
+        .map(|d| unseen_findings::build(&SEED_RULE, mode.name(), d, at))
+        .collect();
+    black_box(findings.len());
+    v.points
+}
+
+fn best(runs: u32, mut f: impl FnMut() -> u64) -> (Duration, u64) {
+    let mut best = Duration::MAX;
+    let mut out = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        out = f();
+        best = best.min(t.elapsed());
+    }
+    (best, out)
+}
+
+fn main() {
+    let o = options();
+    let t = Instant::now();
+    let (bytes, params, batches, points, ready) = history(o.ready_points);
+    eprintln!(
+        "generated {} batches, {points} points ({ready} k8s.container.ready), {:.0} MB in {:.1} s",
+        batches,
+        bytes.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let at = (params.start_unix_secs + params.duration_secs) as i64;
+
+    let rows: Vec<(&str, Duration, u64)> = vec![
+        {
+            let (d, n) = best(o.runs, || prost_decode(&bytes));
+            (
+                "bare `prost::Message::decode` (opentelemetry-proto types)",
+                d,
+                n,
+            )
+        },
+        {
+            let (d, n) = best(o.runs, || ingest_decode(&bytes));
+            ("unseen_ingest::read_source, decode only", d, n)
+        },
+        {
+            let (d, n) = best(o.runs, || ingest_to_findings(&bytes, at));
+            ("unseen_ingest → key → BatchScan → findings", d, n)
+        },
+    ];
+    for (name, _, n) in &rows {
+        assert_eq!(
+            *n, ready,
+            "{name} found {n} ready points, the generator wrote {ready}"
+        );
+    }
+
+    println!(
+        "In-process ingest, one thread: {batches} OTLP protobuf batches, {:.1} MB, {points} points of which {ready} k8s.container.ready; best of {}.\n",
+        bytes.len() as f64 / 1e6,
+        o.runs
+    );
+    println!("| path | time | ready points/s | all points/s | MB/s |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, d, _) in &rows {
+        let s = d.as_secs_f64();
+        println!(
+            "| {name} | {:.3} s | {:.0} | {:.0} | {:.0} |",
+            s,
+            ready as f64 / s,
+            points as f64 / s,
+            bytes.len() as f64 / 1e6 / s
+        );
+    }
+    let prost = rows[0].1.as_secs_f64();
+    let decode = rows[1].1.as_secs_f64();
+    let full = rows[2].1.as_secs_f64();
+    println!(
+        "\nratio (speed vs bare prost decode): decode only {:.2}×, to findings {:.2}× (target ≥ 2×)",
+        prost / decode,
+        prost / full
+    );
+    println!("BENCH ingest_bytes={}", bytes.len());
+    println!("BENCH ingest_ready_points={ready}");
+    println!("BENCH ingest_points={points}");
+    println!("BENCH prost_ready_pps={:.0}", ready as f64 / prost);
+    println!("BENCH ingest_decode_ready_pps={:.0}", ready as f64 / decode);
+    println!("BENCH ingest_findings_ready_pps={:.0}", ready as f64 / full);
+    println!("BENCH ingest_decode_ratio={:.2}", prost / decode);
+    println!("BENCH ingest_findings_ratio={:.2}", prost / full);
+}

@@ -1,0 +1,282 @@
+//! `unseen serve`: OTLP in, durable state, findings out.
+//!
+//! ```text
+//!  OTLP/gRPC :4317 ─┐                       ┌─ one durable transaction ─┐
+//!                   ├─ decode ─► queue ─► committer ─► store.apply ─────┴─► answer each request
+//!  OTLP/HTTP :4318 ─┘  (per request)   (group commit)         │
+//!                                                             └─► notify ─► sinks (outbox)
+//!  admin :9464: /healthz /readyz /metrics
+//! ```
+//!
+//! The rule that this crate enforces: **a request is answered "success" only after
+//! everything it changed (key states, the findings it opened) is durable.** A crash
+//! can lose only requests that were not acknowledged, and their senders retry them;
+//! a retried point that was in fact committed is a repeat, which never opens an
+//! episode (contract section 4), so retries cannot duplicate a finding either.
+//!
+//! [`run`] takes bound listeners and a shutdown token (tests bind port 0), and returns
+//! once the receivers stopped, every accepted request was committed and answered,
+//! and the sinks made their last delivery attempt.
+
+mod admin;
+mod committer;
+pub mod decode;
+mod export;
+mod grpc;
+mod http;
+pub mod metrics;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use unseen_model::{format_duration, format_rfc3339, Windows};
+use unseen_normalize::KeyMode;
+use unseen_sinks::{SinkConfig, SinkError};
+use unseen_store::{StateStore, StoreError};
+
+pub use admin::Readiness;
+pub use committer::now_secs;
+pub use decode::DecodeOptions;
+pub use grpc::EXPORT_PATH as GRPC_EXPORT_PATH;
+pub use http::PATH as HTTP_PATH;
+
+/// Everything `serve` is told, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub windows: Windows,
+    pub mode: KeyMode,
+    /// Record without reporting for this many seconds after the first start.
+    pub learn: Option<u64>,
+    pub sinks: Vec<SinkConfig>,
+    pub limits: Limits,
+    /// How long shutdown waits for requests in flight before closing their
+    /// connections (their senders retry them; nothing unanswered was acknowledged).
+    pub shutdown_grace: Duration,
+}
+
+/// Explicit limits; each has a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, received and decompressed.
+    pub max_body_bytes: usize,
+    /// Largest dimension value (an image name, ...), in bytes; a longer one rejects the point.
+    pub max_dimension_bytes: usize,
+    /// Keys tracked at most; new keys past it are rejected.
+    pub max_keys: u64,
+    /// Points further ahead of the server clock are rejected, in seconds.
+    pub max_clock_skew: u64,
+    /// Requests waiting for a commit at most; more are answered "unavailable, retry".
+    pub queue_requests: usize,
+    /// Sightings per transaction at most.
+    pub max_batch_points: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 << 20,
+            max_dimension_bytes: 4096,
+            max_keys: 5_000_000,
+            max_clock_skew: 300,
+            queue_requests: 1024,
+            max_batch_points: 200_000,
+        }
+    }
+}
+
+/// The three bound listeners.
+pub struct Listeners {
+    pub otlp_grpc: TcpListener,
+    pub otlp_http: TcpListener,
+    pub admin: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Sinks(#[from] SinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the {receiver} receiver failed: {message}")]
+    Receiver {
+        receiver: &'static str,
+        message: String,
+    },
+}
+
+/// Runs until `shutdown` is cancelled, then drains (see the module docs).
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    store: Arc<dyn StateStore>,
+    prometheus: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    metrics::describe();
+    let now = now_secs();
+    let learning_until = match config.learn {
+        Some(secs) if secs > 0 => {
+            let started = blocking(&store, move |s| s.learning_started_at(now)).await?;
+            let until = started.saturating_add(secs as i64);
+            if now < until {
+                tracing::info!(
+                    started = %format_rfc3339(started),
+                    until = %format_rfc3339(until),
+                    "learning: sightings are recorded, findings start after {}",
+                    format_duration(secs)
+                );
+            }
+            Some(until)
+        }
+        _ => None,
+    };
+    let keys = blocking(&store, |s| s.key_count()).await?;
+    metrics::keys_tracked(keys);
+
+    // Sinks first: a bad sink configuration fails the start before any port is open.
+    let notify = Arc::new(Notify::new());
+    let sinks_stop = CancellationToken::new();
+    let sink_tasks = unseen_sinks::start(
+        store.clone(),
+        config.sinks.clone(),
+        notify.clone(),
+        sinks_stop.clone(),
+    )?;
+
+    let commit_close = CancellationToken::new();
+    let (committer, commit_task) = committer::start(
+        store.clone(),
+        committer::CommitConfig {
+            windows: config.windows,
+            mode: config.mode.clone(),
+            max_keys: config.limits.max_keys,
+            max_batch_points: config.limits.max_batch_points,
+            learning_until,
+        },
+        config.limits.queue_requests,
+        notify,
+        commit_close.clone(),
+    );
+    let pipeline = export::Pipeline {
+        opts: DecodeOptions {
+            mode: config.mode.clone(),
+            max_dimension_bytes: config.limits.max_dimension_bytes,
+            max_body_bytes: config.limits.max_body_bytes,
+            max_clock_skew: config.limits.max_clock_skew,
+        },
+        max_keys: config.limits.max_keys,
+        committer,
+    };
+
+    // The receivers stop on `shutdown`, or when the other one fails.
+    let stop = shutdown.child_token();
+    let max_body = config.limits.max_body_bytes;
+    let grpc_addr = listeners.otlp_grpc.local_addr().ok();
+    let http_addr = listeners.otlp_http.local_addr().ok();
+    let admin_addr = listeners.admin.local_addr().ok();
+    let http_task = {
+        let router = http::router(pipeline.clone(), max_body);
+        let stop = stop.clone();
+        let serve = axum::serve(listeners.otlp_http, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        tokio::spawn(async move {
+            let result = serve.await.map_err(|e| ServerError::Receiver {
+                receiver: http::RECEIVER,
+                message: e.to_string(),
+            });
+            stop.cancel();
+            result
+        })
+    };
+    let grpc_task = {
+        let service = grpc::MetricsService::new(pipeline, max_body);
+        let stop = stop.clone();
+        let incoming = tonic::transport::server::TcpIncoming::from(listeners.otlp_grpc);
+        tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+                .await
+                .map_err(|e| ServerError::Receiver {
+                    receiver: grpc::RECEIVER,
+                    message: e.to_string(),
+                });
+            stop.cancel();
+            result
+        })
+    };
+
+    let ready = Readiness::default();
+    let admin_stop = CancellationToken::new();
+    let admin_task = {
+        let serve = axum::serve(listeners.admin, admin::router(prometheus, ready.clone()))
+            .with_graceful_shutdown(admin_stop.clone().cancelled_owned());
+        tokio::spawn(async move { serve.await })
+    };
+    ready.set(true);
+    tracing::info!(
+        otlp_grpc = ?grpc_addr,
+        otlp_http = ?http_addr,
+        admin = ?admin_addr,
+        keys,
+        "unseen serve is ready"
+    );
+
+    stop.cancelled().await;
+    ready.set(false);
+    tracing::info!("stopping: draining requests in flight");
+    let receivers = async {
+        let http = http_task.await;
+        let grpc = grpc_task.await;
+        (http, grpc)
+    };
+    let mut errors = Vec::new();
+    match tokio::time::timeout(config.shutdown_grace, receivers).await {
+        Ok((http, grpc)) => {
+            for result in [http, grpc] {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => errors.push(e),
+                    Err(e) => errors.push(ServerError::Receiver {
+                        receiver: "otlp",
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+        Err(_) => tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "requests still in flight after the grace period; their connections are closed and their senders will retry"
+        ),
+    }
+    // The receivers are done (or out of time): the committer commits and answers what
+    // is queued, refuses anything later, and ends.
+    commit_close.cancel();
+    let _ = commit_task.await;
+    sinks_stop.cancel();
+    for task in sink_tasks {
+        let _ = task.await;
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    match errors.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn StateStore>,
+    f: impl FnOnce(&dyn StateStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))))
+}

@@ -1,0 +1,111 @@
+//! Metric names and the only places they are recorded. Labels are closed sets
+//! (receiver, reason, outcome): never an image, host or cluster name, so a hostile or
+//! churning fleet cannot blow up the metrics' cardinality.
+
+use std::time::Duration;
+
+pub const POINTS_RECEIVED: &str = "unseen_points_received_total";
+pub const POINTS_ACCEPTED: &str = "unseen_points_accepted_total";
+pub const POINTS_REJECTED: &str = "unseen_points_rejected_total";
+pub const OTHER_POINTS: &str = "unseen_other_points_total";
+pub const REQUESTS: &str = "unseen_requests_total";
+pub const KEYS_TRACKED: &str = "unseen_keys_tracked";
+pub const KEYS_FORGOTTEN: &str = "unseen_keys_forgotten_total";
+pub const FINDINGS: &str = "unseen_findings_total";
+pub const COMMIT_SECONDS: &str = "unseen_commit_duration_seconds";
+pub const COMMIT_FAILURES: &str = "unseen_commit_failures_total";
+pub const QUEUE_DEPTH: &str = "unseen_commit_queue_depth";
+pub const LEARNING: &str = "unseen_learning";
+
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        POINTS_RECEIVED,
+        "k8s.container.ready points received, by receiver."
+    );
+    describe_counter!(
+        POINTS_ACCEPTED,
+        "k8s.container.ready points committed to the state, by receiver."
+    );
+    describe_counter!(
+        POINTS_REJECTED,
+        "k8s.container.ready points rejected (OTLP partial success), by receiver and reason."
+    );
+    describe_counter!(
+        OTHER_POINTS,
+        "Points of other metrics, skipped, by receiver."
+    );
+    describe_counter!(REQUESTS, "Export requests, by receiver and outcome.");
+    describe_gauge!(KEYS_TRACKED, "Keys in the state.");
+    describe_counter!(
+        KEYS_FORGOTTEN,
+        "Keys forgotten because their last sighting is past the horizon (B - R)."
+    );
+    describe_counter!(FINDINGS, "Findings produced (before delivery to sinks).");
+    describe_histogram!(
+        COMMIT_SECONDS,
+        Unit::Seconds,
+        "Duration of one durable group commit."
+    );
+    describe_counter!(
+        COMMIT_FAILURES,
+        "Group commits that failed (their requests were answered 'unavailable')."
+    );
+    describe_gauge!(QUEUE_DEPTH, "Requests waiting for a commit.");
+    describe_gauge!(
+        LEARNING,
+        "1 while learning (sightings recorded, no findings), 0 after."
+    );
+}
+
+pub fn queue_depth(depth: usize) {
+    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
+}
+
+pub fn commit_seconds(elapsed: Duration) {
+    metrics::histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub fn commit_failed() {
+    metrics::counter!(COMMIT_FAILURES).increment(1);
+}
+
+pub fn keys_tracked(keys: u64) {
+    metrics::gauge!(KEYS_TRACKED).set(keys as f64);
+}
+
+pub fn keys_forgotten(n: u64) {
+    metrics::counter!(KEYS_FORGOTTEN).increment(n);
+}
+
+pub fn findings(n: u64) {
+    metrics::counter!(FINDINGS).increment(n);
+}
+
+pub fn learning(on: bool) {
+    metrics::gauge!(LEARNING).set(if on { 1.0 } else { 0.0 });
+}
+
+/// One request's accounting.
+pub fn request(
+    receiver: &'static str,
+    outcome: &'static str,
+    received: u64,
+    accepted: u64,
+    other: u64,
+    rejected: &[(&'static str, u64)],
+) {
+    metrics::counter!(REQUESTS, "receiver" => receiver, "outcome" => outcome).increment(1);
+    if received > 0 {
+        metrics::counter!(POINTS_RECEIVED, "receiver" => receiver).increment(received);
+    }
+    if accepted > 0 {
+        metrics::counter!(POINTS_ACCEPTED, "receiver" => receiver).increment(accepted);
+    }
+    if other > 0 {
+        metrics::counter!(OTHER_POINTS, "receiver" => receiver).increment(other);
+    }
+    for &(reason, n) in rejected {
+        metrics::counter!(POINTS_REJECTED, "receiver" => receiver, "reason" => reason).increment(n);
+    }
+}

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Benchmarks of unseen, one command from a clean clone:
+#   1. in-process ingest (OTLP protobuf → findings) vs a bare prost decode of the same bytes
+#   2. `unseen scan` of a large Splunk CSV vs DuckDB running the rule as SQL, same threads
+#   3. memory per tracked key (peak RSS of `unseen scan` over N unique keys)
+#   4. `serve` over loopback, loaded by `unseen generate --send`
+# Prints the machine and a table; a full run also updates the rows of BENCHMARKS.md.
+#
+#   scripts/bench.sh            full size (minutes; the scan CSV is ~75 M rows, ~13 GB on disk)
+#   scripts/bench.sh --smoke    everything tiny, in seconds once built (what CI runs)
+#   options: --no-write (leave BENCHMARKS.md alone), --profile (a perf profile of the scan),
+#            --keep (keep the generated files), --only ingest,scan,memory,serve (some figures)
+# Environment: BENCH_DIR (work directory, default target/bench), SCAN_ARGS (generator flags
+# of the scan CSV), KEYS (key counts for the memory figure, e.g. "1000000 10000000"),
+# BENCH_SERVE_CMD (how to start serve; `{port}` and `{dir}` are replaced).
+set -euo pipefail
+
+SMOKE=0 WRITE=1 PROFILE=0 KEEP=0 ONLY=ingest,scan,memory,serve
+while [ $# -gt 0 ]; do
+  arg=$1
+  shift
+  case "$arg" in
+    --only) ONLY=${1:?--only needs a list, e.g. scan,memory}; shift ;;
+    --smoke) SMOKE=1 ;;
+    --no-write) WRITE=0 ;;
+    --profile) PROFILE=1 ;;
+    --keep) KEEP=1 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+# A smoke run measures nothing worth recording.
+[ "$SMOKE" = 1 ] && WRITE=0
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+WORK=${BENCH_DIR:-$ROOT/target/bench}
+mkdir -p "$WORK"
+BIN=$ROOT/target/release/unseen
+START=1767225600 # the generator's default --start, 2026-01-01T00:00:00Z
+declare -A R
+
+log() { printf '\n== %s\n' "$*" >&2; }
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
+bench_lines() { sed -n 's/^BENCH \([a-z_0-9]*\)=\(.*\)$/\1 \2/p'; }
+collect() { while read -r k v; do R[$k]=$v; done < <(bench_lines < "$1"); }
+rss_kb() { sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$1"; }
+
+# ---- machine ---------------------------------------------------------------------------
+CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+MEM=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+MACHINE="$(nproc) CPUs ($CPU), $MEM RAM, $(uname -sr), $(rustc --version)"
+log "machine: $MACHINE"
+
+# ---- build -------------------------------------------------------------------------------
+log "build (release)"
+cargo build --release --locked -p unseen >&2
+
+# ---- 1. in-process ingest vs prost -------------------------------------------------------
+if wanted ingest; then
+log "1. in-process ingest vs bare prost decode (one thread)"
+if [ "$SMOKE" = 1 ]; then INGEST_ARGS=(--smoke); else INGEST_ARGS=(); fi
+cargo bench --locked -p unseen-generate --bench ingest -- "${INGEST_ARGS[@]}" | tee "$WORK/ingest.txt"
+collect "$WORK/ingest.txt"
+fi
+
+# ---- 2. scan vs DuckDB -------------------------------------------------------------------
+AT=$((START + 35 * 86400))
+if wanted scan; then
+log "2. unseen scan vs DuckDB over the same CSV"
+VENV=$ROOT/target/bench-venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "duckdb==2.0.0"
+fi
+if [ "$SMOKE" = 1 ]; then
+  DAYS=35
+  SCAN_ARGS=${SCAN_ARGS:-"--clusters 1 --nodes-per-cluster 3 --pods-per-node 4 --images 50 --interval 1h"}
+else
+  DAYS=35
+  # ~1,500 containers scraped every minute for 35 days: ~75 M rows, ~13 GB.
+  SCAN_ARGS=${SCAN_ARGS:-"--clusters 4 --nodes-per-cluster 10 --pods-per-node 20 --images 2000 --interval 60s"}
+fi
+CSV=$WORK/scan.csv
+GEN_CMD="unseen generate $SCAN_ARGS --days $DAYS --seed 1 --format csv --out scan.csv"
+# shellcheck disable=SC2086
+"$BIN" generate $SCAN_ARGS --days "$DAYS" --seed 1 --format csv --out "$CSV" 2> "$WORK/gen.txt"
+cat "$WORK/gen.txt" >&2
+ROWS=$(sed -n 's/.*, \([0-9]*\) CSV rows.*/\1/p' "$WORK/gen.txt")
+AT=$((START + DAYS * 86400))
+"$VENV/bin/python" scripts/bench_lib.py scan-vs-duckdb --bin "$BIN" --csv "$CSV" --at "$AT" \
+  --threads 1 --also-threads "$(nproc)" --rows "$ROWS" | tee "$WORK/scan.txt" || true
+collect "$WORK/scan.txt"
+R[scan_rows]=$ROWS
+fi
+
+# ---- 3. memory per tracked key -----------------------------------------------------------
+if wanted memory; then
+log "3. memory per tracked key (peak RSS of unseen scan over N unique keys)"
+if [ "$SMOKE" = 1 ]; then KEYS=${KEYS:-"10000 100000"}; else KEYS=${KEYS:-"1000000 10000000"}; fi
+# N distinct keys with realistic cardinalities and name lengths: 100 images per node (so N/100
+# nodes, EKS names) out of a catalog of 10,000 images (ECR paths), over 40 clusters. Each
+# key is seen two days before T: in the baseline, not in the current window, so every key is
+# tracked to the end but none is a finding (findings would measure the output, not the state).
+keys_csv() {
+  awk -v n="$1" -v t="$((AT - 2 * 86400))" 'BEGIN {
+    print "_time,k8s.cluster.name,k8s.node.name,container.image.name"
+    for (i = 0; i < n; i++) {
+      node = int(i / 100); image = (node * 37 + i % 100) % 10000
+      printf "%d,prod-eu-west-1-%02d,ip-10-%d-%d-%d.eu-west-1.compute.internal,123456789012.dkr.ecr.eu-west-1.amazonaws.com/team-%d/service-%d\n",
+        t, node % 40, int(node / 62500) % 256, int(node / 250) % 250, node % 250, image % 97, image
+    }
+  }'
+}
+PREV_KEYS=0 PREV_RSS=0
+for n in 1 $KEYS; do
+  keys_csv "$n" > "$WORK/keys.csv"
+  /usr/bin/time -v "$BIN" scan --format csv --at "$AT" --output json "$WORK/keys.csv" \
+    > /dev/null 2> "$WORK/keys-$n.time"
+  rss=$(rss_kb "$WORK/keys-$n.time")
+  if [ "$n" = 1 ]; then
+    BASE_RSS=$rss
+    echo "1 key: peak RSS $rss KiB (the process alone)"
+  else
+    per=$(( (rss - BASE_RSS) * 1024 / n ))
+    R[mem_${n}_rss_kb]=$rss
+    R[mem_${n}_bytes_per_key]=$per
+    line="$n keys: peak RSS $rss KiB, $per bytes per key above the empty process"
+    if [ "$PREV_KEYS" -gt 0 ]; then
+      marginal=$(( (rss - PREV_RSS) * 1024 / (n - PREV_KEYS) ))
+      R[mem_marginal_bytes_per_key]=$marginal
+      line="$line, $marginal bytes per key between $PREV_KEYS and $n"
+    fi
+    echo "$line"
+    PREV_KEYS=$n PREV_RSS=$rss
+  fi
+done
+rm -f "$WORK/keys.csv"
+fi
+
+# ---- 4. serve over loopback --------------------------------------------------------------
+if wanted serve; then
+log "4. serve over loopback"
+R[serve]="not available"
+if "$BIN" serve --help > /dev/null 2>&1; then
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  SDIR=$(mktemp -d "$WORK/serve.XXXX")
+  CMD=${BENCH_SERVE_CMD:-"$BIN serve --otlp-http 127.0.0.1:{port} --otlp-grpc 127.0.0.1:0 --admin 127.0.0.1:0 --data {dir}/data --findings {dir}/findings.jsonl"}
+  CMD=${CMD//\{port\}/$PORT}
+  CMD=${CMD//\{dir\}/$SDIR}
+  $CMD > "$WORK/serve.log" 2>&1 &
+  SERVE_PID=$!
+  up=0
+  for _ in $(seq 100); do
+    if (exec 3<> "/dev/tcp/127.0.0.1/$PORT") 2> /dev/null; then up=1; break; fi
+    sleep 0.1
+  done
+  if [ "$up" = 1 ]; then
+    if [ "$SMOKE" = 1 ]; then SEND_ARGS="--clusters 1 --nodes-per-cluster 3 --days 1 --interval 1h"
+    else SEND_ARGS="--clusters 4 --nodes-per-cluster 50 --pods-per-node 20 --images 2000 --days 1 --interval 5m"; fi
+    # shellcheck disable=SC2086
+    "$BIN" generate $SEND_ARGS --start "now-1d" --send "http://127.0.0.1:$PORT" --concurrency 4 \
+      2> "$WORK/send.txt" || true
+    cat "$WORK/send.txt"
+    R[serve]=$(sed -n 's/^sent .* in \([0-9.]*\) s: \([0-9]*\) points\/s, \([0-9]*\) ready points\/s; latency p50 \([^,]*\), p99 \([^,]*\),.*/\2 points\/s (\3 ready\/s), ack p50 \4, p99 \5/p' "$WORK/send.txt")
+    [ -n "${R[serve]}" ] || R[serve]="failed: see $WORK/send.txt"
+  else
+    R[serve]="not available: \`$CMD\` did not listen on $PORT (set BENCH_SERVE_CMD)"
+  fi
+  kill "$SERVE_PID" 2> /dev/null || true
+  wait "$SERVE_PID" 2> /dev/null || true
+else
+  echo "serve: not available (this build has no \`unseen serve\`)"
+fi
+fi
+
+# ---- profiles (optional) -----------------------------------------------------------------
+if [ "$PROFILE" = 1 ] && [ -f "$CSV" ]; then
+  log "profiles"
+  if perf stat -e cpu-clock true > /dev/null 2>&1; then
+    perf record -q -e cpu-clock -o "$WORK/perf-scan.data" "$BIN" scan --format csv --at "$AT" \
+      --output json "$CSV" > /dev/null 2>&1
+    perf report -i "$WORK/perf-scan.data" --no-children --percent-limit 1 --stdio 2> /dev/null \
+      | grep -v '^#' | grep -v '^$' | head -25 | tee "$WORK/profile-scan-csv.txt"
+  else
+    echo "perf not usable here; try valgrind --tool=callgrind"
+  fi
+fi
+
+[ "$KEEP" = 1 ] || rm -f "${CSV:-}"
+
+# ---- table -------------------------------------------------------------------------------
+fmt() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+DATE=$(date -u +%Y-%m-%d)
+ROWS_OUT=()
+wanted ingest && ROWS_OUT+=(
+  "| ingest-proto-prost | in-process: bare \`prost::Message::decode\` (opentelemetry-proto), ${R[ingest_ready_points]} ready points | $(fmt "${R[prost_ready_pps]}") ready points/s | reference | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
+  "| ingest-proto-decode | in-process: \`unseen_ingest::read_source\`, decode only | $(fmt "${R[ingest_decode_ready_pps]}") ready points/s | ${R[ingest_decode_ratio]}× prost (target ≥ 2×, ≥ 1 M/s) | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
+  "| ingest-proto-findings | in-process: decode → key → BatchScan → findings | $(fmt "${R[ingest_findings_ready_pps]}") ready points/s | ${R[ingest_findings_ratio]}× prost (target ≥ 2×) | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
+)
+wanted scan && ROWS_OUT+=(
+  "| scan-csv | \`unseen scan\` of a $(fmt "${R[scan_rows]}")-row CSV ($(( ${R[scan_bytes]} / 1000000 )) MB), 1 thread | ${R[scan_unseen_s]} s | ${R[scan_ratio]}× DuckDB ${R[duckdb_version]} at 1 thread (${R[scan_duckdb_s]} s; ${R[duckdb_all_threads]:-?} threads: ${R[duckdb_all_threads_s]:-?} s); outputs equal: ${R[scan_equal]} (target ≥ 2×) | $DATE | \`$GEN_CMD\`; \`unseen scan --format csv --at $AT --output json scan.csv\` |"
+)
+LAST_KEYS=${KEYS:-}; LAST_KEYS=${LAST_KEYS##* }
+wanted memory && for n in $KEYS; do
+  extra=""
+  [ "$n" = "$LAST_KEYS" ] && [ -n "${R[mem_marginal_bytes_per_key]:-}" ] &&
+    extra="; ${R[mem_marginal_bytes_per_key]} bytes per added key above the smaller size"
+  ROWS_OUT+=("| memory-$n-keys | peak RSS of \`unseen scan\` over $n unique keys, above a one-key run | ${R[mem_${n}_bytes_per_key]} bytes/key ($(( ${R[mem_${n}_rss_kb]} / 1024 )) MiB peak)$extra | target ≤ 64 bytes/key at 10 M | $DATE | \`/usr/bin/time -v unseen scan\` (keys from \`scripts/bench.sh\`) |")
+done
+wanted serve && ROWS_OUT+=("| serve-loopback | \`serve\` loaded by \`unseen generate --send\` over loopback | ${R[serve]} | target ≥ 500 k points/s, p99 < 50 ms | $DATE | \`scripts/bench.sh\` |")
+
+echo
+echo "machine: $MACHINE"
+echo
+echo "| id | what | result | vs | date | command |"
+echo "| --- | --- | --- | --- | --- | --- |"
+printf '%s\n' "${ROWS_OUT[@]}"
+
+if [ "$WRITE" = 1 ]; then
+  printf '%s\n' "${ROWS_OUT[@]}" | python3 scripts/bench_lib.py update-md --file BENCHMARKS.md --machine "Last full run: $MACHINE"
+  echo
+  echo "BENCHMARKS.md updated"
+fi
+if wanted scan && [ "${R[scan_equal]:-}" != "yes" ]; then
+  echo "bench.sh: unseen and DuckDB disagree" >&2
+  exit 4
+fi

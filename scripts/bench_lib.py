@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Helpers for scripts/bench.sh.
+
+  scan-vs-duckdb  time `unseen scan` and DuckDB running the rule as SQL over the same CSV,
+                  with the same thread count, and compare their findings
+  update-md       replace or append rows of the results table in BENCHMARKS.md
+
+Prints `BENCH key=value` lines that bench.sh collects.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+# The rule in default mode (docs/semantics.md): key = (host = node, cluster, node, image);
+# findings are keys with a point in [T - C, T) and none in [T - B, T - R). Evidence as unseen
+# reports it: first/last/count in the current window, previous_seen = latest point before
+# T - B. Points at or after T count for nothing; a missing or empty key part drops the point.
+RULE_SQL = """
+WITH pts AS (
+    SELECT "k8s.node.name" AS host,
+           "k8s.cluster.name" AS cluster,
+           "k8s.node.name" AS node,
+           "container.image.name" AS image,
+           _time AS t
+    FROM read_csv(?, header = true, delim = ',', quote = '"', escape = '"',
+                  columns = {
+                      '_time': 'BIGINT', 'metric_name': 'VARCHAR', 'host.name': 'VARCHAR',
+                      'k8s.cluster.name': 'VARCHAR', 'k8s.node.name': 'VARCHAR',
+                      'container.image.name': 'VARCHAR', '_value': 'DOUBLE'})
+    WHERE metric_name = 'k8s.container.ready'
+      AND coalesce("k8s.cluster.name", '') <> ''
+      AND coalesce("k8s.node.name", '') <> ''
+      AND coalesce("container.image.name", '') <> ''
+)
+SELECT host, cluster, node, image,
+       min(t) FILTER (WHERE t >= $c) AS first_seen,
+       max(t) FILTER (WHERE t >= $c) AS last_seen,
+       count(*) FILTER (WHERE t >= $c) AS count,
+       max(t) FILTER (WHERE t < $b) AS previous_seen
+FROM pts
+WHERE t < $at
+GROUP BY host, cluster, node, image
+HAVING count(*) FILTER (WHERE t >= $c) > 0
+   AND count(*) FILTER (WHERE t >= $b AND t < $r) = 0
+ORDER BY first_seen, host, cluster, node, image
+"""
+
+
+def rfc3339(t):
+    if t is None:
+        return None
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_duckdb(csv, at, threads, current, baseline, recent):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {int(threads)}")
+    # Keep the comparison about query speed: no progress bar, no insertion-order bookkeeping.
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET preserve_insertion_order = false")
+    sql = (
+        RULE_SQL.replace("$at", str(at))
+        .replace("$c", str(at - current))
+        .replace("$b", str(at - baseline))
+        .replace("$r", str(at - recent))
+    )
+    started = time.perf_counter()
+    rows = con.execute(sql, [csv]).fetchall()
+    elapsed = time.perf_counter() - started
+    findings = [
+        (h, c, n, i, rfc3339(f), rfc3339(l), int(k), rfc3339(p)) for (h, c, n, i, f, l, k, p) in rows
+    ]
+    return elapsed, findings
+
+
+def run_unseen(binary, csv, at):
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [binary, "scan", "--format", "csv", "--at", str(at), "--output", "json", csv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr.decode())
+        raise SystemExit(f"unseen scan failed with status {proc.returncode}")
+    findings = []
+    for line in proc.stdout.decode().splitlines():
+        f = json.loads(line)
+        findings.append(
+            (
+                f["host"],
+                f["k8s.cluster.name"],
+                f["k8s.node.name"],
+                f["container.image.name"],
+                f["first_seen"],
+                f["last_seen"],
+                int(f["count"]),
+                f["previous_seen"],
+            )
+        )
+    return elapsed, findings, proc.stderr.decode()
+
+
+def scan_vs_duckdb(args):
+    day = 86400
+    current, baseline, recent = day, 30 * day, 3600
+    size = os.path.getsize(args.csv)
+    u_time, u_findings, u_summary = run_unseen(args.bin, args.csv, args.at)
+    d_time, d_findings = run_duckdb(args.csv, args.at, args.threads, current, baseline, recent)
+    same = sorted(u_findings) == sorted(d_findings)
+    print(f"unseen scan: {u_time:.2f} s, {len(u_findings)} findings")
+    for line in u_summary.splitlines():
+        print(f"  | {line}")
+    print(f"DuckDB (threads={args.threads}): {d_time:.2f} s, {len(d_findings)} findings")
+    if not same:
+        only_u = sorted(set(u_findings) - set(d_findings))[:5]
+        only_d = sorted(set(d_findings) - set(u_findings))[:5]
+        print(f"OUTPUTS DIFFER: only unseen {only_u}; only DuckDB {only_d}")
+    else:
+        print("outputs are identical")
+    extra = {}
+    if args.also_threads and args.also_threads != args.threads:
+        t, f = run_duckdb(args.csv, args.at, args.also_threads, current, baseline, recent)
+        extra = {"duckdb_all_threads_s": f"{t:.3f}", "duckdb_all_threads": str(args.also_threads)}
+        print(f"DuckDB (threads={args.also_threads}, for reference): {t:.2f} s, same output: {sorted(f) == sorted(d_findings)}")
+    import duckdb
+
+    out = {
+        "scan_rows": str(args.rows),
+        "scan_bytes": str(size),
+        "scan_unseen_s": f"{u_time:.3f}",
+        "scan_duckdb_s": f"{d_time:.3f}",
+        "scan_ratio": f"{d_time / u_time:.2f}",
+        "scan_findings": str(len(u_findings)),
+        "scan_equal": "yes" if same else "NO",
+        "duckdb_version": duckdb.__version__,
+        **extra,
+    }
+    for k, v in out.items():
+        print(f"BENCH {k}={v}")
+    if not same:
+        sys.exit(4)
+
+
+def update_md(args):
+    """Rows are `| id | ... |`; a row whose id exists is replaced, others are appended to the
+    table between the markers. The machine line is replaced."""
+    start, end = "<!-- bench:rows:start -->", "<!-- bench:rows:end -->"
+    with open(args.file, encoding="utf-8") as f:
+        text = f.read()
+    if start not in text or end not in text:
+        raise SystemExit(f"{args.file}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    table, tail = rest.split(end, 1)
+    lines = [l for l in table.strip("\n").split("\n") if l.strip()]
+    new_rows = [l for l in sys.stdin.read().split("\n") if l.startswith("| ")]
+    for row in new_rows:
+        key = row.split("|")[1].strip()
+        for i, l in enumerate(lines):
+            if l.startswith("| ") and l.split("|")[1].strip() == key:
+                lines[i] = row
+                break
+        else:
+            lines.append(row)
+    machine_start, machine_end = "<!-- bench:machine:start -->", "<!-- bench:machine:end -->"
+    head = head
+    text = head + start + "\n" + "\n".join(lines) + "\n" + end + tail
+    if args.machine and machine_start in text:
+        a, b = text.split(machine_start, 1)
+        _, c = b.split(machine_end, 1)
+        text = a + machine_start + "\n" + args.machine + "\n" + machine_end + c
+    with open(args.file, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("scan-vs-duckdb")
+    s.add_argument("--bin", required=True)
+    s.add_argument("--csv", required=True)
+    s.add_argument("--at", type=int, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--also-threads", type=int, default=0)
+    s.add_argument("--rows", type=int, default=0)
+    s.set_defaults(func=scan_vs_duckdb)
+    u = sub.add_parser("update-md")
+    u.add_argument("--file", required=True)
+    u.add_argument("--machine", default="")
+    u.set_defaults(func=update_md)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
