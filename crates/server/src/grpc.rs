@@ -85,25 +85,31 @@ impl tower::Service<Request<Body>> for MetricsService {
     }
 }
 
-/// tonic answers a message whose *received* length is over the limit with
-/// OUT_OF_RANGE; OTLP says RESOURCE_EXHAUSTED for both sizes, with a message that
-/// names the limit.
+/// tonic refuses a message over the limit itself: OUT_OF_RANGE when its *received*
+/// length is over, RESOURCE_EXHAUSTED with its own text when its *decompressed* size
+/// is. OTLP says RESOURCE_EXHAUSTED for both, and the sender needs to know which
+/// setting refused it. The export handler never answers RESOURCE_EXHAUSTED itself, so
+/// either code here comes from the size checks.
 fn size_status(response: &mut Response<Body>, limit: usize) {
     let headers = response.headers_mut();
-    let is_out_of_range = headers
+    let code = headers
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == (tonic::Code::OutOfRange as i32).to_string().as_bytes());
-    if is_out_of_range {
-        let status = Status::resource_exhausted(format!(
-            "request message is over the limit of {limit} bytes (limits.max_body_bytes); send smaller batches (the Collector's batch processor: send_batch_max_size)"
-        ));
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
-        if let Ok(message) = HeaderValue::from_str(&percent_encode(status.message())) {
-            headers.insert("grpc-message", message);
-        }
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    let what = match code {
+        Some(c) if c == tonic::Code::OutOfRange as i32 => "request message",
+        Some(c) if c == tonic::Code::ResourceExhausted as i32 => "decompressed request message",
+        _ => return,
+    };
+    let message = format!(
+        "{what} is over the limit of {limit} bytes (limits.max_body_bytes); send smaller batches (the Collector's batch processor: send_batch_max_size)"
+    );
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+    );
+    if let Ok(message) = HeaderValue::from_str(&percent_encode(&message)) {
+        headers.insert("grpc-message", message);
     }
 }
 

@@ -20,6 +20,7 @@
 
 mod admin;
 mod committer;
+mod conn;
 pub mod decode;
 mod export;
 mod grpc;
@@ -179,10 +180,16 @@ pub async fn run(
     let grpc_addr = listeners.otlp_grpc.local_addr().ok();
     let http_addr = listeners.otlp_http.local_addr().ok();
     let admin_addr = listeners.admin.local_addr().ok();
+    // Closes every receiver connection when the grace period is over (see `conn`).
+    let kill = CancellationToken::new();
     let http_task = {
         let router = http::router(pipeline.clone(), max_body);
         let stop = stop.clone();
-        let serve = axum::serve(listeners.otlp_http, router)
+        let listener = conn::KillableListener {
+            inner: listeners.otlp_http,
+            kill: kill.clone(),
+        };
+        let serve = axum::serve(listener, router)
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         tokio::spawn(async move {
             let result = serve.await.map_err(|e| ServerError::Receiver {
@@ -196,7 +203,12 @@ pub async fn run(
     let grpc_task = {
         let service = grpc::MetricsService::new(pipeline, max_body);
         let stop = stop.clone();
-        let incoming = tonic::transport::server::TcpIncoming::from(listeners.otlp_grpc);
+        let incoming = {
+            use tonic::codegen::tokio_stream::StreamExt;
+            let kill = kill.clone();
+            tonic::transport::server::TcpIncoming::from(listeners.otlp_grpc)
+                .map(move |accepted| accepted.map(|stream| conn::Killable::new(stream, &kill)))
+        };
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
@@ -230,29 +242,38 @@ pub async fn run(
     stop.cancelled().await;
     ready.set(false);
     tracing::info!("stopping: draining requests in flight");
-    let receivers = async {
-        let http = http_task.await;
-        let grpc = grpc_task.await;
-        (http, grpc)
-    };
-    let mut errors = Vec::new();
-    match tokio::time::timeout(config.shutdown_grace, receivers).await {
-        Ok((http, grpc)) => {
-            for result in [http, grpc] {
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => errors.push(e),
-                    Err(e) => errors.push(ServerError::Receiver {
-                        receiver: "otlp",
-                        message: e.to_string(),
-                    }),
+    let (http_abort, grpc_abort) = (http_task.abort_handle(), grpc_task.abort_handle());
+    let mut receivers = Box::pin(async { (http_task.await, grpc_task.await) });
+    let finished = match tokio::time::timeout(config.shutdown_grace, &mut receivers).await {
+        Ok(finished) => Some(finished),
+        Err(_) => {
+            tracing::warn!(
+                grace = ?config.shutdown_grace,
+                "requests still in flight after the grace period; their connections are closed and their senders will retry"
+            );
+            kill.cancel();
+            // The receivers end as soon as their connections are gone; the bound only
+            // guards against a bug keeping them.
+            match tokio::time::timeout(Duration::from_secs(5), &mut receivers).await {
+                Ok(finished) => Some(finished),
+                Err(_) => {
+                    http_abort.abort();
+                    grpc_abort.abort();
+                    None
                 }
             }
         }
-        Err(_) => tracing::warn!(
-            grace = ?config.shutdown_grace,
-            "requests still in flight after the grace period; their connections are closed and their senders will retry"
-        ),
+    };
+    let mut errors = Vec::new();
+    for result in finished.into_iter().flat_map(|(http, grpc)| [http, grpc]) {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(ServerError::Receiver {
+                receiver: "otlp",
+                message: e.to_string(),
+            }),
+        }
     }
     // The receivers are done (or out of time): the committer commits and answers what
     // is queued, refuses anything later, and ends.

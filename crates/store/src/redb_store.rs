@@ -16,12 +16,12 @@
 //! `last_seq` is kept apart from the log because the log is pruned: a sequence number is
 //! never handed out twice, even once every finding has been delivered and deleted.
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use hashbrown::HashMap;
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
