@@ -189,8 +189,8 @@ pub async fn run(
             inner: listeners.otlp_http,
             kill: kill.clone(),
         };
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let serve =
+            axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
         tokio::spawn(async move {
             let result = serve.await.map_err(|e| ServerError::Receiver {
                 receiver: http::RECEIVER,
