@@ -1,7 +1,7 @@
 //! What every fuzz target does: decode the input with `read_source` and check the
 //! invariants that must hold for any bytes at all.
 
-use unseen_ingest::{read_source, Format, Issue, Limits, Visitor};
+use unseen_ingest::{read_request, read_source, BodyEncoding, Format, Issue, Limits, Visitor};
 use unseen_model::PointRef;
 
 #[derive(Default)]
@@ -15,7 +15,10 @@ impl Visitor for Count {
         // Decoders never hand on a point without a time, nor a dimension over the limit.
         assert_ne!(point.time_unix_nano, 0);
         let d = point.dims;
-        for value in [d.host_name, d.cluster_name, d.node_name, d.image_name].into_iter().flatten() {
+        for value in [d.host_name, d.cluster_name, d.node_name, d.image_name]
+            .into_iter()
+            .flatten()
+        {
             assert!(value.len() <= LIMITS.max_dimension_bytes);
         }
         self.points += 1;
@@ -39,6 +42,27 @@ pub fn run(data: &[u8], format: Format) {
     if let Ok((_, stats)) = read_source("fuzz", data, format, LIMITS, &mut count) {
         // The counts agree with what the visitor saw.
         assert_eq!(stats.ready_points, count.points);
-        assert_eq!(stats.malformed_records + stats.malformed_points, count.issues);
+        assert_eq!(
+            stats.malformed_records + stats.malformed_points,
+            count.issues
+        );
+    }
+}
+
+/// Decodes `data` as one OTLP request body (what `unseen serve` hands the decoders), in
+/// `encoding`, with the same invariants; a body is one record, and a malformed one has
+/// no points.
+pub fn run_request(data: &[u8], encoding: BodyEncoding) {
+    let mut count = Count::default();
+    let stats = read_request("fuzz", data.to_vec().into(), encoding, LIMITS, &mut count);
+    assert_eq!(stats.records, 1);
+    assert_eq!(stats.ready_points, count.points);
+    assert_eq!(
+        stats.malformed_records + stats.malformed_points,
+        count.issues
+    );
+    if stats.malformed_records > 0 {
+        assert_eq!(count.points, 0);
+        assert_eq!(stats.other_points, 0);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod episode;
+mod intern;
 
 use unseen_model::UnixSecs;
 use unseen_normalize::Key;

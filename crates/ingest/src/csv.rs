@@ -2,11 +2,23 @@
 //! allowed, or RFC 3339), one column per dimension under its dotted name, an optional
 //! `metric_name` column, and value columns that the rule does not need.
 //!
-//! Parsed with `csv-core` (the parser inside the `csv` crate) rather than `csv::Reader`:
-//! `csv::Reader` grows its record buffer to whatever a row needs, and one runaway row (a
-//! quote never closed swallows the rest of the file) would then sit in memory whole. Here
-//! the output buffers are ours, so a row over `max_record_bytes` is skipped, read through
-//! without being kept. The buffers are reused from row to row, as `ByteRecord` would be.
+//! Two parsers, one result. Most rows of an export are plain: no `"`, no `\r` but the
+//! one of a `\r\n`, ending with `\n` in the read buffer. Those are split in place, sixteen
+//! bytes at a time (SSE2 compares on x86_64, integer tricks elsewhere) for the `\n` and the
+//! commas, and their fields are borrowed from the read buffer; the cells the rule reads are
+//! checked for UTF-8 in one call, and `_time` in Unix seconds is read without going through
+//! text. Every other row (quoted fields, a lone `\r`, a row longer than the buffer, the
+//! last row without its `\n`, and the header, where a UTF-8 BOM may be) goes through
+//! `csv-core`, the parser inside the `csv` crate, exactly as before: the two agree on every
+//! byte sequence, which the tests check against the csv-core-only reader this replaced
+//! (`csv/reference.rs`), on random CSV with quotes, CRLF, blank lines, BOMs, bad UTF-8,
+//! tiny limits and read buffers of a few bytes.
+//!
+//! `csv-core` rather than `csv::Reader`: `csv::Reader` grows its record buffer to whatever a
+//! row needs, and one runaway row (a quote never closed swallows the rest of the file)
+//! would then sit in memory whole. Here the output buffers are ours, so a row over
+//! `max_record_bytes` is skipped, read through without being kept. Buffers are reused
+//! from row to row; memory is the read buffer plus one row.
 
 use std::io::{self, BufRead};
 
@@ -16,16 +28,39 @@ use crate::otlp::{self, KEYS};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod tests;
+
 const TIME: &str = "_time";
 const METRIC_NAME: &str = "metric_name";
+
+/// Bytes asked of the reader at a time, and the longest row the plain-row path splits
+/// (longer rows go through `csv-core`, which streams).
+const READ_BUFFER: usize = 256 * 1024;
 
 /// Reads the header and every row. A missing header or `_time` column stops it.
 pub(crate) fn read<V: Visitor>(
     reader: &mut dyn BufRead,
     sink: &mut Sink<'_, V>,
 ) -> Result<(), Fatal> {
+    read_with(reader, sink, true, READ_BUFFER)
+}
+
+/// [`read`], with the plain-row path on or off (off: every row through `csv-core`) and a
+/// read buffer of `read_buffer` bytes: tests make both vary.
+fn read_with<V: Visitor>(
+    reader: &mut dyn BufRead,
+    sink: &mut Sink<'_, V>,
+    plain: bool,
+    read_buffer: usize,
+) -> Result<(), Fatal> {
     let max = sink.limits.max_record_bytes;
     let mut rows = Rows::new(reader, max);
+    rows.plain = plain;
+    // Room for what `Rows::next` reads before the header.
+    rows.read_buffer = read_buffer.max(4);
     let columns = match rows.next()? {
         Row::End => {
             return Err(Fatal::Unusable(
@@ -67,6 +102,8 @@ struct Columns {
     metric_name: Option<usize>,
     /// Index of each of [`KEYS`], when present.
     dims: [Option<usize>; 4],
+    /// The first and the last of `dims`, when any is present.
+    dims_span: Option<(usize, usize)>,
 }
 
 impl Columns {
@@ -95,16 +132,20 @@ impl Columns {
                 shown.join(", ")
             )));
         };
+        let dims = KEYS.map(find);
+        let present = || dims.iter().flatten().copied();
         Ok(Columns {
             count: names.len(),
             time,
             metric_name: find(METRIC_NAME),
-            dims: KEYS.map(find),
+            dims,
+            dims_span: present().min().zip(present().max()),
         })
     }
 }
 
 /// Checks one row and hands on its point.
+#[inline]
 fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink: &mut Sink<'_, V>) {
     let count = rows.field_count();
     if count != columns.count {
@@ -123,29 +164,52 @@ fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink:
         }
     }
     // The message names the column already; a field path would only repeat it.
-    let point_issue = |sink: &mut Sink<'_, V>, _column: &str, message: String| {
+    let point_issue = |sink: &mut Sink<'_, V>, message: String| {
         sink.issue(IssueKind::MalformedPoint, position, None, message);
     };
-    let time_unix_nano = match time(rows.field(columns.time)) {
-        Ok(nanos) => nanos,
-        Err(message) => return point_issue(sink, TIME, message),
+    let cell = rows.field(columns.time);
+    let time_unix_nano = match plain_nanos(cell) {
+        Some(nanos) => nanos,
+        None => match time(cell) {
+            Ok(nanos) => nanos,
+            Err(message) => return point_issue(sink, message),
+        },
     };
+    // Validating the cells from the first dimension to the last at once is cheaper than
+    // four cells one by one; when those bytes are not all UTF-8 (perhaps in a column the
+    // rule does not read), each cell is checked alone.
+    let text = columns
+        .dims_span
+        .and_then(|(first, last)| rows.text(first, last));
     let mut dims = Dims::default();
-    for (key, index) in KEYS.iter().zip(columns.dims) {
+    for (slot, (key, index)) in KEYS.iter().zip(columns.dims).enumerate() {
         let Some(index) = index else { continue };
-        let cell = rows.field(index);
-        if cell.is_empty() {
+        let text = match rows.field_text(text, index) {
+            Some(text) => text,
+            None => match std::str::from_utf8(rows.field(index)) {
+                Ok(text) => text,
+                Err(_) => return point_issue(sink, otlp::bad_utf8("column", key)),
+            },
+        };
+        if text.is_empty() {
             continue; // an empty cell is an absent dimension, as in Splunk
         }
-        let Ok(value) = std::str::from_utf8(cell) else {
-            return point_issue(sink, key, otlp::bad_utf8("column", key));
-        };
-        if let Err(message) =
-            otlp::check_dimension("column", key, value, sink.limits.max_dimension_bytes)
-        {
-            return point_issue(sink, key, message);
+        // `check_dimension` checks the size only: call it only for a value over the limit.
+        let limit = sink.limits.max_dimension_bytes;
+        if text.len() > limit {
+            if let Err(message) = otlp::check_dimension("column", key, text, limit) {
+                return point_issue(sink, message);
+            }
         }
-        dims.set(key, value);
+        // `KEYS` order; written field by field, not through `Dims::set`, which matches
+        // the key's text.
+        let value = match slot {
+            0 => &mut dims.host_name,
+            1 => &mut dims.cluster_name,
+            2 => &mut dims.node_name,
+            _ => &mut dims.image_name,
+        };
+        *value = Some(text);
     }
     sink.point(PointRef {
         time_unix_nano,
@@ -153,7 +217,18 @@ fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink:
     });
 }
 
+/// `_time` as nanoseconds for the common cells ([`plain_seconds`] in range): what [`time`]
+/// gives for them, without the detour through text.
+#[inline(always)]
+fn plain_nanos(cell: &[u8]) -> Option<u64> {
+    plain_seconds(cell)
+        .filter(|&secs| secs > 0)
+        .and_then(|secs| secs.checked_mul(1_000_000_000))
+}
+
 /// `_time` as nanoseconds, floored to the second.
+#[cold]
+#[inline(never)]
 fn time(cell: &[u8]) -> Result<u64, String> {
     let Ok(text) = std::str::from_utf8(cell) else {
         return Err("column `_time` is not valid UTF-8".to_string());
@@ -169,17 +244,85 @@ fn time(cell: &[u8]) -> Result<u64, String> {
         })
 }
 
-/// Bounded incremental CSV reading.
+/// Whole seconds of a cell that is only digits, optionally followed by `.` and at least
+/// one digit (the common forms of `_time`), at most 18 digits before the point so that it
+/// fits without overflow checks; `None` for every other cell (which `parse_time` reads).
+#[inline(always)]
+fn plain_seconds(cell: &[u8]) -> Option<u64> {
+    let mut secs: u64 = 0;
+    let mut digits = 0;
+    // Eight digits at once (Unix seconds have ten): check and convert in a word.
+    if let Some(first) = cell.first_chunk::<8>() {
+        let x = u64::from_le_bytes(*first);
+        let all_digits = x & 0xF0F0_F0F0_F0F0_F0F0 == 0x3030_3030_3030_3030
+            && x.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0
+                == 0x3030_3030_3030_3030;
+        if all_digits {
+            // Byte i is digit i (little-endian): combine pairs, then quads, then halves.
+            let x = x - 0x3030_3030_3030_3030;
+            let x = (x * 10 + (x >> 8)) & 0x00FF_00FF_00FF_00FF;
+            let x = (x * 100 + (x >> 16)) & 0x0000_FFFF_0000_FFFF;
+            secs = (x * 10_000 + (x >> 32)) & 0xFFFF_FFFF;
+            digits = 8;
+        }
+    }
+    // At most 18 digits (checked once, not per digit): no overflow.
+    for &b in cell.get(digits..cell.len().min(19)).unwrap_or_default() {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        secs = secs * 10 + u64::from(digit);
+        digits += 1;
+    }
+    match &cell[digits..] {
+        _ if digits == 0 || digits > 18 => None,
+        [] => Some(secs),
+        // Non-negative, so the fraction floors away.
+        [b'.', frac @ ..] if !frac.is_empty() && frac.iter().all(u8::is_ascii_digit) => Some(secs),
+        _ => None,
+    }
+}
+
+/// Bounded incremental CSV reading over our own read buffer.
 pub(crate) struct Rows<'r> {
     reader: &'r mut dyn BufRead,
     core: csv_core::Reader,
     max: usize,
-    /// Unquoted field bytes of the current row, and where each field ends in it.
+    /// Split plain rows in place (see the module docs); off only to test the other path.
+    plain: bool,
+    /// Read buffer (allocated at the first read, `read_buffer` bytes): unread input is
+    /// `buf[pos..end]`.
+    buf: Vec<u8>,
+    read_buffer: usize,
+    pos: usize,
+    end: usize,
+    eof: bool,
+    /// Whether `csv-core` has read the first row (and with it any BOM).
+    started: bool,
+    /// The first `"` or `\r` at or after where it was last looked for (at most the
+    /// current row's start), or `end` for none; `None` when not looked for since the
+    /// buffer last moved.
+    special_at: Option<usize>,
+    /// Where the current row's fields are.
+    from: FieldsIn,
+    /// Plain rows: the end of each field in `buf` (a comma or the row's end).
+    plain_ends: Vec<usize>,
+    /// `csv-core` rows: unquoted field bytes, and where each field ends in them.
     out: Vec<u8>,
     ends: Vec<usize>,
     fields: usize,
     /// `\n`s consumed so far: the line of the next byte is `newlines + 1`.
     newlines: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldsIn {
+    /// In `buf`, the row starting at `start`, separated by one comma each; `ascii` when
+    /// every byte of the row is ASCII (checked while splitting it).
+    Buf { start: usize, ascii: bool },
+    /// In `out`, back to back.
+    Out,
 }
 
 pub(crate) enum Row {
@@ -194,6 +337,16 @@ impl<'r> Rows<'r> {
             reader,
             core: csv_core::Reader::new(),
             max,
+            plain: true,
+            buf: Vec::new(),
+            read_buffer: READ_BUFFER,
+            pos: 0,
+            end: 0,
+            eof: false,
+            started: false,
+            special_at: None,
+            from: FieldsIn::Out,
+            plain_ends: Vec::with_capacity(32),
             out: vec![0; 1024],
             ends: vec![0; 32],
             fields: 0,
@@ -205,24 +358,122 @@ impl<'r> Rows<'r> {
         self.fields
     }
 
+    #[inline]
     pub(crate) fn field(&self, index: usize) -> &[u8] {
-        let start = match index {
-            0 => 0,
-            _ => self.ends.get(index - 1).copied().unwrap_or(0),
-        };
-        let end = self.ends.get(index).copied().unwrap_or(start);
-        self.out.get(start..end).unwrap_or_default()
+        match self.from {
+            FieldsIn::Buf {
+                start: row_start, ..
+            } => {
+                let start = match index {
+                    0 => row_start,
+                    _ => self.plain_ends.get(index - 1).map_or(row_start, |e| e + 1),
+                };
+                let end = self.plain_ends.get(index).copied().unwrap_or(start);
+                self.buf.get(start..end).unwrap_or_default()
+            }
+            FieldsIn::Out => {
+                let start = match index {
+                    0 => 0,
+                    _ => self.ends.get(index - 1).copied().unwrap_or(0),
+                };
+                let end = self.ends.get(index).copied().unwrap_or(start);
+                self.out.get(start..end).unwrap_or_default()
+            }
+        }
     }
 
-    fn fill(&mut self) -> io::Result<&[u8]> {
+    /// Where field `index` of a plain row starting at `row_start` is in `buf`.
+    #[inline]
+    fn plain_span(&self, row_start: usize, index: usize) -> (usize, usize) {
+        let start = match index {
+            0 => row_start,
+            _ => self.plain_ends.get(index - 1).map_or(row_start, |e| e + 1),
+        };
+        (start, self.plain_ends.get(index).copied().unwrap_or(start))
+    }
+
+    /// Fields `first` to `last` of the current row as one text, when the row is plain
+    /// and those bytes are all UTF-8, with where the text starts in the read buffer.
+    #[inline]
+    fn text(&self, first: usize, last: usize) -> Option<(&str, usize)> {
+        let FieldsIn::Buf {
+            start: row_start,
+            ascii,
+        } = self.from
+        else {
+            return None;
+        };
+        let (start, _) = self.plain_span(row_start, first);
+        let (_, end) = self.plain_span(row_start, last);
+        let bytes = self.buf.get(start..end)?;
+        let text = if ascii {
+            debug_assert!(bytes.is_ascii(), "split_row said the row is ASCII");
+            // SAFETY: `ascii` says that `split_row` found every byte of this row ASCII
+            // (and ASCII is UTF-8). `bytes` is part of the row: the spans come from its
+            // commas and its end. The row's bytes have not changed since: `buf` changes
+            // only in `refill`, called only from `next` (through `&mut self`), which
+            // first sets `from` to `Out` and sets it to `Buf` only with a new split.
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        } else {
+            std::str::from_utf8(bytes).ok()?
+        };
+        Some((text, start))
+    }
+
+    /// Field `index` as a slice of a [`Rows::text`] that covers it.
+    #[inline]
+    fn field_text<'t>(&self, text: Option<(&'t str, usize)>, index: usize) -> Option<&'t str> {
+        let (text, at) = text?;
+        let FieldsIn::Buf {
+            start: row_start, ..
+        } = self.from
+        else {
+            return None;
+        };
+        let (start, end) = self.plain_span(row_start, index);
+        // Fields start and end at ASCII commas: always on character boundaries.
+        text.get(start.checked_sub(at)?..end.checked_sub(at)?)
+    }
+
+    /// Reads more input after what is unread, moving the unread bytes to the front first.
+    /// Returns whether any byte was added (false at the end of the input, or when the
+    /// buffer is full of one unread row).
+    fn refill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.read_buffer];
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        self.special_at = None;
+        if self.end == self.buf.len() {
+            return Ok(false);
+        }
         loop {
-            match self.reader.fill_buf() {
-                Ok(_) => break,
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
             }
         }
-        self.reader.fill_buf()
+    }
+
+    /// Unread input, refilled when there is none; empty only at the end of the input.
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.end && self.refill()? {}
+        Ok(&self.buf[self.pos..self.end])
     }
 
     /// Skips blank lines (which `csv-core` would skip too), counting them, so that the
@@ -236,7 +487,7 @@ impl<'r> Rows<'r> {
                 .count();
             let newlines = available[..blank].iter().filter(|&&b| b == b'\n').count() as u64;
             let all = blank == available.len() && blank > 0;
-            self.reader.consume(blank);
+            self.pos += blank;
             self.newlines += newlines;
             if !all {
                 return Ok(());
@@ -245,7 +496,80 @@ impl<'r> Rows<'r> {
     }
 
     pub(crate) fn next(&mut self) -> io::Result<Row> {
-        self.skip_blank()?;
+        // No fields until a row is read (`Rows::text` relies on it: see there).
+        self.from = FieldsIn::Out;
+        self.fields = 0;
+        // Blank lines are rare: look for them only when the next byte is not a row's.
+        let blank = |b: &u8| *b == b'\n' || *b == b'\r';
+        if self
+            .buf
+            .get(self.pos..self.end)
+            .and_then(<[u8]>::first)
+            .is_none_or(blank)
+        {
+            self.skip_blank()?;
+        }
+        if self.plain && self.started {
+            if let Some(row) = self.plain_row()? {
+                return Ok(row);
+            }
+        }
+        if !self.started {
+            // `csv-core` strips a UTF-8 BOM only when its first input holds all of it, and
+            // takes an input that is only the BOM for the end: give it a byte more.
+            while self.end - self.pos < 4 && self.refill()? {}
+        }
+        self.core_row()
+    }
+
+    /// The next row, if it is plain (see the module docs); `None` leaves the input as it
+    /// was, for `csv-core`. Called at the start of a row, after blank lines.
+    #[inline]
+    fn plain_row(&mut self) -> io::Result<Option<Row>> {
+        let Split { newline, ascii } = loop {
+            self.plain_ends.clear();
+            if let Some(split) = split_row(&self.buf[..self.end], self.pos, &mut self.plain_ends) {
+                break split;
+            }
+            // No `\n` yet: read on, unless the buffer is all this row or the input ended.
+            if !self.refill()? {
+                return Ok(None);
+            }
+        };
+        let start = self.pos;
+        // `skip_blank` leaves a row's first byte, which is neither `\r` nor `\n`.
+        let content_end = match self.buf[newline - 1] {
+            b'\r' => newline - 1,
+            _ => newline,
+        };
+        // A `"` or a `\r` in the row makes it one for `csv-core`; the `\r` of a `\r\n`
+        // is at `content_end`, and allowed.
+        if next_special(&mut self.special_at, &self.buf, start, self.end) < content_end {
+            return Ok(None);
+        }
+        self.pos = newline + 1;
+        let line = self.newlines + 1;
+        self.newlines += 1;
+        let size = content_end - start;
+        if size > self.max {
+            self.fields = 0;
+            self.from = FieldsIn::Out;
+            return Ok(Some(Row::TooLong {
+                line,
+                size: size as u64,
+            }));
+        }
+        // The commas of the row are in `plain_ends` already (a `\r` before the `\n` is none).
+        self.plain_ends.push(content_end);
+        self.fields = self.plain_ends.len();
+        self.from = FieldsIn::Buf { start, ascii };
+        Ok(Some(Row::Fields { line }))
+    }
+
+    /// The next row through `csv-core`.
+    fn core_row(&mut self) -> io::Result<Row> {
+        self.started = true;
+        self.from = FieldsIn::Out;
         let line = self.newlines + 1;
         let mut size: u64 = 0; // input bytes of this row, terminator included
         let mut tail = [0u8; 2]; // the last two input bytes of this row
@@ -256,11 +580,8 @@ impl<'r> Rows<'r> {
         let mut scratch_out = [0u8; 256];
         let mut scratch_ends = [0usize; 16];
         loop {
-            let input = match self.reader.fill_buf() {
-                Ok(input) => input,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
-            };
+            self.fill()?;
+            let input = &self.buf[self.pos..self.end];
             let (result, nin, nout, nend) = if over {
                 self.core
                     .read_record(input, &mut scratch_out, &mut scratch_ends)
@@ -269,12 +590,12 @@ impl<'r> Rows<'r> {
                     .read_record(input, &mut self.out[outlen..], &mut self.ends[endlen..])
             };
             let consumed = &input[..nin];
-            self.newlines += consumed.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.newlines += memchr::memchr_iter(b'\n', consumed).count() as u64;
             for &b in consumed.iter().rev().take(2).rev() {
                 tail = [tail[1], b];
             }
             size += nin as u64;
-            self.reader.consume(nin);
+            self.pos += nin;
             if !over {
                 outlen += nout;
                 endlen += nend;
@@ -306,6 +627,150 @@ impl<'r> Rows<'r> {
             if !over && size > self.max as u64 {
                 over = true;
             }
+        }
+    }
+}
+
+/// Finds the first `\n` in `buf` from `from` on, pushing the position of every comma
+/// before it into `commas`; `None` when there is no `\n`. Also tells whether every byte
+/// before the `\n` is ASCII. Sixteen bytes at a time ([`block_masks`]): rows are short,
+/// and `memchr` would pay its set-up once for the `\n` and again for every comma.
+#[inline]
+fn split_row(buf: &[u8], from: usize, commas: &mut Vec<usize>) -> Option<Split> {
+    let rest = buf.get(from..).unwrap_or_default();
+    let mut blocks = rest.chunks_exact(16);
+    let mut at = from;
+    let mut high = 0; // non-ASCII bytes seen
+    for block in &mut blocks {
+        let masks = block_masks(block.try_into().unwrap_or(&[0; 16]));
+        if masks.newlines != 0 {
+            // Only what is before the first `\n`: the bits below its bit.
+            let before = (masks.newlines & masks.newlines.wrapping_neg()) - 1;
+            push_bits(commas, at, masks.commas & before);
+            return Some(Split {
+                newline: at + masks.newlines.trailing_zeros() as usize,
+                ascii: high | (masks.high & before) == 0,
+            });
+        }
+        push_bits(commas, at, masks.commas);
+        high |= masks.high;
+        at += 16;
+    }
+    for (i, &b) in blocks.remainder().iter().enumerate() {
+        match b {
+            b'\n' => {
+                return Some(Split {
+                    newline: at + i,
+                    ascii: high == 0,
+                })
+            }
+            b',' => commas.push(at + i),
+            _ => high |= u32::from(!b.is_ascii()),
+        }
+    }
+    None
+}
+
+/// What [`split_row`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split {
+    /// Where the first `\n` is.
+    newline: usize,
+    /// Whether every byte from where the search started to `newline` is ASCII.
+    ascii: bool,
+}
+
+/// Pushes `at` plus the index of every bit set in `bits`, lowest first.
+#[inline(always)]
+fn push_bits(out: &mut Vec<usize>, at: usize, mut bits: u32) {
+    while bits != 0 {
+        out.push(at + bits.trailing_zeros() as usize);
+        bits &= bits - 1;
+    }
+}
+
+/// Bit `i` of each mask is about byte `i` of a block of sixteen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Masks {
+    /// The byte is `,`.
+    commas: u32,
+    /// The byte is `\n`.
+    newlines: u32,
+    /// The byte is not ASCII (its high bit is set).
+    high: u32,
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn block_masks(block: &[u8; 16]) -> Masks {
+    // SAFETY: `sse2::masks` only needs the CPU to have SSE2, and this function exists
+    // only where the target guarantees it (`target_feature = "sse2"`, which every x86_64
+    // target has). It reads nothing but its argument, a reference.
+    unsafe { sse2::masks(block) }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn block_masks(block: &[u8; 16]) -> Masks {
+    swar_masks(block)
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
+
+    use super::Masks;
+
+    /// [`super::block_masks`] with SSE2: two compares and three movemasks.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn masks(block: &[u8; 16]) -> Masks {
+        let (low, high) = block.split_at(8);
+        let word = |half: &[u8]| i64::from_le_bytes(half.try_into().unwrap_or_default());
+        // One unaligned 16-byte load once compiled.
+        let v = _mm_set_epi64x(word(high), word(low));
+        let commas = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8)));
+        let newlines = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)));
+        // movemask sets the low 16 bits only: the casts keep them.
+        Masks {
+            commas: commas as u32,
+            newlines: newlines as u32,
+            high: _mm_movemask_epi8(v) as u32,
+        }
+    }
+}
+
+/// [`block_masks`] eight bytes at a time in plain integers, for targets without SSE2.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn swar_masks(block: &[u8; 16]) -> Masks {
+    const COMMAS: u64 = u64::from_ne_bytes([b','; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    // Bit i set where the high bit of byte i is: gathered into the top byte by one
+    // multiplication (no two bits meet).
+    let gather = |high: u64| ((high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32;
+    // The high bit of each byte of `x` that is 0, and only those.
+    let zeros = |x: u64| gather(!(((x & LOW7) + LOW7) | x | LOW7));
+    let (low, high) = block.split_at(8);
+    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or_default());
+    let (low, high) = (word(low), word(high));
+    Masks {
+        commas: zeros(low ^ COMMAS) | zeros(high ^ COMMAS) << 8,
+        newlines: zeros(low ^ NEWLINES) | zeros(high ^ NEWLINES) << 8,
+        high: gather(low & !LOW7) | gather(high & !LOW7) << 8,
+    }
+}
+
+/// The first `"` or `\r` in `buf[from..end]` (or `end`), remembered in `at` until `from`
+/// passes it.
+#[inline]
+fn next_special(at: &mut Option<usize>, buf: &[u8], from: usize, end: usize) -> usize {
+    match *at {
+        Some(found) if found >= from => found,
+        _ => {
+            let found = memchr::memchr2(b'"', b'\r', &buf[from..end]).map_or(end, |i| from + i);
+            *at = Some(found);
+            found
         }
     }
 }

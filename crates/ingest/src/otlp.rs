@@ -21,16 +21,21 @@ pub(crate) const KEYS: [&str; 4] = [
 ];
 
 /// The slot of a key the rule uses, `None` for every other key (the common case, so it
-/// must be cheap: the four keys have distinct lengths, so most keys fail on the length).
-#[inline]
+/// must be cheap: the four keys have distinct lengths, so most keys fail on the length,
+/// and the others are compared as fixed-size arrays, a few word compares).
+#[inline(always)]
 pub(crate) fn key_index(key: &[u8]) -> Option<usize> {
-    match key {
-        b"host.name" => Some(0),
-        b"k8s.cluster.name" => Some(1),
-        b"k8s.node.name" => Some(2),
-        b"container.image.name" => Some(3),
-        _ => None,
+    fn is<const N: usize>(key: &[u8], want: &[u8; N]) -> bool {
+        <&[u8; N]>::try_from(key).is_ok_and(|key| key == want)
     }
+    let (index, found) = match key.len() {
+        9 => (0, is(key, b"host.name")),
+        16 => (1, is(key, b"k8s.cluster.name")),
+        13 => (2, is(key, b"k8s.node.name")),
+        20 => (3, is(key, b"container.image.name")),
+        _ => return None,
+    };
+    found.then_some(index)
 }
 
 /// One relevant attribute as found in one attribute list.
@@ -41,6 +46,12 @@ pub(crate) enum Slot<'a> {
     #[default]
     Unset,
     Str(Cow<'a, str>),
+}
+
+/// A dimension's value as a point resolves it (its own attribute over its resource's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    Str(&'a str),
     /// A protobuf `string_value` that is not UTF-8: reported on the point that uses it.
     BadUtf8,
 }
@@ -102,25 +113,34 @@ pub(crate) fn bad_utf8(what: &str, key: &str) -> String {
     dimension_problem(what, key, Problem::BadUtf8, 0)
 }
 
-/// The point's own attributes over the resource's, checked against the size limit.
-fn resolve<'a>(
-    point: &'a AttrSlots<'_>,
-    resource: &'a AttrSlots<'_>,
-    limit: usize,
-) -> Result<Dims<'a>, String> {
+/// The point's own attributes over the resource's.
+fn resolve<'a>(point: &'a AttrSlots<'_>, resource: &'a AttrSlots<'_>) -> [Option<Value<'a>>; 4] {
+    std::array::from_fn(|index| match (&point.0[index], &resource.0[index]) {
+        (Slot::Unset, slot) | (slot, _) => match slot {
+            Slot::Unset => None,
+            Slot::Str(value) => Some(Value::Str(value)),
+        },
+    })
+}
+
+/// A point's values checked against the size limit, as its dimensions.
+fn dims<'a>(values: [Option<Value<'a>>; 4], limit: usize) -> Result<Dims<'a>, String> {
     let mut dims = Dims::default();
-    for (index, key) in KEYS.iter().enumerate() {
-        let value = match (&point.0[index], &resource.0[index]) {
-            (Slot::Unset, slot) | (slot, _) => slot,
+    for (index, (key, value)) in KEYS.iter().zip(values).enumerate() {
+        let value = match value {
+            None => continue,
+            Some(Value::BadUtf8) => return Err(bad_utf8("attribute", key)),
+            Some(Value::Str(value)) => value,
         };
-        match value {
-            Slot::Unset => {}
-            Slot::BadUtf8 => return Err(bad_utf8("attribute", key)),
-            Slot::Str(value) => {
-                check_dimension("attribute", key, value, limit)?;
-                dims.set(key, value);
-            }
-        }
+        check_dimension("attribute", key, value, limit)?;
+        // `KEYS` order.
+        let dim = match index {
+            0 => &mut dims.host_name,
+            1 => &mut dims.cluster_name,
+            2 => &mut dims.node_name,
+            _ => &mut dims.image_name,
+        };
+        *dim = Some(value);
     }
     Ok(dims)
 }
@@ -193,6 +213,25 @@ pub(crate) fn ready_point<V: Visitor>(
     resource: &AttrSlots<'_>,
     path: impl FnOnce() -> String,
 ) {
+    ready_values(
+        sink,
+        position,
+        time_unix_nano,
+        resolve(point, resource),
+        path,
+    );
+}
+
+/// [`ready_point`] once the point's attributes are resolved over its resource's: for a
+/// decoder that resolves them itself (the protobuf one, from raw bytes).
+#[inline]
+pub(crate) fn ready_values<V: Visitor>(
+    sink: &mut Sink<'_, V>,
+    position: Position,
+    time_unix_nano: u64,
+    values: [Option<Value<'_>>; 4],
+    path: impl FnOnce() -> String,
+) {
     if time_unix_nano == 0 {
         sink.issue(
             IssueKind::MalformedPoint,
@@ -202,7 +241,7 @@ pub(crate) fn ready_point<V: Visitor>(
         );
         return;
     }
-    match resolve(point, resource, sink.limits.max_dimension_bytes) {
+    match dims(values, sink.limits.max_dimension_bytes) {
         Ok(dims) => sink.point(PointRef {
             time_unix_nano,
             dims,

@@ -2,33 +2,94 @@
 //! `ExportMetricsServiceRequest` preceded by its length as a 4-byte big-endian unsigned
 //! integer (contrib `exporter/fileexporter/file_writer.go`, `exportMessageAsBuffer`).
 //!
-//! The message types below are our own minimal `prost` structs: only the fields the rule
-//! needs, everything else skipped by prost as unknown. Strings and nested messages that may
-//! not be needed are kept as `Bytes` slices of the frame (zero copy), so a metric that is
-//! not `k8s.container.ready` costs a name comparison and a scan that counts its points,
-//! and attribute keys are never copied into `String`s.
+//! The decoder walks the wire format over the frame's bytes ([`wire`]): no message
+//! structs, no `Bytes` reference counts, no allocation per point or per attribute. It reads
+//! only what the rule needs (field numbers from opentelemetry-proto's `.proto` files):
+//!
+//! ```text
+//! ExportMetricsServiceRequest  1 resource_metrics: ResourceMetrics (repeated)
+//! ResourceMetrics              1 resource: Resource, 2 scope_metrics: ScopeMetrics (repeated)
+//! Resource                     1 attributes: KeyValue (repeated)
+//! ScopeMetrics                 2 metrics: Metric (repeated)
+//! Metric                       1 name, 5 gauge, 7 sum, 9 histogram,
+//!                              10 exponential_histogram, 11 summary
+//! Gauge, Sum                   1 data_points: NumberDataPoint (repeated)
+//! NumberDataPoint              3 time_unix_nano (fixed64), 7 attributes: KeyValue (repeated)
+//! KeyValue                     1 key, 2 value: AnyValue
+//! AnyValue                     1 string_value
+//! ```
+//!
+//! Everything else is skipped by its length. A metric other than `k8s.container.ready`
+//! costs a name comparison and a walk over its data's top-level fields that counts its
+//! points without reading them.
+//!
+//! What a message means, and when it is malformed, is exactly what the `prost` decoder
+//! this replaced said (kept in the tests as `legacy`, the differential tests' reference):
+//! - the whole message is first decoded as `prost` would with the structs above, the data
+//!   fields of a metric being opaque bytes (the last occurrence of each kept); its first
+//!   error, with prost's message, makes the message malformed;
+//! - then, metric by metric, the gauge and sum of `k8s.container.ready` are decoded as a
+//!   `NumberData` message of their own, and every other data field has its points counted;
+//!   the first error there makes the message malformed;
+//! - only then are the points visited: a malformed message yields no point.
+//!
+//! Both happen in one pass, keeping the first error of each kind, then a visit of what the
+//! pass collected.
+//!
+//! Reading a file, a frame is not read whole and then walked: it is read through a window
+//! (the read-ahead plus the top-level field being walked, [`Frame`]) and walked as it
+//! arrives, so that the walk reads bytes that were just copied and are still in the core's
+//! cache, and memory is one top-level field rather than one frame. When a
+//! `ResourceMetrics` ends, the four values of each of its ready points (its own attribute
+//! over its resource's) are copied out of the window into one text buffer, checked for
+//! UTF-8 in one go when the points are visited.
 
 use std::io::{self, BufRead, Read};
 
-use bytes::Bytes;
-use prost::Message;
 use unseen_model::attr;
 
-use crate::otlp::{self, AttrSlots, DataKind, MetricPath, Slot};
+use crate::otlp::{self, DataKind, MetricPath, Value};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
+#[cfg(test)]
+mod legacy;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use wire::{Cursor, RECURSION_LIMIT};
+
 /// zstd's frame magic: the file exporter's `compression: zstd` compresses each message.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// How far ahead of the walk a frame is read. The walk then reads bytes that were just
+/// copied and are still in the core's cache, rather than a frame of megabytes that has
+/// left it; and the buffer grows only with what arrives (a length prefix may lie). At
+/// least the `BufReader`'s capacity (64 KiB), so that reads bypass its buffer.
+const READ_AHEAD: usize = 128 << 10;
 
 /// Reads frames until EOF. Only IO errors stop it.
 pub(crate) fn read<V: Visitor>(
     reader: &mut dyn BufRead,
     sink: &mut Sink<'_, V>,
 ) -> Result<(), Fatal> {
+    read_frames(reader, sink, READ_AHEAD)
+}
+
+/// [`read`], with the read-ahead as a parameter (the tests make it small).
+fn read_frames<V: Visitor>(
+    reader: &mut dyn BufRead,
+    sink: &mut Sink<'_, V>,
+    read_ahead: usize,
+) -> Result<(), Fatal> {
     let max = sink.limits.max_record_bytes;
     let mut offset: u64 = 0;
     let mut index: u64 = 0;
+    // The frames' window (see `Frame`), reused: its length only grows, so frames are read
+    // straight into it, without reallocation or zeroing.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut walk = Walk::default();
     loop {
         let mut prefix = [0u8; 4];
         let got = read_full(reader, &mut prefix)?;
@@ -64,24 +125,29 @@ pub(crate) fn read<V: Visitor>(
             }
             continue;
         }
-        let len = len as usize; // <= max, a usize
-                                // The prefix may lie: let the buffer grow with what actually arrives.
-        let mut frame = Vec::with_capacity(len.min(1 << 20));
-        reader.take(len as u64).read_to_end(&mut frame)?;
-        offset += frame.len() as u64;
-        if frame.len() < len {
-            sink.issue(
-                IssueKind::MalformedRecord,
-                position,
-                None,
-                format!(
-                    "file ends inside a message: expected {len} bytes, found {}",
-                    frame.len()
-                ),
-            );
-            return Ok(());
+        let mut frame = Frame {
+            reader: &mut *reader,
+            buf: &mut buf,
+            len: len as usize, // <= max, a usize
+            base: 0,
+            filled: 0,
+            read_ahead,
+        };
+        let outcome = walk.read_and_decode(&mut frame);
+        let (len, got) = (frame.len, frame.read());
+        offset += got as u64;
+        match outcome? {
+            Some(outcome) => walk.report(outcome, position, sink),
+            None => {
+                sink.issue(
+                    IssueKind::MalformedRecord,
+                    position,
+                    None,
+                    format!("file ends inside a message: expected {len} bytes, found {got}"),
+                );
+                return Ok(());
+            }
         }
-        decode_frame(Bytes::from(frame), position, sink);
     }
 }
 
@@ -99,157 +165,773 @@ fn read_full(reader: &mut dyn BufRead, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Decodes one message and visits it; a message that does not decode is one
-/// `MalformedRecord`.
-pub(crate) fn decode_frame<V: Visitor>(frame: Bytes, position: Position, sink: &mut Sink<'_, V>) {
-    if frame.starts_with(&ZSTD_MAGIC) {
-        sink.issue(
-            IssueKind::MalformedRecord,
-            position,
-            None,
-            "message is zstd-compressed (file exporter `compression: zstd`), which unseen does not read; \
-             export without compression (gzip the file instead if needed)"
-                .to_string(),
-        );
-        return;
+/// One frame being read, through a window: `buf[..filled]` holds the frame's bytes
+/// `base..base + filled`. Bytes the walk is done with are dropped as more arrive, so the
+/// buffer stays the size of a top-level field plus the read-ahead, and stays in the
+/// core's cache.
+struct Frame<'r, 'b> {
+    reader: &'r mut dyn BufRead,
+    buf: &'b mut Vec<u8>,
+    /// The frame's length, from its prefix.
+    len: usize,
+    /// Where in the frame `buf` starts.
+    base: usize,
+    /// How much of `buf` holds frame bytes.
+    filled: usize,
+    /// [`READ_AHEAD`], but in the tests.
+    read_ahead: usize,
+}
+
+impl Frame<'_, '_> {
+    /// How much of the frame has been read.
+    fn read(&self) -> usize {
+        self.base + self.filled
     }
-    let request = ExportMetricsServiceRequest::decode(frame);
-    let prepared = match &request {
-        Ok(request) => prepare(request),
-        Err(error) => Err(error.to_string()),
-    };
-    let (resources, metrics) = match prepared {
-        Ok(prepared) => prepared,
-        Err(error) => {
-            sink.issue(
+
+    /// Reads until the frame's bytes up to `want` (at most its length) are in, and up to
+    /// `read_ahead` more; the bytes before `from` may be dropped. `false` if the input
+    /// ended first.
+    ///
+    /// Each read at most doubles what the window holds: a length that lies (the prefix's,
+    /// or a field's) costs no more memory than the bytes that actually arrive.
+    #[inline(always)]
+    fn fill(&mut self, from: usize, want: usize) -> io::Result<bool> {
+        if self.read() >= want.min(self.len) {
+            return Ok(true);
+        }
+        self.read_more(from, want)
+    }
+
+    #[inline(never)]
+    fn read_more(&mut self, from: usize, want: usize) -> io::Result<bool> {
+        let want = want.min(self.len);
+        while self.read() < want {
+            let mut end = (want.max(self.read() + self.read_ahead).min(self.len) - self.base)
+                .min(self.filled + self.filled.max(self.read_ahead));
+            if end > self.buf.len() && from > self.base {
+                // Slide: drop what the walk is done with.
+                let done = from - self.base;
+                self.buf.copy_within(done..self.filled, 0);
+                self.base = from;
+                self.filled -= done;
+                end -= done;
+            }
+            if self.buf.len() < end {
+                self.buf.resize(end, 0);
+            }
+            let got = read_full(self.reader, &mut self.buf[self.filled..end])?;
+            self.filled += got;
+            if self.filled < end {
+                break;
+            }
+        }
+        Ok(self.read() >= want)
+    }
+
+    /// The window: the frame's bytes from `base` on, as far as they have been read.
+    fn window(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+}
+
+/// A protobuf base-128 varint; `None` if `buf` ends inside it or it is over 10 bytes.
+/// Lenient (a 10th byte over 1 wraps): what format detection and the point counting of
+/// other metrics have always accepted.
+#[inline]
+pub(crate) fn decode_varint(buf: &mut &[u8]) -> Option<u64> {
+    if let Some((&byte, rest)) = buf.split_first() {
+        if byte < 0x80 {
+            *buf = rest;
+            return Some(u64::from(byte));
+        }
+    }
+    let mut value: u64 = 0;
+    for (i, &byte) in buf.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            *buf = &buf[i + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Decodes one message and visits it; a message that does not decode is one
+/// `MalformedRecord` and no point.
+pub(crate) fn decode_frame<V: Visitor>(
+    frame: impl AsRef<[u8]>,
+    position: Position,
+    sink: &mut Sink<'_, V>,
+) {
+    let frame = frame.as_ref();
+    let mut walk = Walk::default();
+    let outcome = walk.decode(frame);
+    walk.report(outcome, position, sink);
+}
+
+/// Where something is in the frame: `start..start + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    /// Where `part` (a slice of `frame`) is in it.
+    #[inline(always)]
+    fn of(frame: &[u8], part: &[u8]) -> Span {
+        Span {
+            start: part.as_ptr() as usize - frame.as_ptr() as usize,
+            len: part.len(),
+        }
+    }
+
+    #[inline(always)]
+    fn end(self) -> usize {
+        self.start + self.len
+    }
+}
+
+/// The four relevant attributes of one attribute list: where the first string value of
+/// each is (checked for UTF-8 only when a point uses it).
+type RawSlots = [Option<Span>; 4];
+
+/// What the walk found, in input order, to hand on once the whole message decoded.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// A gauge or sum point of `k8s.container.ready`.
+    Point {
+        time_unix_nano: u64,
+        /// The point's own attributes (in the frame) while its `ResourceMetrics` is
+        /// walked; then its four values, its own attributes over its resource's, copied
+        /// to `Walk::text`.
+        values: RawSlots,
+        path: MetricPath,
+        kind: DataKind,
+        index: usize,
+    },
+    /// `k8s.container.ready` as a histogram, exponential histogram or summary.
+    WrongKind {
+        kind: DataKind,
+        points: u64,
+        path: MetricPath,
+    },
+}
+
+/// How a message decoded.
+enum Outcome {
+    Decoded,
+    /// zstd-compressed (the file exporter's `compression: zstd`).
+    Zstd,
+    /// prost's error for its structure, or the first error in its metrics' data.
+    Malformed(String),
+}
+
+/// One message's walk, and its buffers, reused from message to message: nothing is
+/// allocated per point or per attribute.
+///
+/// Recursion budgets (`ctx`) are prost's: [`RECURSION_LIMIT`] for the top message's
+/// fields, one less per nested message. Each nested-message function takes the budget of
+/// the message its field is in, and reads its own fields with one less.
+#[derive(Default)]
+struct Walk {
+    events: Vec<Event>,
+    /// The ready points' values, one after the other: copied while they are in the
+    /// cache, checked for UTF-8 in one go, and compact for the visitor to read.
+    text: Vec<u8>,
+    other_points: u64,
+    /// The first error in the metrics' data, in the order the data is prepared (metric by
+    /// metric; gauge, sum, histogram, exponential histogram, summary).
+    data_error: Option<String>,
+    /// The position of the next top-level field.
+    pos: usize,
+    /// The index of the next `ResourceMetrics`.
+    ri: usize,
+}
+
+const REQUEST: &str = "ExportMetricsServiceRequest";
+const RESOURCE_METRICS: &str = "ResourceMetrics";
+const RESOURCE: &str = "Resource";
+const SCOPE_METRICS: &str = "ScopeMetrics";
+const METRIC: &str = "Metric";
+const NUMBER_DATA: &str = "NumberData";
+const NUMBER_DATA_POINT: &str = "NumberDataPoint";
+const KEY_VALUE: &str = "KeyValue";
+const ANY_VALUE: &str = "AnyValue";
+
+/// The `Metric.data` fields in the order their data is prepared: kind, prost field name
+/// (for error messages).
+const DATA_FIELDS: [(DataKind, &str); 5] = [
+    (DataKind::Gauge, "gauge"),
+    (DataKind::Sum, "sum"),
+    (DataKind::Histogram, "histogram"),
+    (DataKind::ExponentialHistogram, "exponential_histogram"),
+    (DataKind::Summary, "summary"),
+];
+
+impl Walk {
+    fn reset(&mut self) {
+        self.events.clear();
+        self.text.clear();
+        self.other_points = 0;
+        self.data_error = None;
+        self.pos = 0;
+        self.ri = 0;
+    }
+
+    /// Walks a whole message.
+    fn decode(&mut self, frame: &[u8]) -> Outcome {
+        self.reset();
+        if frame.starts_with(&ZSTD_MAGIC) {
+            return Outcome::Zstd;
+        }
+        while self.pos < frame.len() {
+            if let Err(error) = self.top_field(frame, 0) {
+                return Outcome::Malformed(error.to_string());
+            }
+        }
+        self.data_outcome()
+    }
+
+    /// Reads a frame and walks it as it arrives, top-level field by top-level field, so
+    /// that the walk reads what was just copied. `None` if the input ends inside it.
+    ///
+    /// A field that decodes from the bytes read so far decodes the same from the whole
+    /// frame: every bound is only further away then. A field that does not is decided on
+    /// the whole frame: what it collected is dropped, the rest of the frame read, and the
+    /// field walked again.
+    fn read_and_decode(&mut self, frame: &mut Frame<'_, '_>) -> io::Result<Option<Outcome>> {
+        self.reset();
+        if !frame.fill(0, ZSTD_MAGIC.len())? {
+            return Ok(None);
+        }
+        if frame.window().starts_with(&ZSTD_MAGIC) {
+            return Ok(frame.fill(0, frame.len)?.then_some(Outcome::Zstd));
+        }
+        while self.pos < frame.len {
+            if frame.read() < frame.len {
+                // The next field's key and length, then the field (or, for a field that is
+                // not length-delimited, the rest of the frame).
+                if !frame.fill(self.pos, self.pos + 2 * MAX_VARINT)? {
+                    return Ok(None);
+                }
+                let end = field_end(frame.window(), self.pos - frame.base)
+                    .map_or(frame.len, |end| frame.base + end);
+                if !frame.fill(self.pos, end)? {
+                    return Ok(None);
+                }
+            }
+            let before = (
+                self.events.len(),
+                self.text.len(),
+                self.other_points,
+                self.data_error.is_some(),
+            );
+            if let Err(error) = self.top_field(frame.window(), frame.base) {
+                if frame.read() == frame.len {
+                    return Ok(Some(Outcome::Malformed(error.to_string())));
+                }
+                let (events, text, other_points, data_error) = before;
+                self.events.truncate(events);
+                self.text.truncate(text);
+                self.other_points = other_points;
+                if !data_error {
+                    self.data_error = None;
+                }
+                if !frame.fill(self.pos, frame.len)? {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(self.data_outcome()))
+    }
+
+    fn data_outcome(&mut self) -> Outcome {
+        match self.data_error.take() {
+            Some(error) => Outcome::Malformed(error),
+            None => Outcome::Decoded,
+        }
+    }
+
+    /// Reports a walked message: its points and issues, or why it is malformed.
+    fn report<V: Visitor>(&self, outcome: Outcome, position: Position, sink: &mut Sink<'_, V>) {
+        match outcome {
+            Outcome::Decoded => self.visit(position, sink),
+            Outcome::Zstd => sink.issue(
+                IssueKind::MalformedRecord,
+                position,
+                None,
+                "message is zstd-compressed (file exporter `compression: zstd`), which unseen does not read; \
+                 export without compression (gzip the file instead if needed)"
+                    .to_string(),
+            ),
+            Outcome::Malformed(error) => sink.issue(
                 IssueKind::MalformedRecord,
                 position,
                 None,
                 format!("not an OTLP protobuf ExportMetricsServiceRequest: {error}"),
-            );
-            return;
-        }
-    };
-    for metric in &metrics {
-        let resource = &resources[metric.resource];
-        for (kind, data) in [
-            (DataKind::Gauge, &metric.gauge),
-            (DataKind::Sum, &metric.sum),
-        ] {
-            match data {
-                None => {}
-                Some(Data::Counted(count)) => sink.other_points(*count),
-                Some(Data::Points(data)) => {
-                    for (pi, point) in data.data_points.iter().enumerate() {
-                        let attributes = slots(&point.attributes);
-                        otlp::ready_point(
-                            sink,
-                            position,
-                            point.time_unix_nano,
-                            &attributes,
-                            resource,
-                            || metric.path.point(kind, pi),
-                        );
-                    }
-                }
-            }
-        }
-        for (kind, count) in metric.other_kinds {
-            match count {
-                None => {}
-                Some(count) if metric.ready => {
-                    otlp::ready_of_wrong_kind(sink, position, kind, count, metric.path)
-                }
-                Some(count) => sink.other_points(count),
-            }
+            ),
         }
     }
-}
 
-/// A metric with its data decoded (the rule's metric) or counted (any other), so that a
-/// message is visited only once all of it decoded: a `MalformedRecord` means that none of
-/// its points were read, as for the other formats.
-struct Prepared {
-    path: MetricPath,
-    /// Index into the resources' attributes.
-    resource: usize,
-    ready: bool,
-    gauge: Option<Data>,
-    sum: Option<Data>,
-    other_kinds: [(DataKind, Option<u64>); 3],
-}
+    /// One field of `ExportMetricsServiceRequest`, at `self.pos`; `window` holds the
+    /// frame from `base` on, as far as it has been read.
+    fn top_field(&mut self, window: &[u8], base: usize) -> wire::Result<()> {
+        let ctx = RECURSION_LIMIT;
+        let mut cur = Cursor::at(window, self.pos - base);
+        let (tag, wire) = cur.key()?;
+        if tag == 1 {
+            self.resource_metrics(&mut cur, wire, ctx)
+                .map_err(|e| e.push(REQUEST, "resource_metrics"))?;
+            self.ri += 1;
+        } else {
+            cur.skip(wire, tag, ctx)?;
+        }
+        self.pos = base + cur.pos();
+        Ok(())
+    }
 
-enum Data {
-    Points(NumberData),
-    Counted(u64),
-}
+    fn resource_metrics(&mut self, cur: &mut Cursor<'_>, wire: u8, ctx: u32) -> wire::Result<()> {
+        let end = cur.enter(wire, ctx)?;
+        let ctx = ctx - 1;
+        let mut resource: RawSlots = [None; 4];
+        let events = self.events.len();
+        let mut si = 0;
+        while cur.pos() < end {
+            let (tag, wire) = cur.key()?;
+            match tag {
+                1 => self::resource(cur, wire, ctx, &mut resource)
+                    .map_err(|e| e.push(RESOURCE_METRICS, "resource"))?,
+                2 => {
+                    self.scope_metrics(cur, wire, ctx, si)
+                        .map_err(|e| e.push(RESOURCE_METRICS, "scope_metrics"))?;
+                    si += 1;
+                }
+                _ => cur.skip(wire, tag, ctx)?,
+            }
+        }
+        cur.leave(end)?;
+        // The resource is complete (it may come after the metrics): resolve the points'
+        // values and copy them out.
+        for event in &mut self.events[events..] {
+            if let Event::Point { values, .. } = event {
+                for (value, resource) in values.iter_mut().zip(resource) {
+                    *value = value.or(resource).map(|value| {
+                        let start = self.text.len();
+                        self.text
+                            .extend_from_slice(&cur.buf()[value.start..value.end()]);
+                        Span {
+                            start,
+                            len: value.len,
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 
-type PreparedRequest<'r> = (Vec<AttrSlots<'r>>, Vec<Prepared>);
-
-fn prepare(request: &ExportMetricsServiceRequest) -> Result<PreparedRequest<'_>, String> {
-    let mut resources = Vec::with_capacity(request.resource_metrics.len());
-    let mut prepared = Vec::new();
-    for (ri, rm) in request.resource_metrics.iter().enumerate() {
-        resources.push(
-            rm.resource
-                .as_ref()
-                .map(|r| slots(&r.attributes))
-                .unwrap_or_default(),
-        );
-        for (si, sm) in rm.scope_metrics.iter().enumerate() {
-            for (mi, metric) in sm.metrics.iter().enumerate() {
-                let ready = metric.name == attr::READY_METRIC.as_bytes();
-                let data = |bytes: &Option<Bytes>| -> Result<Option<Data>, String> {
-                    let Some(bytes) = bytes else { return Ok(None) };
-                    Ok(Some(if ready {
-                        Data::Points(NumberData::decode(bytes.clone()).map_err(|e| e.to_string())?)
-                    } else {
-                        Data::Counted(count_points(bytes)?)
-                    }))
+    fn scope_metrics(
+        &mut self,
+        cur: &mut Cursor<'_>,
+        wire: u8,
+        ctx: u32,
+        si: usize,
+    ) -> wire::Result<()> {
+        let end = cur.enter(wire, ctx)?;
+        let ctx = ctx - 1;
+        let mut mi = 0;
+        while cur.pos() < end {
+            let (tag, wire) = match cur.peek() {
+                Some(0x12) => {
+                    cur.advance(1);
+                    (2, wire::LEN)
+                }
+                // scope, schema_url
+                Some(0x0a | 0x1a) => {
+                    cur.advance(1);
+                    cur.skip_len(ctx)?;
+                    continue;
+                }
+                _ => cur.key()?,
+            };
+            if tag == 2 {
+                let path = MetricPath {
+                    resource: self.ri,
+                    scope: si,
+                    metric: mi,
                 };
-                let count = |bytes: &Option<Bytes>| bytes.as_deref().map(count_points).transpose();
-                prepared.push(Prepared {
-                    path: MetricPath {
-                        resource: ri,
-                        scope: si,
-                        metric: mi,
-                    },
-                    resource: ri,
-                    ready,
-                    gauge: data(&metric.gauge)?,
-                    sum: data(&metric.sum)?,
-                    other_kinds: [
-                        (DataKind::Histogram, count(&metric.histogram)?),
-                        (
-                            DataKind::ExponentialHistogram,
-                            count(&metric.exponential_histogram)?,
-                        ),
-                        (DataKind::Summary, count(&metric.summary)?),
-                    ],
+                self.metric(cur, wire, ctx, path)
+                    .map_err(|e| e.push(SCOPE_METRICS, "metrics"))?;
+                mi += 1;
+            } else {
+                cur.skip(wire, tag, ctx)?;
+            }
+        }
+        cur.leave(end)
+    }
+
+    fn metric(
+        &mut self,
+        cur: &mut Cursor<'_>,
+        wire: u8,
+        ctx: u32,
+        path: MetricPath,
+    ) -> wire::Result<()> {
+        let end = cur.enter(wire, ctx)?;
+        let ctx = ctx - 1;
+        let mut name: &[u8] = b"";
+        // The last occurrence of each, as prost keeps it.
+        let mut data: [&[u8]; 5] = [&[]; 5];
+        // Which of `data` the metric has (bit `slot`).
+        let mut present = 0u8;
+        while cur.pos() < end {
+            // The usual fields by their one-byte keys (tag << 3 | wire type 2); any other
+            // key the general way.
+            let slot = match cur.peek() {
+                Some(0x0a) => {
+                    cur.advance(1);
+                    name = cur.len_bytes().map_err(|e| e.push(METRIC, "name"))?;
+                    continue;
+                }
+                // description, unit
+                Some(0x12 | 0x1a) => {
+                    cur.advance(1);
+                    cur.skip_len(ctx)?;
+                    continue;
+                }
+                Some(0x2a) => 0,
+                Some(0x3a) => 1,
+                Some(0x4a) => 2,
+                Some(0x52) => 3,
+                Some(0x5a) => 4,
+                _ => {
+                    let (tag, wire) = cur.key()?;
+                    let slot = match tag {
+                        1 => {
+                            name = cur.bytes(wire).map_err(|e| e.push(METRIC, "name"))?;
+                            continue;
+                        }
+                        5 => 0,
+                        7 => 1,
+                        9 => 2,
+                        10 => 3,
+                        11 => 4,
+                        _ => {
+                            cur.skip(wire, tag, ctx)?;
+                            continue;
+                        }
+                    };
+                    data[slot] = cur
+                        .bytes(wire)
+                        .map_err(|e| e.push(METRIC, DATA_FIELDS[slot].1))?;
+                    present |= 1 << slot;
+                    continue;
+                }
+            };
+            cur.advance(1);
+            data[slot] = cur
+                .len_bytes()
+                .map_err(|e| e.push(METRIC, DATA_FIELDS[slot].1))?;
+            present |= 1 << slot;
+        }
+        cur.leave(end)?;
+        if self.data_error.is_none() && present != 0 {
+            let ready = name == attr::READY_METRIC.as_bytes();
+            if let Err(error) = self.prepare(cur.buf(), ready, &data, present, path) {
+                self.data_error = Some(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// A metric's data (`data[slot]` for each bit of `present`): the ready metric's
+    /// points collected, any other's counted.
+    fn prepare(
+        &mut self,
+        frame: &[u8],
+        ready: bool,
+        data: &[&[u8]; 5],
+        mut present: u8,
+        path: MetricPath,
+    ) -> Result<(), String> {
+        while present != 0 {
+            let slot = present.trailing_zeros() as usize;
+            present &= present - 1;
+            let (kind, _) = DATA_FIELDS[slot];
+            let bytes = data[slot];
+            match kind {
+                DataKind::Gauge | DataKind::Sum if ready => {
+                    self.number_data(frame, bytes, kind, path)
+                        .map_err(|e| e.to_string())?;
+                }
+                DataKind::Gauge | DataKind::Sum => self.other_points += count_points(bytes)?,
+                _ if ready => self.events.push(Event::WrongKind {
+                    kind,
+                    points: count_points(bytes)?,
+                    path,
+                }),
+                _ => self.other_points += count_points(bytes)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A gauge or sum of `k8s.container.ready`, decoded as its own message (`NumberData`:
+    /// `repeated NumberDataPoint data_points = 1`); its points are collected.
+    fn number_data(
+        &mut self,
+        frame: &[u8],
+        bytes: &[u8],
+        kind: DataKind,
+        path: MetricPath,
+    ) -> wire::Result<()> {
+        let mut cur = Cursor::new(bytes);
+        let ctx = RECURSION_LIMIT;
+        let mut index = 0;
+        while !cur.at_end() {
+            let (tag, wire) = cur.key()?;
+            if tag == 1 {
+                let (time_unix_nano, attributes) = number_point(frame, &mut cur, wire, ctx)
+                    .map_err(|e| e.push(NUMBER_DATA, "data_points"))?;
+                self.events.push(Event::Point {
+                    time_unix_nano,
+                    values: attributes,
+                    path,
+                    kind,
+                    index,
                 });
+                index += 1;
+            } else {
+                cur.skip(wire, tag, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands on what the walk collected: the message decoded.
+    fn visit<V: Visitor>(&self, position: Position, sink: &mut Sink<'_, V>) {
+        sink.other_points(self.other_points);
+        // The values are text up to the first that is not UTF-8 (if any): one check for
+        // all of them, and one per value after that one.
+        let valid = match std::str::from_utf8(&self.text) {
+            Ok(text) => text,
+            Err(error) => {
+                std::str::from_utf8(&self.text[..error.valid_up_to()]).unwrap_or_default()
+            }
+        };
+        for event in &self.events {
+            match *event {
+                Event::Point {
+                    time_unix_nano,
+                    values,
+                    path,
+                    kind,
+                    index,
+                } => {
+                    let values = values.map(|value| {
+                        let value = value?;
+                        Some(match valid.get(value.start..value.end()) {
+                            Some(text) => Value::Str(text),
+                            None => match std::str::from_utf8(&self.text[value.start..value.end()])
+                            {
+                                Ok(text) => Value::Str(text),
+                                Err(_) => Value::BadUtf8,
+                            },
+                        })
+                    });
+                    otlp::ready_values(sink, position, time_unix_nano, values, || {
+                        path.point(kind, index)
+                    });
+                }
+                Event::WrongKind { kind, points, path } => {
+                    otlp::ready_of_wrong_kind(sink, position, kind, points, path)
+                }
             }
         }
     }
-    Ok((resources, prepared))
 }
 
-/// The four relevant attributes of a list, borrowed from the frame.
-fn slots(attributes: &[KeyValue]) -> AttrSlots<'_> {
-    let mut slots = AttrSlots::default();
-    for kv in attributes {
-        let Some(index) = otlp::key_index(&kv.key) else {
-            continue;
-        };
-        let Some(value) = kv.value.as_ref().and_then(|v| v.string_value.as_ref()) else {
-            continue;
-        };
-        let slot = match std::str::from_utf8(value) {
-            Ok(value) => Slot::Str(value.into()),
-            Err(_) => Slot::BadUtf8,
-        };
-        slots.offer(index, slot);
+/// A varint's longest form.
+const MAX_VARINT: usize = 10;
+
+/// Where the top-level field at `pos` ends, if it is length-delimited and its key and
+/// length are there to read; `None` otherwise (the frame is then read whole).
+fn field_end(frame: &[u8], pos: usize) -> Option<usize> {
+    let mut cur = Cursor::at(frame, pos);
+    let (_, wire) = cur.key().ok()?;
+    if wire != wire::LEN {
+        return None;
     }
-    slots
+    let len = cur.varint().ok()?;
+    cur.pos().checked_add(usize::try_from(len).ok()?)
+}
+
+/// A `Resource`; a second one in the same `ResourceMetrics` adds its attributes (prost
+/// merges an optional message field that appears twice).
+fn resource(cur: &mut Cursor<'_>, wire: u8, ctx: u32, slots: &mut RawSlots) -> wire::Result<()> {
+    let end = cur.enter(wire, ctx)?;
+    let ctx = ctx - 1;
+    while cur.pos() < end {
+        let (tag, wire) = match cur.peek() {
+            Some(0x0a) => {
+                cur.advance(1);
+                (1, wire::LEN)
+            }
+            _ => cur.key()?,
+        };
+        if tag == 1 {
+            let found = key_value(cur, wire, ctx).map_err(|e| e.push(RESOURCE, "attributes"))?;
+            if let Some((index, value)) = found {
+                offer(slots, index, Span::of(cur.buf(), value));
+            }
+        } else {
+            cur.skip(wire, tag, ctx)?;
+        }
+    }
+    cur.leave(end)
+}
+
+fn number_point(
+    frame: &[u8],
+    cur: &mut Cursor<'_>,
+    wire: u8,
+    ctx: u32,
+) -> wire::Result<(u64, RawSlots)> {
+    let end = cur.enter(wire, ctx)?;
+    let ctx = ctx - 1;
+    let mut time_unix_nano = 0;
+    let mut attributes: RawSlots = [None; 4];
+    while cur.pos() < end {
+        let (tag, wire) = cur.key()?;
+        match tag {
+            3 => {
+                time_unix_nano = cur
+                    .fixed64(wire)
+                    .map_err(|e| e.push(NUMBER_DATA_POINT, "time_unix_nano"))?
+            }
+            7 => {
+                let found = key_value(cur, wire, ctx)
+                    .map_err(|e| e.push(NUMBER_DATA_POINT, "attributes"))?;
+                if let Some((index, value)) = found {
+                    offer(&mut attributes, index, Span::of(frame, value));
+                }
+            }
+            _ => cur.skip(wire, tag, ctx)?,
+        }
+    }
+    cur.leave(end)?;
+    Ok((time_unix_nano, attributes))
+}
+
+/// Keeps the first string value of each relevant key (pdata's `Map.Get`).
+#[inline(always)]
+fn offer(slots: &mut RawSlots, index: usize, value: Span) {
+    if let Some(slot @ None) = slots.get_mut(index) {
+        *slot = Some(value);
+    }
+}
+
+/// What a `KeyValue` offers: the slot index of its key and its string value, when its key
+/// is one the rule uses and its value has a `string_value`.
+type Found<'a> = Option<(usize, &'a [u8])>;
+
+/// A `KeyValue`: what it offers.
+#[inline(always)]
+fn key_value<'a>(cur: &mut Cursor<'a>, wire: u8, ctx: u32) -> wire::Result<Found<'a>> {
+    if wire == wire::LEN {
+        if let Some(found) = string_key_value(cur) {
+            return Ok(found);
+        }
+    }
+    let (found, pos) = key_value_fields(*cur, wire, ctx)?;
+    cur.advance(pos - cur.pos());
+    Ok(found)
+}
+
+/// The shape of nearly every attribute, read without the general field loop: a
+/// `KeyValue` of under 128 bytes holding exactly a key and a value whose only field is a
+/// `string_value` (`0a kl key.. 12 vl 0a sl value..`, every length one byte, the parts
+/// tiling the message exactly). Any other shape, valid or not, is `None`: the general
+/// walk reads it.
+#[inline(always)]
+fn string_key_value<'a>(cur: &mut Cursor<'a>) -> Option<Found<'a>> {
+    let rest = cur.rest();
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    // `len < 0x80`: a one-byte varint. 6 bytes of tags and lengths around key and value.
+    if !(6..0x80).contains(&len) {
+        return None;
+    }
+    let message = rest.get(..len)?;
+    let &[0x0a, key_len, ref tail @ ..] = message else {
+        return None;
+    };
+    let (key, tail) = tail.split_at_checked(usize::from(key_len))?;
+    let &[0x12, value_len, 0x0a, string_len, ref string @ ..] = tail else {
+        return None;
+    };
+    if usize::from(value_len) != string.len() + 2 || usize::from(string_len) != string.len() {
+        return None;
+    }
+    cur.advance(1 + len);
+    Some(otlp::key_index(key).map(|index| (index, string)))
+}
+
+/// Any `KeyValue`, field by field; also returns the position after it. (Takes the cursor
+/// by value: a cursor whose address is never taken stays in registers.)
+#[inline(never)]
+fn key_value_fields<'a>(
+    mut cur: Cursor<'a>,
+    wire: u8,
+    ctx: u32,
+) -> wire::Result<(Found<'a>, usize)> {
+    let cur = &mut cur;
+    let end = cur.enter(wire, ctx)?;
+    let ctx = ctx - 1;
+    let mut key: &[u8] = b"";
+    let mut string_value = None;
+    while cur.pos() < end {
+        let (tag, wire) = cur.key()?;
+        match tag {
+            1 => key = cur.bytes(wire).map_err(|e| e.push(KEY_VALUE, "key"))?,
+            // The value is merged across occurrences: the last `string_value` wins.
+            2 => {
+                if let Some(value) =
+                    any_value(cur, wire, ctx).map_err(|e| e.push(KEY_VALUE, "value"))?
+                {
+                    string_value = Some(value);
+                }
+            }
+            _ => cur.skip(wire, tag, ctx)?,
+        }
+    }
+    cur.leave(end)?;
+    let found = match (otlp::key_index(key), string_value) {
+        (Some(index), Some(value)) => Some((index, value)),
+        _ => None,
+    };
+    Ok((found, cur.pos()))
+}
+
+/// An `AnyValue`'s last `string_value`, if any.
+fn any_value<'a>(cur: &mut Cursor<'a>, wire: u8, ctx: u32) -> wire::Result<Option<&'a [u8]>> {
+    let end = cur.enter(wire, ctx)?;
+    let ctx = ctx - 1;
+    let mut string_value = None;
+    while cur.pos() < end {
+        let (tag, wire) = cur.key()?;
+        if tag == 1 {
+            string_value = Some(
+                cur.bytes(wire)
+                    .map_err(|e| e.push(ANY_VALUE, "string_value"))?,
+            );
+        } else {
+            cur.skip(wire, tag, ctx)?;
+        }
+    }
+    cur.leave(end)?;
+    Ok(string_value)
 }
 
 /// Counts the `data_points` (field 1) of a Gauge, Sum, Histogram, ExponentialHistogram or
@@ -282,124 +964,4 @@ fn count_points(mut buf: &[u8]) -> Result<u64, String> {
         buf = &buf[skip..];
     }
     Ok(count)
-}
-
-/// A protobuf base-128 varint; `None` if `buf` ends inside it or it is over 10 bytes.
-pub(crate) fn decode_varint(buf: &mut &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
-    for (i, &byte) in buf.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            *buf = &buf[i + 1..];
-            return Some(value);
-        }
-    }
-    None
-}
-
-// ---------------------------------------------------------------------------------------
-// The messages (opentelemetry-proto `collector/metrics/v1`, `metrics/v1`, `common/v1`,
-// `resource/v1`), reduced to what the rule reads. Field numbers are the proto's.
-
-#[derive(Clone, PartialEq, Message)]
-struct ExportMetricsServiceRequest {
-    #[prost(message, repeated, tag = "1")]
-    resource_metrics: Vec<ResourceMetrics>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ResourceMetrics {
-    #[prost(message, optional, tag = "1")]
-    resource: Option<Resource>,
-    #[prost(message, repeated, tag = "2")]
-    scope_metrics: Vec<ScopeMetrics>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Resource {
-    #[prost(message, repeated, tag = "1")]
-    attributes: Vec<KeyValue>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ScopeMetrics {
-    #[prost(message, repeated, tag = "2")]
-    metrics: Vec<Metric>,
-}
-
-/// The `data` oneof members are kept as undecoded bytes (same wire type as a message):
-/// decoded only for `k8s.container.ready`, counted for everything else.
-#[derive(Clone, PartialEq, Message)]
-struct Metric {
-    /// Bytes, not `String`: compared, never kept.
-    #[prost(bytes = "bytes", tag = "1")]
-    name: Bytes,
-    #[prost(bytes = "bytes", optional, tag = "5")]
-    gauge: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "7")]
-    sum: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "9")]
-    histogram: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "10")]
-    exponential_histogram: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "11")]
-    summary: Option<Bytes>,
-}
-
-/// `Gauge` and `Sum` alike: `repeated NumberDataPoint data_points = 1`.
-#[derive(Clone, PartialEq, Message)]
-struct NumberData {
-    #[prost(message, repeated, tag = "1")]
-    data_points: Vec<NumberDataPoint>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct NumberDataPoint {
-    #[prost(fixed64, tag = "3")]
-    time_unix_nano: u64,
-    #[prost(message, repeated, tag = "7")]
-    attributes: Vec<KeyValue>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct KeyValue {
-    #[prost(bytes = "bytes", tag = "1")]
-    key: Bytes,
-    #[prost(message, optional, tag = "2")]
-    value: Option<AnyValue>,
-}
-
-/// Only `string_value`; bytes so that the UTF-8 check happens only for the four keys.
-#[derive(Clone, PartialEq, Message)]
-struct AnyValue {
-    #[prost(bytes = "bytes", optional, tag = "1")]
-    string_value: Option<Bytes>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varints() {
-        let mut buf: &[u8] = &[0x96, 0x01, 0x07];
-        assert_eq!(decode_varint(&mut buf), Some(150));
-        assert_eq!(buf, &[0x07]);
-        assert_eq!(decode_varint(&mut &[0x80u8][..]), None, "cut off");
-        assert_eq!(decode_varint(&mut &[0xffu8; 11][..]), None, "over 10 bytes");
-        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
-        assert_eq!(decode_varint(&mut &max[..]), Some(u64::MAX));
-    }
-
-    #[test]
-    fn counts_points_of_every_wire_type() {
-        // field 1 (len 0) x2, field 2 varint, field 3 fixed64, field 4 fixed32, field 1 (len 1)
-        let data = [
-            0x0a, 0, 0x0a, 0, 0x10, 0x96, 0x01, 0x19, 0, 0, 0, 0, 0, 0, 0, 0, 0x25, 0, 0, 0, 0,
-            0x0a, 1, 9,
-        ];
-        assert_eq!(count_points(&data), Ok(3));
-        assert!(count_points(&[0x0a, 5, 0]).is_err(), "length past the end");
-        assert!(count_points(&[0x0b]).is_err(), "group wire type");
-    }
 }
