@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use unseen_detect::episode::is_future;
 use unseen_ingest::{read_source, Issue, Limits, Visitor};
-use unseen_model::{unix_secs_from_nanos, PointRef, UnixSecs};
-use unseen_normalize::{key_of, DropCounts, KeyMode};
+use unseen_model::PointRef;
+use unseen_normalize::{DropCounts, KeyMode};
+use unseen_server::{now_secs, sighting, Unusable};
 use unseen_store::{ApplyOptions, Refusal, Sighting, StateStore};
 
 use crate::args::FormatArg;
@@ -51,7 +51,7 @@ pub fn run(args: BaselineArgs) -> Result<crate::scan::Outcome> {
     let BaselineCommand::Import(args) = args.command;
     let settings = Settings::resolve(&args.serve)?;
     let store = crate::serve::open_store(&settings.data)?;
-    let now = crate::scan::now();
+    let now = now_secs();
     let before = store.key_count()?;
     let mut importer = Importer {
         store: store.as_ref(),
@@ -163,20 +163,11 @@ impl Importer<'_> {
 
 impl Visitor for Importer<'_> {
     fn point(&mut self, point: PointRef<'_>) {
-        let key = match key_of(&point.dims, self.mode) {
-            Ok(key) => key,
-            Err(reason) => return self.drops.add(reason),
-        };
-        let time: UnixSecs = unix_secs_from_nanos(point.time_unix_nano);
-        if is_future(time, self.opts.now, self.max_clock_skew) {
-            self.future += 1;
-            return;
+        match sighting(&point, self.mode, self.opts.now, self.max_clock_skew) {
+            Ok(sighting) => self.batch.push(sighting),
+            Err(Unusable::Missing(reason)) => self.drops.add(reason),
+            Err(Unusable::Future(_)) => self.future += 1,
         }
-        self.batch.push(Sighting {
-            key: key.to_owned_key(),
-            time,
-            host_name: point.dims.host_name.map(str::to_string),
-        });
         if self.batch.len() >= BATCH {
             self.flush();
         }

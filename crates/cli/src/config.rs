@@ -288,11 +288,10 @@ impl Settings {
             webhook,
             webhook_timeout: Duration::from_secs(positive(
                 "webhook_timeout",
-                Some(duration(
-                    "webhook_timeout",
-                    c.webhook_timeout.as_deref(),
-                    "10s",
-                )?),
+                c.webhook_timeout
+                    .as_deref()
+                    .map(|t| parse_duration(t).context("setting `webhook_timeout`"))
+                    .transpose()?,
                 10,
             )?),
             windows,

@@ -118,7 +118,7 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     })
 }
 
-pub fn now() -> UnixSecs {
+fn now() -> UnixSecs {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as UnixSecs)

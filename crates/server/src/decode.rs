@@ -113,10 +113,35 @@ impl Rejections {
             parts.join("; ")
         )
     }
+}
 
-    pub fn drop_reasons(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        self.missing.iter()
+/// Why one point gives no sighting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// No complete key.
+    Missing(DropReason),
+    /// Its time (given) is more than the allowed skew ahead of `now`.
+    Future(UnixSecs),
+}
+
+/// The sighting a point gives, arriving at `now`: the one place that turns a decoded
+/// point into what the store applies (the receivers and `baseline import` both use it).
+pub fn sighting(
+    point: &PointRef<'_>,
+    mode: &KeyMode,
+    now: UnixSecs,
+    max_clock_skew: u64,
+) -> Result<Sighting, Unusable> {
+    let key = key_of(&point.dims, mode).map_err(Unusable::Missing)?;
+    let time = unix_secs_from_nanos(point.time_unix_nano);
+    if is_future(time, now, max_clock_skew) {
+        return Err(Unusable::Future(time));
     }
+    Ok(Sighting {
+        key: key.to_owned_key(),
+        time,
+        host_name: point.dims.host_name.map(str::to_string),
+    })
 }
 
 /// Why a whole request was refused.
@@ -165,24 +190,14 @@ struct RequestVisitor<'o> {
 impl Visitor for RequestVisitor<'_> {
     fn point(&mut self, point: PointRef<'_>) {
         let rejected = &mut self.decoded.rejected;
-        let key = match key_of(&point.dims, &self.opts.mode) {
-            Ok(key) => key,
-            Err(reason) => {
-                rejected.missing.add(reason);
-                return;
+        match sighting(&point, &self.opts.mode, self.now, self.opts.max_clock_skew) {
+            Ok(sighting) => self.decoded.sightings.push(sighting),
+            Err(Unusable::Missing(reason)) => rejected.missing.add(reason),
+            Err(Unusable::Future(time)) => {
+                rejected.future += 1;
+                rejected.first_future.get_or_insert(time);
             }
-        };
-        let time = unix_secs_from_nanos(point.time_unix_nano);
-        if is_future(time, self.now, self.opts.max_clock_skew) {
-            rejected.future += 1;
-            rejected.first_future.get_or_insert(time);
-            return;
         }
-        self.decoded.sightings.push(Sighting {
-            key: key.to_owned_key(),
-            time,
-            host_name: point.dims.host_name.map(str::to_string),
-        });
     }
 
     fn issue(&mut self, issue: Issue) {

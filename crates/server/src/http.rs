@@ -17,7 +17,7 @@ use prost::Message;
 use unseen_ingest::BodyEncoding;
 
 use crate::export::Pipeline;
-use crate::status::{response_json, status_json, Answer, RpcStatus};
+use crate::status::{response_json, status_json, Answer, RpcStatus, RETRY_AFTER};
 
 pub const RECEIVER: &str = "http";
 pub const PATH: &str = "/v1/metrics";
@@ -183,15 +183,16 @@ fn respond(answer: &Answer, encoding: BodyEncoding) -> Response {
         BodyEncoding::Json => status_json(code, message).into_bytes(),
     };
     let mut response = with_type(status, body, encoding).into_response();
-    if let Answer::Unavailable { retry_after, .. } = answer {
+    let retry_after = match answer {
+        Answer::Unavailable { retry_after, .. } => Some(*retry_after),
+        Answer::Failed(_) => Some(RETRY_AFTER),
+        _ => None,
+    };
+    if let Some(delay) = retry_after {
         response.headers_mut().insert(
             header::RETRY_AFTER,
-            HeaderValue::from(retry_after.as_secs().max(1)),
+            HeaderValue::from(delay.as_secs().max(1)),
         );
-    } else if let Answer::Failed(_) = answer {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
     }
     response
 }

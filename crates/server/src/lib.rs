@@ -42,7 +42,7 @@ use unseen_store::{StateStore, StoreError};
 
 pub use admin::Readiness;
 pub use committer::now_secs;
-pub use decode::DecodeOptions;
+pub use decode::{sighting, DecodeOptions, Unusable};
 pub use grpc::EXPORT_PATH as GRPC_EXPORT_PATH;
 pub use http::PATH as HTTP_PATH;
 
