@@ -3,7 +3,8 @@
 #   1. in-process ingest (OTLP protobuf → findings) vs a bare prost decode of the same bytes
 #   2. `unseen scan` of a large Splunk CSV vs DuckDB running the rule as SQL, same threads
 #   3. memory per tracked key (peak RSS of `unseen scan` over N unique keys)
-#   4. `serve` over loopback, loaded by `unseen generate --send`
+#   4. `serve` over loopback, loaded by `unseen generate --send --preload`: as fast as it
+#      answers, then at an offered load of SERVE_RATE points/s (latency at the target's load)
 # Prints the machine and a table; a full run also updates the rows of BENCHMARKS.md.
 #
 #   scripts/bench.sh            full size (minutes; the scan CSV is ~75 M rows, ~13 GB on disk)
@@ -12,7 +13,8 @@
 #            --keep (keep the generated files), --only ingest,scan,memory,serve (some figures)
 # Environment: BENCH_DIR (work directory, default target/bench), SCAN_ARGS (generator flags
 # of the scan CSV), KEYS (key counts for the memory figure, e.g. "1000000 10000000"),
-# BENCH_SERVE_CMD (how to start serve; `{port}` and `{dir}` are replaced).
+# BENCH_SERVE_CMD (how to start serve; `{port}` and `{dir}` are replaced), SERVE_RATE
+# (points/s of the second serve run, default 500000).
 set -euo pipefail
 
 SMOKE=0 WRITE=1 PROFILE=0 KEEP=0 ONLY=ingest,scan,memory,serve
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
     --no-write) WRITE=0 ;;
     --profile) PROFILE=1 ;;
     --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -88,6 +90,7 @@ GEN_CMD="unseen generate $SCAN_ARGS --days $DAYS --seed 1 --format csv --out sca
 cat "$WORK/gen.txt" >&2
 ROWS=$(sed -n 's/.*, \([0-9]*\) CSV rows.*/\1/p' "$WORK/gen.txt")
 AT=$((START + DAYS * 86400))
+sync # write the CSV back before timing the readers
 "$VENV/bin/python" scripts/bench_lib.py scan-vs-duckdb --bin "$BIN" --csv "$CSV" --at "$AT" \
   --threads 1 --also-threads "$(nproc)" --rows "$ROWS" | tee "$WORK/scan.txt" || true
 collect "$WORK/scan.txt"
@@ -139,38 +142,68 @@ rm -f "$WORK/keys.csv"
 fi
 
 # ---- 4. serve over loopback --------------------------------------------------------------
-if wanted serve; then
-log "4. serve over loopback"
-R[serve]="not available"
-if "$BIN" serve --help > /dev/null 2>&1; then
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  SDIR=$(mktemp -d "$WORK/serve.XXXX")
-  CMD=${BENCH_SERVE_CMD:-"$BIN serve --otlp-http 127.0.0.1:{port} --otlp-grpc 127.0.0.1:0 --admin 127.0.0.1:0 --data {dir}/data --findings {dir}/findings.jsonl"}
-  CMD=${CMD//\{port\}/$PORT}
-  CMD=${CMD//\{dir\}/$SDIR}
-  $CMD > "$WORK/serve.log" 2>&1 &
-  SERVE_PID=$!
+# Two runs, each into a new server with an empty store: as fast as the server takes the
+# requests (4 in flight: throughput), then at the target's rate (an open load of
+# SERVE_RATE points/s: latency at that load; a closed loop at saturation measures mostly
+# its own queue, latency = requests in flight / throughput).
+serve_run() { # serve_run NAME [extra generate flags...]
+  local name=$1
+  shift
+  local port sdir cmd pid up sent cpu
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  sdir=$(mktemp -d "$WORK/serve.XXXX")
+  cmd=${BENCH_SERVE_CMD:-"$BIN serve --otlp-http 127.0.0.1:{port} --otlp-grpc 127.0.0.1:0 --admin 127.0.0.1:0 --data {dir}/data --findings {dir}/findings.jsonl"}
+  cmd=${cmd//\{port\}/$port}
+  cmd=${cmd//\{dir\}/$sdir}
+  $cmd > "$WORK/serve-$name.log" 2>&1 &
+  pid=$!
   up=0
   for _ in $(seq 100); do
-    if (exec 3<> "/dev/tcp/127.0.0.1/$PORT") 2> /dev/null; then up=1; break; fi
+    if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then up=1; break; fi
     sleep 0.1
   done
   if [ "$up" = 1 ]; then
-    if [ "$SMOKE" = 1 ]; then SEND_ARGS="--clusters 1 --nodes-per-cluster 3 --days 1 --interval 1h"
-    else SEND_ARGS="--clusters 4 --nodes-per-cluster 50 --pods-per-node 20 --images 2000 --days 1 --interval 5m"; fi
+    # --preload: the sender encodes the whole history first (~440 bytes per point in
+    # memory), so that while it sends, its share of the two cores is the sending alone.
     # shellcheck disable=SC2086
-    "$BIN" generate $SEND_ARGS --start "now-1d" --send "http://127.0.0.1:$PORT" --concurrency 4 \
-      2> "$WORK/send.txt" || true
-    cat "$WORK/send.txt"
-    R[serve]=$(sed -n 's/^sent .* in \([0-9.]*\) s: \([0-9]*\) points\/s, \([0-9]*\) ready points\/s; latency p50 \([^,]*\), p99 \([^,]*\),.*/\2 points\/s (\3 ready\/s), ack p50 \4, p99 \5/p' "$WORK/send.txt")
-    [ -n "${R[serve]}" ] || R[serve]="failed: see $WORK/send.txt"
+    "$BIN" generate $SEND_ARGS --start "now-1d" --send "http://127.0.0.1:$port" --concurrency 4 \
+      --preload "$@" 2> "$WORK/send-$name.txt" || true
+    cat "$WORK/send-$name.txt"
+    # The server's own CPU time (user + system), to show what it costs per point.
+    cpu=$(awk -v t="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / t }' "/proc/$pid/stat" 2> /dev/null || true)
+    R[$name]=$(sed -n 's/^sent .* in \([0-9.]*\) s: \([0-9]*\) points\/s, \([0-9]*\) ready points\/s; latency p50 \([^,]*\), p99 \([^,]*\),.*/\2 points\/s (\3 ready\/s), ack p50 \4, p99 \5/p' "$WORK/send-$name.txt")
+    sent=$(sed -n 's/^sent [0-9]* requests, \([0-9]*\) points.*/\1/p' "$WORK/send-$name.txt")
+    if [ -n "${R[$name]}" ] && [ -n "$sent" ] && [ -n "$cpu" ]; then
+      R[$name]="${R[$name]}; server CPU $cpu s, $(awk -v n="$sent" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", n / c; else printf "?" }') points per CPU-second"
+    fi
+    [ -n "${R[$name]}" ] || R[$name]="failed: see $WORK/send-$name.txt"
   else
-    R[serve]="not available: \`$CMD\` did not listen on $PORT (set BENCH_SERVE_CMD)"
+    R[$name]="not available: \`$cmd\` did not listen on $port (set BENCH_SERVE_CMD)"
   fi
-  kill "$SERVE_PID" 2> /dev/null || true
-  wait "$SERVE_PID" 2> /dev/null || true
+  kill "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+  rm -rf "$sdir"
+}
+if wanted serve; then
+log "4. serve over loopback"
+# The earlier figures wrote gigabytes; let the kernel write them back now rather than
+# during the server's fsyncs.
+sync
+if [ "$SMOKE" = 1 ]; then
+  SEND_ARGS="--clusters 1 --nodes-per-cluster 3 --days 1 --interval 1h"
+  SERVE_RATE=${SERVE_RATE:-20000}
 else
-  echo "serve: not available (this build has no \`unseen serve\`)"
+  SEND_ARGS="--clusters 4 --nodes-per-cluster 50 --pods-per-node 20 --images 2000 --days 1 --interval 5m"
+  SERVE_RATE=${SERVE_RATE:-500000}
+fi
+if "$BIN" serve --help > /dev/null 2>&1; then
+  log "4a. serve, as fast as it takes them"
+  serve_run serve
+  log "4b. serve at $SERVE_RATE points/s"
+  serve_run serve_rate --rate "$SERVE_RATE"
+else
+  R[serve]="not available (this build has no \`unseen serve\`)"
+  R[serve_rate]=${R[serve]}
 fi
 fi
 
@@ -195,8 +228,9 @@ DATE=$(date -u +%Y-%m-%d)
 ROWS_OUT=()
 wanted ingest && ROWS_OUT+=(
   "| ingest-proto-prost | in-process: bare \`prost::Message::decode\` (opentelemetry-proto), ${R[ingest_ready_points]} ready points | $(fmt "${R[prost_ready_pps]}") ready points/s | reference | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
-  "| ingest-proto-decode | in-process: \`unseen_ingest::read_source\`, decode only | $(fmt "${R[ingest_decode_ready_pps]}") ready points/s | ${R[ingest_decode_ratio]}× prost (target ≥ 2×, ≥ 1 M/s) | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
-  "| ingest-proto-findings | in-process: decode → key → BatchScan → findings | $(fmt "${R[ingest_findings_ready_pps]}") ready points/s | ${R[ingest_findings_ratio]}× prost (target ≥ 2×) | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
+  "| ingest-proto-decode | in-process: \`unseen_ingest::read_source\`, decode only | $(fmt "${R[ingest_decode_ready_pps]}") ready points/s | ${R[ingest_decode_ratio]}× prost | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
+  "| ingest-proto-findings | in-process: decode → key → BatchScan → findings | $(fmt "${R[ingest_findings_ready_pps]}") ready points/s | ${R[ingest_findings_ratio]}× prost (target ≥ 2×, ≥ 1 M/s) | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
+  "| ingest-proto-bodies | in-process: the same from request bodies (\`read_request\`, as \`serve\` decodes) | $(fmt "${R[ingest_bodies_ready_pps]}") ready points/s | ${R[ingest_bodies_ratio]}× prost | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
 )
 wanted scan && ROWS_OUT+=(
   "| scan-csv | \`unseen scan\` of a $(fmt "${R[scan_rows]}")-row CSV ($(( ${R[scan_bytes]} / 1000000 )) MB), 1 thread | ${R[scan_unseen_s]} s | ${R[scan_ratio]}× DuckDB ${R[duckdb_version]} at 1 thread (${R[scan_duckdb_s]} s; ${R[duckdb_all_threads]:-?} threads: ${R[duckdb_all_threads_s]:-?} s); outputs equal: ${R[scan_equal]} (target ≥ 2×) | $DATE | \`$GEN_CMD\`; \`unseen scan --format csv --at $AT --output json scan.csv\` |"
@@ -208,7 +242,10 @@ wanted memory && for n in $KEYS; do
     extra="; ${R[mem_marginal_bytes_per_key]} bytes per added key above the smaller size"
   ROWS_OUT+=("| memory-$n-keys | peak RSS of \`unseen scan\` over $n unique keys, above a one-key run | ${R[mem_${n}_bytes_per_key]} bytes/key ($(( ${R[mem_${n}_rss_kb]} / 1024 )) MiB peak)$extra | target ≤ 64 bytes/key at 10 M | $DATE | \`/usr/bin/time -v unseen scan\` (keys from \`scripts/bench.sh\`) |")
 done
-wanted serve && ROWS_OUT+=("| serve-loopback | \`serve\` loaded by \`unseen generate --send\` over loopback | ${R[serve]} | target ≥ 500 k points/s, p99 < 50 ms | $DATE | \`scripts/bench.sh\` |")
+wanted serve && ROWS_OUT+=(
+  "| serve-loopback | \`serve\` loaded by \`unseen generate --send --preload\` over loopback, 4 requests in flight, as fast as it answers | ${R[serve]} | target ≥ 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload\` |"
+  "| serve-loopback-at-rate | the same at an offered load of $SERVE_RATE points/s | ${R[serve_rate]} | target p99 < 50 ms at 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
+)
 
 echo
 echo "machine: $MACHINE"

@@ -66,6 +66,11 @@ pub struct GenerateArgs {
     /// With --send: compress request bodies (`Content-Encoding: gzip`).
     #[arg(long, requires = "send")]
     pub gzip: bool,
+    /// With --send: encode the whole history before sending, so that a load test measures
+    /// the server rather than the generator (needs memory for every request body at once,
+    /// about 440 bytes per data point).
+    #[arg(long, requires = "send")]
+    pub preload: bool,
     /// With --send: retries of a batch on 429/502/503/504 or a connection failure.
     #[arg(long, value_name = "N", default_value_t = 10, requires = "send")]
     pub max_retries: u32,
@@ -114,6 +119,7 @@ pub fn run(args: GenerateArgs, stderr_is_terminal: bool) -> Result<()> {
             gzip: args.gzip,
             concurrency: args.concurrency,
             max_retries: args.max_retries,
+            preload: args.preload,
             ..SendOptions::default()
         };
         let mut calls = 0u64;
@@ -266,8 +272,16 @@ fn send_summary(stats: &SendStats) -> String {
             format!("{:.1} ms", d.as_secs_f64() * 1e3)
         })
     };
+    let preload = if stats.preload.is_zero() {
+        String::new()
+    } else {
+        format!(
+            "encoded the history in {:.1} s before sending\n",
+            stats.preload.as_secs_f64()
+        )
+    };
     format!(
-        "sent {} requests, {} points ({} k8s.container.ready), {} bytes in {:.1} s: {:.0} points/s, \
+        "{preload}sent {} requests, {} points ({} k8s.container.ready), {} bytes in {:.1} s: {:.0} points/s, \
          {:.0} ready points/s; latency p50 {}, p99 {}, max {}; {} retries, {} points rejected\n",
         stats.requests,
         stats.points,

@@ -27,6 +27,10 @@ enum Answer {
 #[derive(Default)]
 struct Server {
     script: Vec<Answer>,
+    /// What the test's progress callback last saw the generator encode, and its value
+    /// when the first request arrived.
+    encoded: Arc<std::sync::atomic::AtomicU64>,
+    encoded_at_first_request: Option<u64>,
     calls: usize,
     accepted_ready: u64,
     accepted_points: u64,
@@ -41,6 +45,9 @@ async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let call = s.calls;
     s.calls += 1;
     s.times.push(Instant::now());
+    if call == 0 {
+        s.encoded_at_first_request = Some(s.encoded.load(std::sync::atomic::Ordering::SeqCst));
+    }
     assert_eq!(headers["content-type"], "application/x-protobuf");
     let gzip = headers.get("content-encoding").is_some_and(|v| v == "gzip");
     let raw = if gzip {
@@ -265,4 +272,30 @@ async fn the_rate_limit_paces_points() {
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     let s = state.lock().unwrap();
     assert!(s.times.last().unwrap().duration_since(s.times[0]) >= min / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preload_encodes_everything_first_then_sends_the_same_history() {
+    use std::sync::atomic::Ordering;
+    let (url, state) = start(vec![Answer::Status(503, Some("0"))]).await;
+    let encoded = state.lock().unwrap().encoded.clone();
+    let mut g = generator();
+    let mut opts = options(&url);
+    opts.preload = true;
+    opts.concurrency = 2;
+    let stats = send(&mut g, &opts, &mut |_, g| {
+        encoded.store(g.stats().batches, Ordering::SeqCst)
+    })
+    .await
+    .unwrap();
+    let s = state.lock().unwrap();
+    // Every batch was encoded before the first request left.
+    assert_eq!(s.encoded_at_first_request, Some(g.stats().batches));
+    assert!(g.next_batch().is_none());
+    // And the replay is the same as without preloading: every point, retries included.
+    assert_eq!(stats.requests, g.stats().batches);
+    assert_eq!(stats.retries, 1);
+    assert_eq!(s.accepted_ready, g.stats().ready_points);
+    assert_eq!(s.accepted_points, g.stats().points);
+    assert!(stats.preload > Duration::ZERO);
 }
