@@ -103,7 +103,20 @@ pub fn start(
     close: CancellationToken,
 ) -> (Committer, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(queue_requests.max(1));
-    let task = tokio::spawn(run(rx, store, config, notify, close));
+    // Stopped with the committer (or by `close`, its parent).
+    let forget_stop = close.child_token();
+    let forgetting = tokio::spawn(forget_loop(
+        store.clone(),
+        config.windows,
+        forget_stop.clone(),
+    ));
+    let task = tokio::spawn(async move {
+        run(rx, store, config, notify, close).await;
+        // The queue is drained; a forget in progress finishes (in transactions of its
+        // own), and the task ends.
+        forget_stop.cancel();
+        let _ = forgetting.await;
+    });
     (Committer { tx }, task)
 }
 
@@ -121,8 +134,6 @@ async fn run(
     notify: Arc<Notify>,
     close: CancellationToken,
 ) {
-    let mut last_forget = Instant::now();
-    forget(&store, &config.windows).await;
     loop {
         let first = tokio::select! {
             job = rx.recv() => job,
@@ -146,10 +157,6 @@ async fn run(
         }
         m::queue_depth(rx.len());
         commit(&store, &config, jobs, points, &notify).await;
-        if last_forget.elapsed() >= FORGET_EVERY {
-            forget(&store, &config.windows).await;
-            last_forget = Instant::now();
-        }
     }
     tracing::debug!("committer stopped: queue drained");
 }
@@ -220,7 +227,41 @@ async fn commit(
     }
 }
 
-async fn forget(store: &Arc<dyn StateStore>, windows: &Windows) {
+/// Forgets keys past the horizon (B − R behind the newest point) at start, then every
+/// [`FORGET_EVERY`] while new points arrive, until `stop`.
+///
+/// Why a task of its own rather than a step of the committer: forgetting scans the whole
+/// key table, which with millions of keys takes seconds; in the committer, it would hold
+/// back the first acknowledgement after a restart and, every minute, every request
+/// waiting behind it. The store interleaves the two safely: `forget` works in small
+/// transactions of its own, each of which sees the state every `apply` before it left.
+///
+/// Nothing becomes forgettable unless the newest point time moves (the horizon is
+/// relative to it), so an idle server does not rescan its keys.
+async fn forget_loop(store: Arc<dyn StateStore>, windows: Windows, stop: CancellationToken) {
+    // The newest point time at the last pass that succeeded; `None` before the first.
+    let mut scanned_at: Option<Option<UnixSecs>> = None;
+    loop {
+        let newest = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.newest_point())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        };
+        if scanned_at != Some(newest) && forget(&store, &windows).await {
+            scanned_at = Some(newest);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FORGET_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One pass over the keys; false when it failed (it is retried at the next turn).
+async fn forget(store: &Arc<dyn StateStore>, windows: &Windows) -> bool {
     let store = store.clone();
     let windows = *windows;
     match tokio::task::spawn_blocking(move || {
@@ -235,8 +276,15 @@ async fn forget(store: &Arc<dyn StateStore>, windows: &Windows) {
                 m::keys_forgotten(forgotten);
                 tracing::info!(forgotten, keys, "forgot keys past the horizon (B − R)");
             }
+            true
         }
-        Ok(Err(error)) => tracing::warn!(%error, "forgetting old keys failed; retried later"),
-        Err(error) => tracing::warn!(%error, "forgetting old keys failed; retried later"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "forgetting old keys failed; retried later");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "forgetting old keys failed; retried later");
+            false
+        }
     }
 }

@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use support::*;
+use unseen_normalize::KeyMode;
+use unseen_store::{ApplyOptions, Sighting};
 
 fn hour_ago() -> i64 {
     unseen_server::now_secs() - 3_600
@@ -432,6 +434,82 @@ async fn a_failed_commit_is_answered_retry_and_keeps_nothing() {
     );
     let got = server.stop_and_read().await;
     assert_same_findings(&got, &[via_http.finding_id(), via_grpc.finding_id()].into());
+}
+
+/// Forgetting scans the whole key table (seconds, with millions of keys): it runs beside
+/// the commits, so that neither the first acknowledgement after a restart nor any later
+/// one waits for it, and it still removes the keys past the horizon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_runs_beside_the_commits_and_forgets_old_keys() {
+    let store = GatedStore::opened();
+    let _release = store.open_on_drop();
+    // A state from an earlier run: one key last seen more than B − R before the newest
+    // point, one recent.
+    let newest = hour_ago();
+    let old = Pt::new("node-1", "old", newest - GAP_SECS - 60);
+    let recent = Pt::new("node-1", "recent", newest);
+    let sightings: Vec<Sighting> = [&old, &recent]
+        .iter()
+        .map(|p| Sighting {
+            key: p.key(),
+            time: p.time,
+            host_name: None,
+        })
+        .collect();
+    let opts = ApplyOptions {
+        windows: WINDOWS,
+        mode: KeyMode::default(),
+        now: newest,
+        report: false,
+        max_keys: u64::MAX,
+    };
+    unseen_store::StateStore::apply(&store.inner, &sightings, &opts).unwrap();
+    store.hold_forget();
+
+    let server = TestServer::start(store.clone(), |_| {}).await;
+    // The forget at start is under way, and held.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while store.forgets() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no forget started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let new = Pt::new("node-2", "new", newest);
+    assert_eq!(
+        export(
+            &server,
+            Via::HttpProtobuf,
+            &request(std::slice::from_ref(&new))
+        )
+        .await,
+        (0, String::new()),
+        "a request is acknowledged while forgetting is held"
+    );
+    assert_eq!(store.forgets(), 1);
+    assert!(unseen_store::StateStore::get(&store.inner, &old.key())
+        .unwrap()
+        .is_some());
+
+    store.release_forget();
+    while unseen_store::StateStore::get(&store.inner, &old.key())
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old key was not forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(unseen_store::StateStore::get(&store.inner, &recent.key())
+        .unwrap()
+        .is_some());
+    let text = server.metrics_text().await;
+    assert!(
+        sample(&text, "unseen_keys_forgotten_total", &[]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let got = server.stop_and_read().await;
+    assert_same_findings(&got, &[new.finding_id()].into());
 }
 
 // ----- start and stop edges ------------------------------------------------------------

@@ -742,6 +742,10 @@ struct Gate {
     fail: usize,
     /// The number of sightings of each `apply` call, in order.
     batches: Vec<usize>,
+    /// `forget` blocks while this is set (a key table that takes long to scan).
+    hold_forget: bool,
+    /// `forget` calls that started.
+    forgets: usize,
 }
 
 /// The error of a failed commit.
@@ -801,6 +805,24 @@ pub struct OpenOnDrop(Arc<GatedStore>);
 impl Drop for OpenOnDrop {
     fn drop(&mut self) {
         self.0.open();
+        self.0.release_forget();
+    }
+}
+
+impl GatedStore {
+    /// Makes `forget` block until [`GatedStore::release_forget`].
+    pub fn hold_forget(&self) {
+        self.gate.lock().unwrap().hold_forget = true;
+    }
+
+    pub fn release_forget(&self) {
+        self.gate.lock().unwrap().hold_forget = false;
+        self.opened.notify_all();
+    }
+
+    /// `forget` calls that started (blocked or not).
+    pub fn forgets(&self) -> usize {
+        self.gate.lock().unwrap().forgets
     }
 }
 
@@ -826,6 +848,12 @@ impl StateStore for GatedStore {
         self.inner.key_count()
     }
     fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
+        let mut gate = self.gate.lock().unwrap();
+        gate.forgets += 1;
+        while gate.hold_forget {
+            gate = self.opened.wait(gate).unwrap();
+        }
+        drop(gate);
         self.inner.forget(windows)
     }
     fn newest_point(&self) -> Result<Option<UnixSecs>, StoreError> {
