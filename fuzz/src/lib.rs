@@ -1,5 +1,8 @@
 //! What every fuzz target does: decode the input with `read_source` and check the
-//! invariants that must hold for any bytes at all.
+//! invariants that must hold for any bytes at all; and, for the `differential` target, the
+//! fast decoders against the plain ones ([`differential`]).
+
+pub mod differential;
 
 use unseen_ingest::{read_request, read_source, BodyEncoding, Format, Issue, Limits, Visitor};
 use unseen_model::PointRef;

@@ -28,8 +28,8 @@ use crate::otlp::{self, KEYS};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
-#[cfg(test)]
-mod reference;
+#[cfg(any(test, feature = "reference"))]
+pub(crate) mod reference;
 #[cfg(test)]
 mod tests;
 

@@ -5,6 +5,15 @@
 //! message, one CSV row), never by the file. A bad record is reported to the
 //! [`Visitor`] with its location and decoding goes on; only an unreadable source
 //! (IO error, unknown format, broken gzip stream) stops it.
+//!
+//! # Correctness
+//!
+//! The OTLP protobuf and CSV decoders are fast paths (a wire walker over the frame's bytes,
+//! rows split in place) that must say exactly what the plain decoders they replaced said. The
+//! plain ones are kept off the run-time path, as `unseen_ingest::reference` (the `reference`
+//! feature): the property tests beside the code, and the `differential` fuzz target with its
+//! checked-in corpus, which `tests/fuzz_corpus.rs` replays, require the same points, issues,
+//! counts and findings from both.
 
 use std::fmt;
 use std::io::Read;
@@ -17,6 +26,8 @@ mod detect;
 mod json;
 mod otlp;
 mod proto;
+#[cfg(feature = "reference")]
+pub mod reference;
 mod sink;
 mod yaml;
 
@@ -219,6 +230,26 @@ pub fn read_request(
     limits: Limits,
     visitor: &mut impl Visitor,
 ) -> SourceStats {
+    read_request_with(
+        source_name,
+        body,
+        encoding,
+        limits,
+        visitor,
+        |body, sink| proto::decode_frame(body, Position::Body, sink),
+    )
+}
+
+/// [`read_request`] with the protobuf decoder as a parameter (`reference` passes the
+/// plain one): the limit, the counts and the JSON path are the same for both.
+fn read_request_with<V: Visitor>(
+    source_name: &str,
+    body: bytes::Bytes,
+    encoding: BodyEncoding,
+    limits: Limits,
+    visitor: &mut V,
+    protobuf: impl FnOnce(bytes::Bytes, &mut sink::Sink<'_, V>),
+) -> SourceStats {
     let mut sink = sink::Sink::new(source_name, limits, visitor);
     sink.record();
     if body.len() > limits.max_record_bytes {
@@ -231,7 +262,7 @@ pub fn read_request(
         return sink.stats();
     }
     match encoding {
-        BodyEncoding::Protobuf => proto::decode_frame(body, Position::Body, &mut sink),
+        BodyEncoding::Protobuf => protobuf(body, &mut sink),
         BodyEncoding::Json => json::decode_line(&body, Position::Body, &mut sink),
     }
     sink.stats()
@@ -249,6 +280,37 @@ pub fn read_source(
     format: Format,
     limits: Limits,
     visitor: &mut impl Visitor,
+) -> Result<(Format, SourceStats), SourceError> {
+    read_source_with(source_name, input, format, limits, visitor, decode)
+}
+
+/// The decoder of each format, as [`read_source`] runs them.
+fn decode<V: Visitor>(
+    format: Format,
+    reader: &mut dyn std::io::BufRead,
+    sink: &mut sink::Sink<'_, V>,
+) -> Result<(), sink::Fatal> {
+    match format {
+        Format::OtlpJson | Format::Auto => json::read(reader, sink),
+        Format::OtlpProto => proto::read(reader, sink),
+        Format::Csv => csv::read(reader, sink),
+        Format::OtlpYaml => yaml::read(reader, sink),
+    }
+}
+
+/// [`read_source`] with the decoders as a parameter (`reference` passes the plain ones):
+/// gzip, format detection, the counts and the errors are the same for all.
+fn read_source_with<V: Visitor>(
+    source_name: &str,
+    input: impl Read,
+    format: Format,
+    limits: Limits,
+    visitor: &mut V,
+    decode: impl FnOnce(
+        Format,
+        &mut dyn std::io::BufRead,
+        &mut sink::Sink<'_, V>,
+    ) -> Result<(), sink::Fatal>,
 ) -> Result<(Format, SourceStats), SourceError> {
     let io_error = |error| SourceError::Io {
         source_name: source_name.to_string(),
@@ -270,12 +332,7 @@ pub fn read_source(
     };
     let mut sink = sink::Sink::new(source_name, limits, visitor);
     let mut reader = opened.into_reader();
-    let result = match format {
-        Format::OtlpJson | Format::Auto => json::read(&mut reader, &mut sink),
-        Format::OtlpProto => proto::read(&mut reader, &mut sink),
-        Format::Csv => csv::read(&mut reader, &mut sink),
-        Format::OtlpYaml => yaml::read(&mut reader, &mut sink),
-    };
+    let result = decode(format, &mut reader, &mut sink);
     match result {
         Ok(()) => Ok((format, sink.stats())),
         Err(sink::Fatal::Io(error)) => Err(io_error(error)),

@@ -52,8 +52,8 @@ use crate::otlp::{self, DataKind, MetricPath, Value};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
-#[cfg(test)]
-mod legacy;
+#[cfg(any(test, feature = "reference"))]
+pub(crate) mod legacy;
 #[cfg(test)]
 mod tests;
 mod wire;

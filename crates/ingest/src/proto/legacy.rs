@@ -1,6 +1,8 @@
 //! The protobuf decoder as it was before the wire walker (the parent module): our own minimal
-//! `prost` structs with `Bytes` fields. Kept for the tests only, as the reference the walker
-//! must agree with byte for byte (points, issues and their messages, counts).
+//! `prost` structs with `Bytes` fields. Kept as the reference the walker must agree with byte
+//! for byte (points, issues and their messages, counts): by the tests, and, with the
+//! `reference` feature, by [`crate::reference`] (the differential fuzz target and its corpus
+//! test). Never on the run-time path.
 
 use std::io::{self, BufRead, Read};
 
@@ -439,4 +441,20 @@ fn ready_point<V: Visitor>(
         }),
         Err(message) => sink.issue(IssueKind::MalformedPoint, position, Some(path()), message),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// For `crate::reference`: the walker's own frame reader, with a read-ahead of the caller's
+// choosing. Here because only a child of the walker's module sees its private reader.
+
+/// The wire walker's frame reader (what [`super::read`] runs) with a read-ahead of
+/// `read_ahead` bytes instead of 128 KiB, so that frames of a small input arrive, and are
+/// walked, in pieces (the window slides, fields straddle reads).
+#[cfg(feature = "reference")]
+pub(crate) fn walker_read_with_read_ahead<V: Visitor>(
+    reader: &mut dyn BufRead,
+    sink: &mut Sink<'_, V>,
+    read_ahead: usize,
+) -> Result<(), Fatal> {
+    super::read_frames(reader, sink, read_ahead.max(1))
 }
