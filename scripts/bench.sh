@@ -4,7 +4,8 @@
 #   2. `unseen scan` of a large Splunk CSV vs DuckDB running the rule as SQL, same threads
 #   3. memory per tracked key (peak RSS of `unseen scan` over N unique keys)
 #   4. `serve` over loopback, loaded by `unseen generate --send --preload`: as fast as it
-#      answers, then at an offered load of SERVE_RATE points/s (latency at the target's load)
+#      answers, at an offered load of SERVE_RATE points/s (latency at the target's load),
+#      and at that load with a fleet of 14x the keys, already in the store
 # Prints the machine and a table; a full run also updates the rows of BENCHMARKS.md.
 #
 #   scripts/bench.sh            full size (minutes; the scan CSV is ~75 M rows, ~13 GB on disk)
@@ -13,8 +14,8 @@
 #            --keep (keep the generated files), --only ingest,scan,memory,serve (some figures)
 # Environment: BENCH_DIR (work directory, default target/bench), SCAN_ARGS (generator flags
 # of the scan CSV), KEYS (key counts for the memory figure, e.g. "1000000 10000000"),
-# BENCH_SERVE_CMD (how to start serve; `{port}` and `{dir}` are replaced), SERVE_RATE
-# (points/s of the second serve run, default 500000).
+# BENCH_SERVE_CMD (how to start serve; `{port}`, `{admin}` and `{dir}` are replaced), SERVE_RATE
+# (points/s of the rate-limited serve runs, default 500000).
 set -euo pipefail
 
 SMOKE=0 WRITE=1 PROFILE=0 KEEP=0 ONLY=ingest,scan,memory,serve
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --no-write) WRITE=0 ;;
     --profile) PROFILE=1 ;;
     --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -146,14 +147,19 @@ fi
 # requests (4 in flight: throughput), then at the target's rate (an open load of
 # SERVE_RATE points/s: latency at that load; a closed loop at saturation measures mostly
 # its own queue, latency = requests in flight / throughput).
-serve_run() { # serve_run NAME [extra generate flags...]
-  local name=$1
-  shift
-  local port sdir cmd pid up sent cpu
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+serve_run() { # serve_run NAME WARM FLEET [extra generate flags...]
+  # WARM=1: first replay the day before, unmeasured, so that the measured day finds every
+  # key in the store (the steady state of a server that has run for a while).
+  local name=$1 warm=$2 fleet=$3 cpu0=0
+  shift 3
+  local port admin sdir cmd pid up sent cpu
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  port=$(free_port)
+  admin=$(free_port)
   sdir=$(mktemp -d "$WORK/serve.XXXX")
-  cmd=${BENCH_SERVE_CMD:-"$BIN serve --otlp-http 127.0.0.1:{port} --otlp-grpc 127.0.0.1:0 --admin 127.0.0.1:0 --data {dir}/data --findings {dir}/findings.jsonl"}
+  cmd=${BENCH_SERVE_CMD:-"$BIN serve --otlp-http 127.0.0.1:{port} --otlp-grpc 127.0.0.1:0 --admin 127.0.0.1:{admin} --data {dir}/data --findings {dir}/findings.jsonl"}
   cmd=${cmd//\{port\}/$port}
+  cmd=${cmd//\{admin\}/$admin}
   cmd=${cmd//\{dir\}/$sdir}
   $cmd > "$WORK/serve-$name.log" 2>&1 &
   pid=$!
@@ -163,14 +169,22 @@ serve_run() { # serve_run NAME [extra generate flags...]
     sleep 0.1
   done
   if [ "$up" = 1 ]; then
+    if [ "$warm" = 1 ]; then
+      # shellcheck disable=SC2086
+      "$BIN" generate $fleet --start "now-2d" --send "http://127.0.0.1:$port" --concurrency 4 \
+        --preload "$@" 2> "$WORK/warm-$name.txt" || true
+      grep '^sent' "$WORK/warm-$name.txt" | sed 's/^/warm-up: /'
+      # The server's CPU time so far (clock ticks), not part of the measured day's.
+      cpu0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2> /dev/null || echo 0)
+    fi
     # --preload: the sender encodes the whole history first (~440 bytes per point in
     # memory), so that while it sends, its share of the two cores is the sending alone.
     # shellcheck disable=SC2086
-    "$BIN" generate $SEND_ARGS --start "now-1d" --send "http://127.0.0.1:$port" --concurrency 4 \
+    "$BIN" generate $fleet --start "now-1d" --send "http://127.0.0.1:$port" --concurrency 4 \
       --preload "$@" 2> "$WORK/send-$name.txt" || true
     cat "$WORK/send-$name.txt"
     # The server's own CPU time (user + system), to show what it costs per point.
-    cpu=$(awk -v t="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / t }' "/proc/$pid/stat" 2> /dev/null || true)
+    cpu=$(awk -v t="$(getconf CLK_TCK)" -v c0="$cpu0" '{ printf "%.1f", ($14 + $15 - c0) / t }' "/proc/$pid/stat" 2> /dev/null || true)
     R[$name]=$(sed -n 's/^sent .* in \([0-9.]*\) s: \([0-9]*\) points\/s, \([0-9]*\) ready points\/s; latency p50 \([^,]*\), p99 \([^,]*\),.*/\2 points\/s (\3 ready\/s), ack p50 \4, p99 \5/p' "$WORK/send-$name.txt")
     sent=$(sed -n 's/^sent [0-9]* requests, \([0-9]*\) points.*/\1/p' "$WORK/send-$name.txt")
     if [ -n "${R[$name]}" ] && [ -n "$sent" ] && [ -n "$cpu" ]; then
@@ -180,6 +194,9 @@ serve_run() { # serve_run NAME [extra generate flags...]
   else
     R[$name]="not available: \`$cmd\` did not listen on $port (set BENCH_SERVE_CMD)"
   fi
+  # The server's metrics at the end (keys tracked, commit times), for the record.
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+    "http://127.0.0.1:$admin/metrics" > "$WORK/metrics-$name.txt" 2> /dev/null || true
   kill "$pid" 2> /dev/null || true
   wait "$pid" 2> /dev/null || true
   rm -rf "$sdir"
@@ -191,19 +208,26 @@ log "4. serve over loopback"
 sync
 if [ "$SMOKE" = 1 ]; then
   SEND_ARGS="--clusters 1 --nodes-per-cluster 3 --days 1 --interval 1h"
+  LARGE_ARGS="--clusters 2 --nodes-per-cluster 5 --days 1 --interval 6h"
   SERVE_RATE=${SERVE_RATE:-20000}
 else
   SEND_ARGS="--clusters 4 --nodes-per-cluster 50 --pods-per-node 20 --images 2000 --days 1 --interval 5m"
+  # 14 times the keys (~110 k), one collection an hour.
+  LARGE_ARGS="--clusters 8 --nodes-per-cluster 250 --pods-per-node 30 --images 20000 --days 1 --interval 1h"
   SERVE_RATE=${SERVE_RATE:-500000}
 fi
 if "$BIN" serve --help > /dev/null 2>&1; then
   log "4a. serve, as fast as it takes them"
-  serve_run serve
+  serve_run serve 0 "$SEND_ARGS"
   log "4b. serve at $SERVE_RATE points/s"
-  serve_run serve_rate --rate "$SERVE_RATE"
+  serve_run serve_rate 0 "$SEND_ARGS" --rate "$SERVE_RATE"
+  log "4c. serve at $SERVE_RATE points/s, a larger fleet, its keys already in the store"
+  serve_run serve_large 1 "$LARGE_ARGS" --rate "$SERVE_RATE"
+  R[serve_large_keys]=$(sed -n 's/^unseen_keys_tracked \([0-9]*\).*/\1/p' "$WORK/metrics-serve_large.txt" 2> /dev/null || true)
 else
   R[serve]="not available (this build has no \`unseen serve\`)"
   R[serve_rate]=${R[serve]}
+  R[serve_large]=${R[serve]}
 fi
 fi
 
@@ -245,6 +269,7 @@ done
 wanted serve && ROWS_OUT+=(
   "| serve-loopback | \`serve\` loaded by \`unseen generate --send --preload\` over loopback, 4 requests in flight, as fast as it answers | ${R[serve]} | target ≥ 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload\` |"
   "| serve-loopback-at-rate | the same at an offered load of $SERVE_RATE points/s | ${R[serve_rate]} | target p99 < 50 ms at 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
+  "| serve-loopback-large | at $SERVE_RATE points/s, a fleet with ${R[serve_large_keys]:-?} keys, the measured day after a day that put them in the store | ${R[serve_large]} | informational | $DATE | \`unseen generate $LARGE_ARGS --start now-2d ...\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
 )
 
 echo
