@@ -26,9 +26,9 @@
 use unseen_detect::BatchScan;
 use unseen_findings::Finding;
 use unseen_ingest::{
-    read_request, read_source, reference, BodyEncoding, Format, Issue, Limits, SourceStats, Visitor,
+    read_request, read_source, reference, BodyEncoding, Format, Limits, SourceStats,
 };
-use unseen_model::{unix_secs_from_nanos, PointRef, Windows, SEED_RULE};
+use unseen_model::{unix_secs_from_nanos, Windows, SEED_RULE};
 use unseen_normalize::{key_of, KeyMode};
 
 /// What the first byte of an input selects.
@@ -77,34 +77,9 @@ pub const LIMITS: [Limits; 2] = [
 const BUFFERS: [usize; 3] = [1, 61, 1000];
 
 /// A point, owned: the time and the four dimensions (host, cluster, node, image).
-type Point = (u64, [Option<String>; 4]);
-
 /// Everything a decoder said about one input.
-#[derive(Debug, Default, PartialEq)]
-struct Seen {
-    points: Vec<Point>,
-    issues: Vec<Issue>,
-}
-
-impl Visitor for Seen {
-    fn point(&mut self, p: PointRef<'_>) {
-        let d = p.dims;
-        let own = |v: Option<&str>| v.map(str::to_string);
-        self.points.push((
-            p.time_unix_nano,
-            [
-                own(d.host_name),
-                own(d.cluster_name),
-                own(d.node_name),
-                own(d.image_name),
-            ],
-        ));
-    }
-
-    fn issue(&mut self, issue: Issue) {
-        self.issues.push(issue);
-    }
-}
+type Seen = unseen_ingest::reference::Recorded;
+type Point = unseen_ingest::reference::RecordedPoint;
 
 #[derive(Debug, PartialEq)]
 struct Outcome {

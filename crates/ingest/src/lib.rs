@@ -26,7 +26,7 @@ mod detect;
 mod json;
 mod otlp;
 mod proto;
-#[cfg(feature = "reference")]
+#[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sink;
 mod yaml;

@@ -16,10 +16,44 @@
 
 use std::io::{BufRead, Read};
 
+use unseen_model::PointRef;
+
 use crate::sink::{Fatal, Sink};
 use crate::{
-    csv, proto, BodyEncoding, Format, Limits, Position, SourceError, SourceStats, Visitor,
+    csv, proto, BodyEncoding, Format, Issue, Limits, Position, SourceError, SourceStats, Visitor,
 };
+
+/// One point as the checks compare it: its time and its four dimensions (host, cluster,
+/// node, image), owned.
+pub type RecordedPoint = (u64, [Option<String>; 4]);
+
+/// A [`Visitor`] that keeps everything it is told, in order: what two decoders are
+/// compared on.
+#[derive(Debug, Default, PartialEq)]
+pub struct Recorded {
+    pub points: Vec<RecordedPoint>,
+    pub issues: Vec<Issue>,
+}
+
+impl Visitor for Recorded {
+    fn point(&mut self, p: PointRef<'_>) {
+        let d = p.dims;
+        let own = |v: Option<&str>| v.map(str::to_string);
+        self.points.push((
+            p.time_unix_nano,
+            [
+                own(d.host_name),
+                own(d.cluster_name),
+                own(d.node_name),
+                own(d.image_name),
+            ],
+        ));
+    }
+
+    fn issue(&mut self, issue: Issue) {
+        self.issues.push(issue);
+    }
+}
 
 /// [`crate::read_source`] with the plain decoders.
 pub fn read_source(

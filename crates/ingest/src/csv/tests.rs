@@ -1,11 +1,10 @@
 //! The CSV reader (plain rows split in place, the rest through `csv-core`) against the
 //! csv-core-only reader it replaced ([`super::reference`]): on any bytes, the same points,
-//! the same issues (message and line), the same counts, the same fatal error.
+//! the same issues (kind, location, message), the same counts, the same fatal error.
 
 use std::io::{self, BufRead, BufReader, Read};
 
 use proptest::prelude::*;
-use unseen_model::PointRef;
 
 use super::{
     block_masks, plain_nanos, plain_seconds, read_with, reference, split_row, swar_masks, time,
@@ -13,34 +12,11 @@ use super::{
 };
 use crate::detect::Opened;
 use crate::sink::{Fatal, Sink};
-use crate::{Issue, Limits, SourceStats, Visitor};
+use crate::{Limits, SourceStats};
 
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Seen {
-    points: Vec<(u64, [Option<String>; 4])>,
-    issues: Vec<String>,
-}
+use crate::reference::Recorded as Seen;
 
-impl Visitor for Seen {
-    fn point(&mut self, p: PointRef<'_>) {
-        let d = p.dims;
-        let own = |v: Option<&str>| v.map(str::to_string);
-        self.points.push((
-            p.time_unix_nano,
-            [
-                own(d.host_name),
-                own(d.cluster_name),
-                own(d.node_name),
-                own(d.image_name),
-            ],
-        ));
-    }
-    fn issue(&mut self, issue: Issue) {
-        self.issues.push(issue.to_string());
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 struct Outcome {
     seen: Seen,
     stats: SourceStats,

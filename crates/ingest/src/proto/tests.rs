@@ -10,38 +10,14 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use proptest::prelude::*;
 use prost::Message;
-use unseen_model::PointRef;
 
 use super::{count_points, decode_varint, legacy};
 use crate::sink::Sink;
-use crate::{Issue, Limits, Position, SourceStats, Visitor};
+use crate::{Limits, Position, SourceStats};
 
 // ---- running both decoders -------------------------------------------------------------
 
-#[derive(Debug, Default, PartialEq)]
-struct Seen {
-    points: Vec<(u64, [Option<String>; 4])>,
-    issues: Vec<Issue>,
-}
-
-impl Visitor for Seen {
-    fn point(&mut self, p: PointRef<'_>) {
-        let d = p.dims;
-        let own = |v: Option<&str>| v.map(str::to_string);
-        self.points.push((
-            p.time_unix_nano,
-            [
-                own(d.host_name),
-                own(d.cluster_name),
-                own(d.node_name),
-                own(d.image_name),
-            ],
-        ));
-    }
-    fn issue(&mut self, issue: Issue) {
-        self.issues.push(issue);
-    }
-}
+use crate::reference::Recorded as Seen;
 
 #[derive(Debug, PartialEq)]
 struct Outcome {
