@@ -49,8 +49,8 @@ pub(crate) fn read<V: Visitor>(
 }
 
 /// [`read`], with the plain-row path on or off (off: every row through `csv-core`) and a
-/// read buffer of `read_buffer` bytes: tests make both vary.
-fn read_with<V: Visitor>(
+/// read buffer of `read_buffer` bytes: the tests and [`crate::reference`] make both vary.
+pub(crate) fn read_with<V: Visitor>(
     reader: &mut dyn BufRead,
     sink: &mut Sink<'_, V>,
     plain: bool,

@@ -77,8 +77,9 @@ pub(crate) fn read<V: Visitor>(
     read_frames(reader, sink, READ_AHEAD)
 }
 
-/// [`read`], with the read-ahead as a parameter (the tests make it small).
-fn read_frames<V: Visitor>(
+/// [`read`], with the read-ahead as a parameter (the tests and [`crate::reference`] make it
+/// small).
+pub(crate) fn read_frames<V: Visitor>(
     reader: &mut dyn BufRead,
     sink: &mut Sink<'_, V>,
     read_ahead: usize,

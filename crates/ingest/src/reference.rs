@@ -104,8 +104,8 @@ pub fn read_source_buffered(
         limits,
         visitor,
         |format, reader, sink| match format {
-            Format::OtlpProto => proto::legacy::walker_read_with_read_ahead(reader, sink, buffer),
-            Format::Csv => csv::reference::fast_read_with_buffer(reader, sink, buffer),
+            Format::OtlpProto => proto::read_frames(reader, sink, buffer.max(1)),
+            Format::Csv => csv::read_with(reader, sink, true, buffer),
             format => crate::decode(format, reader, sink),
         },
     )

@@ -1,6 +1,6 @@
 //! The CSV reader as it was before plain rows were split in place: every row through
-//! `csv-core`, input straight from the `BufRead`. Kept verbatim (but for this comment, the
-//! imports and the hook at the end) as the reference that the new reader is held to: by the
+//! `csv-core`, input straight from the `BufRead`. Kept verbatim (but for this comment and
+//! the imports) as the reference that the new reader is held to: by the
 //! tests, and, with the `reference` feature, by [`crate::reference`] (the differential fuzz
 //! target and its corpus test). Never on the run-time path.
 
@@ -304,20 +304,4 @@ impl<'r> Rows<'r> {
             }
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// For `crate::reference`: the new reader with a read buffer of the caller's choosing. Here
-// because only a child of the new reader's module sees its private entry point.
-
-/// The new reader (what [`super::read`] runs, plain rows split in place) with a read buffer
-/// of `read_buffer` bytes instead of 256 KiB, so that rows of a small input straddle
-/// buffer boundaries and take the fallback paths.
-#[cfg(feature = "reference")]
-pub(crate) fn fast_read_with_buffer<V: Visitor>(
-    reader: &mut dyn BufRead,
-    sink: &mut Sink<'_, V>,
-    read_buffer: usize,
-) -> Result<(), Fatal> {
-    super::read_with(reader, sink, true, read_buffer)
 }

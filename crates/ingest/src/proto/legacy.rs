@@ -442,19 +442,3 @@ fn ready_point<V: Visitor>(
         Err(message) => sink.issue(IssueKind::MalformedPoint, position, Some(path()), message),
     }
 }
-
-// ---------------------------------------------------------------------------------------
-// For `crate::reference`: the walker's own frame reader, with a read-ahead of the caller's
-// choosing. Here because only a child of the walker's module sees its private reader.
-
-/// The wire walker's frame reader (what [`super::read`] runs) with a read-ahead of
-/// `read_ahead` bytes instead of 128 KiB, so that frames of a small input arrive, and are
-/// walked, in pieces (the window slides, fields straddle reads).
-#[cfg(feature = "reference")]
-pub(crate) fn walker_read_with_read_ahead<V: Visitor>(
-    reader: &mut dyn BufRead,
-    sink: &mut Sink<'_, V>,
-    read_ahead: usize,
-) -> Result<(), Fatal> {
-    super::read_frames(reader, sink, read_ahead.max(1))
-}
