@@ -143,17 +143,18 @@ rm -f "$WORK/keys.csv"
 fi
 
 # ---- 4. serve over loopback --------------------------------------------------------------
-# Two runs, each into a new server with an empty store: as fast as the server takes the
-# requests (4 in flight: throughput), then at the target's rate (an open load of
-# SERVE_RATE points/s: latency at that load; a closed loop at saturation measures mostly
-# its own queue, latency = requests in flight / throughput).
+# Three runs, each into a new server with an empty store: as fast as the server takes the
+# requests (4 in flight: throughput); at the target's rate (an open load of SERVE_RATE
+# points/s: latency at that load; a closed loop at saturation measures mostly its own
+# queue, latency = requests in flight / throughput); and at that rate with a larger fleet.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 serve_run() { # serve_run NAME WARM FLEET [extra generate flags...]
-  # WARM=1: first replay the day before, unmeasured, so that the measured day finds every
-  # key in the store (the steady state of a server that has run for a while).
+  # WARM=1: first replay the day before (its line is printed, not in the table), so that
+  # the measured day finds every key in the store (the steady state of a server that has
+  # run for a while). Paced like the measured day: its latency is that of a first start.
   local name=$1 warm=$2 fleet=$3 cpu0=0
   shift 3
   local port admin sdir cmd pid up sent cpu
-  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
   port=$(free_port)
   admin=$(free_port)
   sdir=$(mktemp -d "$WORK/serve.XXXX")
