@@ -255,6 +255,7 @@ fn findings(points: &[Point]) -> Vec<Finding> {
                     cluster_name: cluster.as_deref(),
                     node_name: node.as_deref(),
                     image_name: image.as_deref(),
+                    ..Default::default()
                 };
                 if let Ok(key) = key_of(&dims, mode) {
                     scan.observe(key, unix_secs_from_nanos(*time), dims.host_name);

@@ -16,6 +16,75 @@ pub struct Dims<'a> {
     pub node_name: Option<&'a str>,
     /// `container.image.name`
     pub image_name: Option<&'a str>,
+    /// The attributes a finding carries as evidence ([`CONTEXT_ATTRS`]): never part of the
+    /// key, except that `container.image.tag` lets the image's canonical form recognise the
+    /// runtimes' bare-digest quirk (contract section 2).
+    pub context: Context<'a>,
+}
+
+/// The evidence attributes, in [`Context`] slot order. The `k8s.<kind>.name` owners are
+/// what the Collector's `k8sattributes` processor adds; the rest come from the
+/// `k8s_cluster` receiver itself.
+pub const CONTEXT_ATTRS: [&str; 12] = [
+    attr::NAMESPACE_NAME,
+    attr::POD_NAME,
+    attr::POD_UID,
+    attr::CONTAINER_NAME,
+    attr::CONTAINER_ID,
+    attr::IMAGE_TAG,
+    attr::DEPLOYMENT_NAME,
+    attr::STATEFULSET_NAME,
+    attr::DAEMONSET_NAME,
+    attr::JOB_NAME,
+    attr::CRONJOB_NAME,
+    attr::REPLICASET_NAME,
+];
+
+/// How many evidence attributes there are.
+pub const CONTEXT_LEN: usize = CONTEXT_ATTRS.len();
+
+/// The evidence attributes of a point, borrowed like [`Dims`]; `None` when absent.
+///
+/// A value that is not usable (not UTF-8, over the dimension size limit) is absent here:
+/// evidence never costs a sighting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Context<'a>(pub [Option<&'a str>; CONTEXT_LEN]);
+
+/// Slots of [`Context`], by name.
+pub mod ctx {
+    pub const NAMESPACE: usize = 0;
+    pub const POD_NAME: usize = 1;
+    pub const POD_UID: usize = 2;
+    pub const CONTAINER_NAME: usize = 3;
+    pub const CONTAINER_ID: usize = 4;
+    pub const IMAGE_TAG: usize = 5;
+    /// The owner attributes, most specific owner first: a pod of a CronJob's Job also has
+    /// `k8s.job.name`, and a Deployment's pod has `k8s.replicaset.name` too.
+    pub const DEPLOYMENT: usize = 6;
+    pub const STATEFULSET: usize = 7;
+    pub const DAEMONSET: usize = 8;
+    pub const JOB: usize = 9;
+    pub const CRONJOB: usize = 10;
+    pub const REPLICASET: usize = 11;
+}
+
+impl<'a> Context<'a> {
+    /// The slot of an evidence attribute, `None` for every other key.
+    #[inline]
+    pub fn slot(key: &str) -> Option<usize> {
+        CONTEXT_ATTRS.iter().position(|a| *a == key)
+    }
+
+    #[inline]
+    pub fn get(&self, slot: usize) -> Option<&'a str> {
+        self.0.get(slot).copied().flatten()
+    }
+
+    /// `self` (the data point's own attributes) over `resource`, slot by slot.
+    #[inline]
+    pub fn over(self, resource: Context<'a>) -> Context<'a> {
+        Context(std::array::from_fn(|i| self.0[i].or(resource.0[i])))
+    }
 }
 
 /// Attribute names, in one place.
@@ -24,12 +93,25 @@ pub mod attr {
     pub const CLUSTER_NAME: &str = "k8s.cluster.name";
     pub const NODE_NAME: &str = "k8s.node.name";
     pub const IMAGE_NAME: &str = "container.image.name";
+    pub const NAMESPACE_NAME: &str = "k8s.namespace.name";
+    pub const POD_NAME: &str = "k8s.pod.name";
+    pub const POD_UID: &str = "k8s.pod.uid";
+    pub const CONTAINER_NAME: &str = "k8s.container.name";
+    pub const CONTAINER_ID: &str = "container.id";
+    pub const IMAGE_TAG: &str = "container.image.tag";
+    pub const DEPLOYMENT_NAME: &str = "k8s.deployment.name";
+    pub const STATEFULSET_NAME: &str = "k8s.statefulset.name";
+    pub const DAEMONSET_NAME: &str = "k8s.daemonset.name";
+    pub const JOB_NAME: &str = "k8s.job.name";
+    pub const CRONJOB_NAME: &str = "k8s.cronjob.name";
+    pub const REPLICASET_NAME: &str = "k8s.replicaset.name";
     /// The only metric the rule counts.
     pub const READY_METRIC: &str = "k8s.container.ready";
 }
 
 impl<'a> Dims<'a> {
-    /// Sets a dimension if `key` is one the rule uses; returns whether it was.
+    /// Sets a dimension if `key` is one the rule uses or an evidence attribute; returns
+    /// whether it was.
     #[inline]
     pub fn set(&mut self, key: &str, value: &'a str) -> bool {
         let slot = match key {
@@ -37,7 +119,10 @@ impl<'a> Dims<'a> {
             attr::CLUSTER_NAME => &mut self.cluster_name,
             attr::NODE_NAME => &mut self.node_name,
             attr::IMAGE_NAME => &mut self.image_name,
-            _ => return false,
+            _ => match Context::slot(key) {
+                Some(i) => &mut self.context.0[i],
+                None => return false,
+            },
         };
         *slot = Some(value);
         true
@@ -51,6 +136,7 @@ impl<'a> Dims<'a> {
             cluster_name: self.cluster_name.or(resource.cluster_name),
             node_name: self.node_name.or(resource.node_name),
             image_name: self.image_name.or(resource.image_name),
+            context: self.context.over(resource.context),
         }
     }
 }

@@ -208,6 +208,7 @@ mod tests {
             cluster_name: cluster,
             node_name: node,
             image_name: image,
+            ..Dims::default()
         }
     }
 
