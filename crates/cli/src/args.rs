@@ -32,6 +32,9 @@ pub enum Command {
     CheckConfig(crate::config::ServeArgs),
     /// Manage the state of `serve`: import history as the known baseline.
     Baseline(crate::baseline::BaselineArgs),
+    /// Replay history through the streaming path of `serve`, in process: the baseline
+    /// before --from, then one line per day of findings, incidents and notifications.
+    Backtest(crate::backtest::BacktestArgs),
 }
 
 /// Key and window options shared by every command that evaluates the rule.

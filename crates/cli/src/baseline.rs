@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use unseen_ingest::{read_source, Issue, Limits, Visitor};
-use unseen_model::PointRef;
+use unseen_model::{PointRef, SEED_RULE};
 use unseen_normalize::{DropCounts, KeyMode};
 use unseen_server::{now_secs, sighting, Unusable};
 use unseen_store::{ApplyOptions, Refusal, Sighting, StateStore};
@@ -57,6 +57,8 @@ pub fn run(args: BaselineArgs) -> Result<crate::scan::Outcome> {
         store: store.as_ref(),
         mode: &settings.mode,
         opts: ApplyOptions {
+            rule: SEED_RULE,
+            triage: settings.triage,
             windows: settings.windows,
             mode: settings.mode.clone(),
             now,

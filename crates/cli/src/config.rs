@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
+use unseen_findings::{RiskModifiers, TriageSettings};
 use unseen_model::{format_duration, parse_duration, Windows};
 use unseen_normalize::KeyMode;
 use unseen_server::{Config, Limits};
@@ -87,6 +88,13 @@ pub struct ServeArgs {
     /// How long shutdown waits for requests in flight [default: 30s]
     #[arg(long, value_name = "DURATION", env = "UNSEEN_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// Further episodes of a new image join its incident for this long [default: 15m]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_ROLLOUT_WINDOW")]
+    pub rollout_window: Option<String>,
+    /// Known images on other nodes are gathered into one digest per cluster and window
+    /// [default: 24h]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_DIGEST_WINDOW")]
+    pub digest_window: Option<String>,
     /// Log format [default: text]
     #[arg(long, value_enum, value_name = "FORMAT", env = "UNSEEN_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -126,6 +134,10 @@ pub struct FileConfig {
     pub queue_requests: Option<usize>,
     pub max_batch_points: Option<usize>,
     pub shutdown_grace: Option<String>,
+    pub rollout_window: Option<String>,
+    pub digest_window: Option<String>,
+    /// Risk modifiers (`[risk]`, file only): added to the rule's score in default mode.
+    pub risk: Option<RiskModifiers>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }
@@ -169,6 +181,9 @@ impl FileConfig {
             queue_requests: pick(&a.queue_requests, self.queue_requests),
             max_batch_points: pick(&a.max_batch_points, self.max_batch_points),
             shutdown_grace: pick(&a.shutdown_grace, self.shutdown_grace),
+            rollout_window: pick(&a.rollout_window, self.rollout_window),
+            digest_window: pick(&a.digest_window, self.digest_window),
+            risk: self.risk,
             log_format: pick(&a.log_format, self.log_format),
             log_level: pick(&a.log_level, self.log_level),
         }
@@ -191,6 +206,7 @@ pub struct Settings {
     pub learn: u64,
     pub limits: Limits,
     pub shutdown_grace: Duration,
+    pub triage: TriageSettings,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -306,6 +322,27 @@ impl Settings {
                 c.shutdown_grace.as_deref(),
                 "30s",
             )?),
+            triage: TriageSettings {
+                rollout_window: positive(
+                    "rollout_window",
+                    Some(duration(
+                        "rollout_window",
+                        c.rollout_window.as_deref(),
+                        "15m",
+                    )?),
+                    1,
+                )?,
+                digest_window: positive(
+                    "digest_window",
+                    Some(duration(
+                        "digest_window",
+                        c.digest_window.as_deref(),
+                        "24h",
+                    )?),
+                    1,
+                )?,
+                risk: c.risk.unwrap_or_default(),
+            },
             log_format: c.log_format.unwrap_or(LogFormat::Text),
             log_level: c.log_level.unwrap_or_else(|| "info".to_string()),
         })
@@ -325,6 +362,7 @@ impl Settings {
             sinks.push(hook);
         }
         Config {
+            triage: self.triage,
             windows: self.windows,
             mode: self.mode.clone(),
             learn: (self.learn > 0).then_some(self.learn),
@@ -361,6 +399,9 @@ impl Settings {
             queue_requests: Some(self.limits.queue_requests),
             max_batch_points: Some(self.limits.max_batch_points),
             shutdown_grace: Some(format_duration(self.shutdown_grace.as_secs())),
+            rollout_window: Some(format_duration(self.triage.rollout_window)),
+            digest_window: Some(format_duration(self.triage.digest_window)),
+            risk: Some(self.triage.risk),
             log_format: Some(self.log_format),
             log_level: Some(self.log_level.clone()),
         }

@@ -2,6 +2,7 @@
 //! crates; this edge only wires them and turns errors into messages (`anyhow`).
 
 mod args;
+mod backtest;
 mod baseline;
 mod config;
 mod generate;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| scan::Outcome::Clean),
         Command::CheckConfig(args) => serve::check_config(args).map(|()| scan::Outcome::Clean),
         Command::Baseline(args) => baseline::run(args),
+        Command::Backtest(args) => backtest::run(args),
     };
     match result {
         Ok(scan::Outcome::Clean) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use unseen_detect::{BatchScan, Placement};
-use unseen_findings::{build, render_table, Finding};
+use unseen_findings::{render_table, Decider, Finding, TriageSettings};
 use unseen_ingest::{read_source, Issue, IssueKind, Limits, SourceStats, Visitor};
 use unseen_model::{
     parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
@@ -88,11 +88,28 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     }
 
     let keys = visitor.scan.keys();
+    let mut known = Vec::new();
+    if !mode.strict {
+        visitor.scan.for_each_baseline_key(|cluster, node, image| {
+            known.push((cluster.to_string(), node.to_string(), image.to_string()))
+        });
+    }
     let detections = visitor.scan.finish();
-    let findings: Vec<Finding> = detections
-        .iter()
-        .map(|d| build(&SEED_RULE, mode.name(), d, at))
-        .collect();
+    let settings = TriageSettings::default();
+    let decider = Decider {
+        rule: &SEED_RULE,
+        mode: &mode,
+        windows,
+        settings: &settings,
+        now: at,
+        report: true,
+    };
+    let findings: Vec<Finding> = decider.batch(
+        &detections,
+        known
+            .iter()
+            .map(|(c, n, i)| (c.as_str(), n.as_str(), i.as_str())),
+    );
     write_findings(&findings, output).context("writing findings to standard output")?;
 
     let summary = Summary {
@@ -181,7 +198,17 @@ impl Visitor for ScanVisitor<'_> {
         match key_of(&point.dims, self.mode) {
             Ok(key) => {
                 let t = unix_secs_from_nanos(point.time_unix_nano);
-                match self.scan.observe(key, t, point.dims.host_name) {
+                // Evidence only where findings carry it (default mode).
+                let evidence = (!self.mode.strict).then(|| {
+                    (
+                        &point.dims.context,
+                        point.dims.image_name.unwrap_or_default(),
+                    )
+                });
+                match self
+                    .scan
+                    .observe_with(key, t, point.dims.host_name, evidence)
+                {
                     Placement::AfterT => self.placements.after_at += 1,
                     Placement::BeforeWindows => self.placements.before_windows += 1,
                     _ => self.placements.in_windows += 1,

@@ -112,7 +112,11 @@ fn first_fixture_every_image_is_new_with_an_empty_baseline() {
         assert_eq!(f["previous_seen"], Value::Null);
         assert_eq!(f["late"], false);
         assert_eq!(f["risk_object"], "kind-control-plane");
-        assert_eq!(f["risk_score"], 20);
+        // Default mode: the seed's 20 with the risk modifiers; a new cluster's images
+        // are all new to the fleet (+30), the first of each registry more (+20).
+        let score = if f["registry_new"] == true { 70 } else { 50 };
+        assert_eq!(f["scope"], "fleet");
+        assert_eq!(f["risk_score"], score);
         assert_eq!(f["rule"]["id"], "fea515a4-b1d8-4cd6-80d6-e0d71397b891");
         assert_eq!(f["detected_at"], "2023-06-14T20:00:00Z");
     }

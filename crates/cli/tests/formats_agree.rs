@@ -112,7 +112,7 @@ fn to_otlp_json(points: &[Point]) -> String {
 
 fn to_csv(points: &[Point]) -> String {
     let mut out = String::from(
-        "_time,metric_name,host.name,k8s.cluster.name,k8s.node.name,container.image.name,_value\n",
+        "_time,metric_name,host.name,k8s.cluster.name,k8s.node.name,container.image.name,k8s.pod.name,_value\n",
     );
     for p in points {
         // Without the resource decoy: in CSV the point's own value is the only one. When the
@@ -124,7 +124,9 @@ fn to_csv(points: &[Point]) -> String {
         let cell = |v: &Option<String>| v.clone().unwrap_or_default();
         writeln!(
             out,
-            "{}.5,{},{},{},{},{},1",
+            // The pod name the OTLP points carry as noise is evidence now: the CSV carries
+            // it too, so that both formats give the same findings, context included.
+            "{}.5,{},{},{},{},{},pod-x,1",
             p.time,
             if p.ready {
                 "k8s.container.ready"
@@ -161,6 +163,13 @@ fn reference(
         };
         let Some(image) = present(&image) else {
             continue;
+        };
+        // Default mode keys the image's canonical reference: a Docker Hub name without a
+        // path is `docker.io/library/<name>` (contract section 2).
+        let image = if image.contains('/') {
+            image
+        } else {
+            format!("docker.io/library/{image}")
         };
         by_key
             .entry((node.clone(), cluster, node, image))

@@ -73,7 +73,24 @@ fn scan(file: &Path, at: i64) -> Vec<Value> {
         .lines()
         .map(|line| {
             let mut v: Value = serde_json::from_str(line).unwrap();
-            v.as_object_mut().unwrap().remove("host.name");
+            // What the CSV export does not carry (only the rule's four dimensions): the
+            // rest of a finding, its novelty scope and incident included, must agree.
+            let object = v.as_object_mut().unwrap();
+            for field in [
+                "host.name",
+                "k8s.namespace.name",
+                "k8s.pod.name",
+                "k8s.pod.uid",
+                "k8s.container.name",
+                "container.id",
+                "container.image.tag",
+                "workload",
+            ] {
+                object.remove(field);
+            }
+            if let Some(image) = object.get_mut("image").and_then(Value::as_object_mut) {
+                image.remove("tag");
+            }
             v
         })
         .collect()

@@ -1,6 +1,7 @@
 //! The webhook outage test: the webhook's endpoint is down while `unseen serve` produces
 //! findings; they queue durably; the server restarts (SIGTERM, then SIGKILL); the
-//! endpoint comes back and every finding arrives.
+//! endpoint comes back and every incident the findings opened arrives (the webhook is an
+//! alerting sink: in default mode it receives incidents, docs/triage.md).
 
 mod serve_support;
 
@@ -53,9 +54,15 @@ fn findings_survive_a_webhook_outage_and_restarts() {
     let server = cmd.spawn();
     std::thread::sleep(Duration::from_millis(300));
 
+    // Every finding belongs to an incident; each incident is sent when it opens.
+    let incidents: BTreeSet<String> = file_incidents(&cmd.findings)
+        .into_iter()
+        .map(|id| format!("{id} open"))
+        .collect();
     let receiver = Receiver::start(hook);
     let delivered = wait_for(Duration::from_secs(30), || {
-        receiver.ids().into_iter().collect::<BTreeSet<_>>().len() >= expected_len
+        let got: BTreeSet<String> = receiver.ids().into_iter().collect();
+        incidents.is_subset(&got)
     });
     let clean = server.terminate(Duration::from_secs(15));
 
@@ -64,8 +71,9 @@ fn findings_survive_a_webhook_outage_and_restarts() {
     let received = receiver.ids();
     let received_set: BTreeSet<String> = received.iter().cloned().collect();
     eprintln!(
-        "webhook outage: {} episodes, {} received in {} requests ({} after de-duplication), {:?}",
+        "webhook outage: {} episodes, {} incidents, {} records received in {} requests ({} after de-duplication), {:?}",
         expected_len,
+        incidents.len(),
         received.len(),
         *receiver.requests.lock().unwrap(),
         received_set.len(),
@@ -73,7 +81,7 @@ fn findings_survive_a_webhook_outage_and_restarts() {
     );
     assert!(
         delivered,
-        "not every finding reached the webhook\n{}",
+        "not every incident reached the webhook\n{}",
         cmd.log_text()
     );
     assert_eq!(
@@ -85,9 +93,20 @@ fn findings_survive_a_webhook_outage_and_restarts() {
         file_set, history.expected,
         "the findings file is the contract's episodes"
     );
+    let opened: BTreeSet<String> = received_set
+        .iter()
+        .filter(|r| r.ends_with(" open"))
+        .cloned()
+        .collect();
     assert_eq!(
-        received_set, file_set,
-        "the webhook got exactly the file's findings (de-duplicated)"
+        opened, incidents,
+        "the webhook got exactly the incidents of the file's findings (de-duplicated)"
+    );
+    assert!(
+        incidents.len() < file_set.len(),
+        "{} incidents for {} findings: the episodes of a rollout share one",
+        incidents.len(),
+        file_set.len()
     );
     assert!(clean, "no clean exit on SIGTERM\n{}", cmd.log_text());
 }

@@ -14,7 +14,7 @@
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use unseen_model::{UnixSecs, Windows};
+use unseen_model::{Context, OwnedContext, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyRef};
 
 use crate::intern::{quick_hash, quick_hash_from, Interner, Recent};
@@ -87,6 +87,19 @@ pub struct BatchScan {
     hasher: DefaultHashBuilder,
     /// Full-width aggregates, by position in `entries`; almost always empty.
     wide: HashMap<u32, Wide>,
+    /// The evidence of the first point in the current window of keys not (yet) known to
+    /// be in the baseline, by position in `entries`. Only such keys can be findings, and
+    /// only their points in the recent window reach here, so in a file sorted by time it
+    /// holds little more than the findings: the key table stays compact.
+    evidence: HashMap<u32, Evidence>,
+}
+
+/// What a finding says about its opening point beyond the key.
+#[derive(Debug, Clone)]
+struct Evidence {
+    time: UnixSecs,
+    context: OwnedContext,
+    image_raw: Option<String>,
 }
 
 impl BatchScan {
@@ -111,6 +124,7 @@ impl BatchScan {
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             wide: HashMap::new(),
+            evidence: HashMap::new(),
         }
     }
 
@@ -133,11 +147,28 @@ impl BatchScan {
     /// Records one point of `key` at `t`.
     #[inline]
     pub fn observe(&mut self, key: KeyRef<'_>, t: UnixSecs, host_name: Option<&str>) -> Placement {
+        self.observe_with(key, t, host_name, None)
+    }
+
+    /// [`BatchScan::observe`], keeping the point's evidence (its context attributes and
+    /// the image name as the point said it) for the finding the key may become.
+    pub fn observe_with(
+        &mut self,
+        key: KeyRef<'_>,
+        t: UnixSecs,
+        host_name: Option<&str>,
+        evidence: Option<(&Context<'_>, &str)>,
+    ) -> Placement {
         let placement = self.placement(t);
         if placement == Placement::AfterT {
             return placement;
         }
         let at = self.entry(&key);
+        if let (Placement::Current, Some((context, raw))) = (placement, evidence) {
+            if self.entries[at].count & IN_BASELINE == 0 {
+                self.keep_evidence(at as u32, t, context, raw, &key.image);
+            }
+        }
         if let Placement::Current | Placement::Both = placement {
             self.add_current(at, t);
             if self.entries[at].host_name == 0 {
@@ -154,6 +185,42 @@ impl BatchScan {
             _ => {}
         }
         placement
+    }
+
+    /// Keeps the evidence of the earliest current-window point of entry `at`.
+    #[cold]
+    fn keep_evidence(
+        &mut self,
+        at: u32,
+        t: UnixSecs,
+        context: &Context<'_>,
+        raw: &str,
+        image: &str,
+    ) {
+        let make = || Evidence {
+            time: t,
+            context: OwnedContext::new(context),
+            image_raw: (raw != image).then(|| raw.to_string()),
+        };
+        match self.evidence.get_mut(&at) {
+            Some(kept) if kept.time <= t => {}
+            Some(kept) => *kept = make(),
+            None => {
+                self.evidence.insert(at, make());
+            }
+        }
+    }
+
+    /// Calls `f(cluster, node, image)` for every key with a point in the baseline window:
+    /// what the fleet knew before the recent window, for a finding's novelty scope.
+    pub fn for_each_baseline_key(&self, mut f: impl FnMut(&str, &str, &str)) {
+        for e in self.entries.iter().filter(|e| e.count & IN_BASELINE != 0) {
+            f(
+                self.strings.get(e.key[1]),
+                self.strings.get(e.key[2]),
+                self.strings.get(e.key[3]),
+            );
+        }
     }
 
     /// The position of `key`'s entry, added if new.
@@ -198,7 +265,7 @@ impl BatchScan {
             host_id,
             cluster.intern(strings, key.cluster),
             node_id,
-            image.intern(strings, key.image),
+            image.intern(strings, &key.image),
         ];
         let hash = hash_ids(&self.hasher, &ids);
         let entries = &mut self.entries;
@@ -311,7 +378,8 @@ impl BatchScan {
     }
 
     /// The findings, ordered by first sighting, then key.
-    pub fn finish(self) -> Vec<Detection> {
+    pub fn finish(mut self) -> Vec<Detection> {
+        let mut evidence = std::mem::take(&mut self.evidence);
         let mut out: Vec<Detection> = self
             .entries
             .iter()
@@ -322,6 +390,7 @@ impl BatchScan {
                     0 => self.decode(e),
                     _ => self.wide[&(at as u32)],
                 };
+                let kept = evidence.remove(&(at as u32));
                 (a.current_count > 0).then(|| Detection {
                     key: Key {
                         host: self.strings.get(e.key[0]).to_string(),
@@ -340,6 +409,8 @@ impl BatchScan {
                         .host_name
                         .checked_sub(1)
                         .map(|id| self.strings.get(id).to_string()),
+                    context: kept.as_ref().map(|k| k.context.clone()).unwrap_or_default(),
+                    image_raw: kept.and_then(|k| k.image_raw),
                 })
             })
             .collect();
@@ -380,7 +451,7 @@ mod tests {
             host: "n",
             cluster: "c",
             node: "n",
-            image,
+            image: image.into(),
         }
     }
 
@@ -406,9 +477,9 @@ mod tests {
                 // Default mode passes the node's own `&str` as the host.
                 let node = nodes[n];
                 let host = if h == 0 { node } else { hosts[h] };
-                let key = KeyRef { host, cluster: clusters[c], node, image: images[i] };
+                let key = KeyRef { host, cluster: clusters[c], node, image: images[i].into() };
                 let vm = vm.map(|v| hosts[v]);
-                proptest::prop_assert_eq!(big.observe(key, T + offset, vm), tiny.observe(key, T + offset, vm));
+                proptest::prop_assert_eq!(big.observe(key.clone(), T + offset, vm), tiny.observe(key, T + offset, vm));
             }
             proptest::prop_assert_eq!(big.keys(), tiny.keys());
             proptest::prop_assert_eq!(big.finish(), tiny.finish());

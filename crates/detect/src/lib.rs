@@ -10,7 +10,7 @@ pub mod batch;
 pub mod episode;
 mod intern;
 
-use unseen_model::UnixSecs;
+use unseen_model::{OwnedContext, UnixSecs};
 use unseen_normalize::Key;
 
 pub use batch::{BatchScan, Placement};
@@ -33,4 +33,9 @@ pub struct Detection {
     /// A `host.name` seen on the points (in default mode the collector's machine, kept
     /// as evidence; in strict mode the same as the key's host).
     pub host_name: Option<String>,
+    /// The evidence attributes of the episode's opening point (empty in strict mode).
+    pub context: OwnedContext,
+    /// `container.image.name` as the opening point said it, when that differs from the
+    /// key's (canonical) image.
+    pub image_raw: Option<String>,
 }

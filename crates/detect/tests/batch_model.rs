@@ -74,6 +74,8 @@ impl Plain {
                 previous_seen: a.before_last,
                 late: false,
                 host_name: a.host_name,
+                context: Default::default(),
+                image_raw: None,
             })
             .collect();
         out.sort_by(|a, b| (a.first_seen, &a.key).cmp(&(b.first_seen, &b.key)));
@@ -152,8 +154,8 @@ proptest! {
         let mut plain = Plain::new(w, at);
         let mut scan = BatchScan::new(w, at);
         for ((h, c, n, i), t, host) in points {
-            let key = KeyRef { host: h, cluster: c, node: n, image: i };
-            prop_assert_eq!(scan.observe(key, t, host), plain.observe(key, t, host));
+            let key = KeyRef { host: h, cluster: c, node: n, image: i.into() };
+            prop_assert_eq!(scan.observe(key.clone(), t, host), plain.observe(key, t, host));
         }
         prop_assert_eq!(scan.keys(), plain.keys.len());
         prop_assert_eq!(scan.finish(), plain.finish());
@@ -186,10 +188,13 @@ fn many_keys() {
             host: node,
             cluster,
             node,
-            image,
+            image: image.into(),
         };
         let host = Some(["vm-a", "vm-b", ""][(s >> 50) as usize % 3]);
-        assert_eq!(scan.observe(key, t, host), plain.observe(key, t, host));
+        assert_eq!(
+            scan.observe(key.clone(), t, host),
+            plain.observe(key, t, host)
+        );
     }
     assert_eq!(scan.keys(), plain.keys.len());
     let (got, expected) = (scan.finish(), plain.finish());

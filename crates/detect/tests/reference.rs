@@ -219,7 +219,7 @@ fn borrowed_lookups_find_owned_keys() {
             host: "node-1",
             cluster: "c",
             node: "node-1",
-            image: "img-1",
+            image: "img-1".into(),
         },
         T - 10,
         Some("vm-a"),

@@ -3,16 +3,29 @@
 //! The id is a UUIDv5 in the rule's own UUID as namespace, over the key and the
 //! episode's first point. The same rule, key and episode give the same id on every
 //! replica and every run, in `scan` and in `serve`, so downstream tools de-duplicate.
+//!
+//! In default mode a finding also carries its evidence and triage ([`Triage`]: workload
+//! context, image identity, novelty scope, risk, incident), decided in one place
+//! ([`Decider`]) that `scan`, `backtest` and every store backend call. Strict mode
+//! output is the seed's, without any of it.
 
+mod decide;
+pub mod incident;
 mod table;
+pub mod triage;
+pub mod workload;
 
 use serde::{Deserialize, Serialize};
 use unseen_detect::Detection;
-use unseen_model::{format_rfc3339, Rule, UnixSecs};
-use unseen_normalize::Key;
+use unseen_model::{ctx, format_rfc3339, OwnedContext, Rule, UnixSecs};
+use unseen_normalize::{ImageRef, Key};
 use uuid::Uuid;
 
+pub use decide::{Decider, Record, Sighting, TriageState};
+pub use incident::{Incident, IncidentKind, IncidentState, Incidents};
 pub use table::render_table;
+pub use triage::{Index, Novelty, RiskModifiers, Scope, TriageSettings};
+pub use workload::Workload;
 
 /// The finding schema version; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -47,6 +60,61 @@ pub struct Finding {
     pub risk_score: u32,
     pub risk_message: String,
     pub search_name: String,
+    /// Evidence and triage, default mode only (absent from strict-mode output).
+    #[serde(flatten)]
+    pub triage: Option<Triage>,
+}
+
+/// What a default-mode finding adds to the seed's fields. Absent attributes are null,
+/// never invented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Triage {
+    #[serde(rename = "k8s.namespace.name")]
+    pub namespace: Option<String>,
+    #[serde(rename = "k8s.pod.name")]
+    pub pod_name: Option<String>,
+    #[serde(rename = "k8s.pod.uid")]
+    pub pod_uid: Option<String>,
+    #[serde(rename = "k8s.container.name")]
+    pub container_name: Option<String>,
+    #[serde(rename = "container.id")]
+    pub container_id: Option<String>,
+    #[serde(rename = "container.image.tag")]
+    pub image_tag: Option<String>,
+    pub workload: Option<Workload>,
+    pub image: ImageRef,
+    pub scope: Scope,
+    pub registry_new: bool,
+    pub look_alike: Option<String>,
+    /// The incident this finding belongs to (null only where no incident is kept).
+    pub incident_id: Option<String>,
+}
+
+impl Triage {
+    /// The evidence of an episode's opening point, with its novelty.
+    pub fn new(
+        key: &Key,
+        context: &OwnedContext,
+        image_raw: Option<&str>,
+        novelty: &Novelty,
+    ) -> Self {
+        let own = |slot| context.get(slot).map(str::to_string);
+        let raw = image_raw.unwrap_or(&key.image);
+        Triage {
+            namespace: own(ctx::NAMESPACE),
+            pod_name: own(ctx::POD_NAME),
+            pod_uid: own(ctx::POD_UID),
+            container_name: own(ctx::CONTAINER_NAME),
+            container_id: own(ctx::CONTAINER_ID),
+            image_tag: own(ctx::IMAGE_TAG),
+            workload: workload::workload_of(context),
+            image: unseen_normalize::image::parse(raw, context.get(ctx::IMAGE_TAG)),
+            scope: novelty.scope,
+            registry_new: novelty.registry_new,
+            look_alike: novelty.look_alike.clone(),
+            incident_id: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,10 +184,18 @@ pub fn build(rule: &Rule, mode: &str, detection: &Detection, detected_at: UnixSe
         risk_score: rule.risk.score,
         risk_message: rule.risk_message(&key.host),
         search_name: rule.search_name.to_string(),
+        triage: None,
     }
 }
 
 impl Finding {
+    /// Records the incident the finding belongs to.
+    pub fn set_incident(&mut self, id: &str) {
+        if let Some(t) = &mut self.triage {
+            t.incident_id = Some(id.to_string());
+        }
+    }
+
     /// One line of JSON, no trailing newline.
     pub fn to_json_line(&self) -> String {
         // Serializing plain strings and numbers cannot fail.
@@ -169,6 +245,8 @@ mod tests {
             previous_seen: None,
             late: false,
             host_name: None,
+            context: Default::default(),
+            image_raw: None,
         };
         let f = build(&SEED_RULE, "default", &d, 1_686_772_800);
         let v: serde_json::Value = serde_json::from_str(&f.to_json_line()).unwrap();

@@ -13,4 +13,4 @@ pub use rule::{Rule, Windows, WindowsError, SEED_RULE};
 pub use time::{format_rfc3339, parse_time, unix_secs_from_nanos, TimeError, UnixSecs};
 
 mod point;
-pub use point::{attr, ctx, Context, Dims, PointRef, CONTEXT_ATTRS, CONTEXT_LEN};
+pub use point::{attr, ctx, Context, Dims, OwnedContext, PointRef, CONTEXT_ATTRS, CONTEXT_LEN};

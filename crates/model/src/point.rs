@@ -148,3 +148,95 @@ pub struct PointRef<'a> {
     pub time_unix_nano: u64,
     pub dims: Dims<'a>,
 }
+
+/// A point's evidence attributes, owned: what a sighting keeps until the store has decided
+/// whether it opens an episode. One allocation for all of them (none when all are absent),
+/// because the server makes one per sighting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct OwnedContext {
+    /// The present values, concatenated in slot order.
+    text: Box<str>,
+    /// End of each slot's value in `text` (a slot's start is the previous slot's end).
+    ends: [u32; CONTEXT_LEN],
+    /// Bit `i` is set when slot `i` is present (it may be present and empty).
+    present: u16,
+}
+
+impl OwnedContext {
+    pub fn new(context: &Context<'_>) -> Self {
+        let len: usize = context.0.iter().flatten().map(|v| v.len()).sum();
+        let mut text = String::with_capacity(len);
+        let mut ends = [0u32; CONTEXT_LEN];
+        let mut present = 0u16;
+        for (i, value) in context.0.iter().enumerate() {
+            if let Some(v) = value {
+                text.push_str(v);
+                present |= 1 << i;
+            }
+            // Dimension values are capped far below 4 GiB by the decoders' limits.
+            ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        OwnedContext {
+            text: text.into_boxed_str(),
+            ends,
+            present,
+        }
+    }
+
+    /// The value of slot `slot` ([`ctx`]), `None` when absent.
+    pub fn get(&self, slot: usize) -> Option<&str> {
+        if slot >= CONTEXT_LEN || self.present & (1 << slot) == 0 {
+            return None;
+        }
+        let start = if slot == 0 { 0 } else { self.ends[slot - 1] } as usize;
+        self.text.get(start..self.ends[slot] as usize)
+    }
+
+    /// Borrowed again, slot for slot.
+    pub fn as_context(&self) -> Context<'_> {
+        Context(std::array::from_fn(|i| self.get(i)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.present == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_context_round_trips_present_absent_and_empty_values() {
+        let mut context = Context::default();
+        context.0[ctx::NAMESPACE] = Some("payments");
+        context.0[ctx::POD_NAME] = Some("");
+        context.0[ctx::REPLICASET] = Some("api-7d4b9c");
+        let owned = OwnedContext::new(&context);
+        assert_eq!(owned.as_context(), context);
+        assert_eq!(owned.get(ctx::NAMESPACE), Some("payments"));
+        assert_eq!(owned.get(ctx::POD_NAME), Some(""));
+        assert_eq!(owned.get(ctx::POD_UID), None);
+        assert_eq!(owned.get(ctx::REPLICASET), Some("api-7d4b9c"));
+        assert_eq!(owned.get(CONTEXT_LEN), None);
+        assert!(OwnedContext::new(&Context::default()).is_empty());
+    }
+
+    #[test]
+    fn every_context_attribute_has_a_slot_and_sets_through_dims() {
+        for (i, name) in CONTEXT_ATTRS.iter().enumerate() {
+            assert_eq!(Context::slot(name), Some(i));
+            let mut dims = Dims::default();
+            assert!(dims.set(name, "v"));
+            assert_eq!(dims.context.get(i), Some("v"));
+        }
+        let mut point = Dims::default();
+        point.set(attr::NAMESPACE_NAME, "own");
+        let mut resource = Dims::default();
+        resource.set(attr::NAMESPACE_NAME, "resource");
+        resource.set(attr::POD_NAME, "pod");
+        let both = point.over(resource);
+        assert_eq!(both.context.get(ctx::NAMESPACE), Some("own"));
+        assert_eq!(both.context.get(ctx::POD_NAME), Some("pod"));
+    }
+}

@@ -4,10 +4,16 @@
 //! [`DropReason`]. Nothing downstream sees a partial key, and nothing is dropped
 //! without a reason that can be counted and explained.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
-use unseen_model::{attr, Dims};
+use unseen_model::{attr, ctx, Dims};
+
+pub mod image;
+pub mod lookalike;
+
+pub use image::ImageRef;
 
 /// How the key is built.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,13 +44,15 @@ pub struct Key {
 }
 
 /// A key borrowed from the decoder's buffer; becomes a [`Key`] only when it must be
-/// stored, so lookups of known keys allocate nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// stored, so lookups of known keys allocate nothing. The image is owned only when its
+/// canonical form differs from what the point said (`nginx:1.25` is
+/// `docker.io/library/nginx`); names already canonical, the usual case, stay borrowed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyRef<'a> {
     pub host: &'a str,
     pub cluster: &'a str,
     pub node: &'a str,
-    pub image: &'a str,
+    pub image: Cow<'a, str>,
 }
 
 impl KeyRef<'_> {
@@ -72,7 +80,7 @@ impl Key {
             host: &self.host,
             cluster: &self.cluster,
             node: &self.node,
-            image: &self.image,
+            image: Cow::Borrowed(&self.image),
         }
     }
 }
@@ -140,7 +148,8 @@ fn present(value: Option<&str>) -> Option<&str> {
 /// The key of a point (contract section 2). Missing and empty parts are the same.
 ///
 /// Reasons are checked in the key's order, so a point missing several parts is
-/// counted once, under the first.
+/// counted once, under the first. In default mode the image is its canonical reference
+/// ([`image::canonical`]); strict mode compares the seed's exact strings.
 pub fn key_of<'a>(dims: &Dims<'a>, mode: &'a KeyMode) -> Result<KeyRef<'a>, DropReason> {
     let node = present(dims.node_name);
     let host = if mode.strict {
@@ -157,6 +166,11 @@ pub fn key_of<'a>(dims: &Dims<'a>, mode: &'a KeyMode) -> Result<KeyRef<'a>, Drop
     };
     let node = node.ok_or(DropReason::MissingNodeName)?;
     let image = present(dims.image_name).ok_or(DropReason::MissingImageName)?;
+    let image = if mode.strict {
+        Cow::Borrowed(image)
+    } else {
+        image::canonical(image, dims.context.get(ctx::IMAGE_TAG))
+    };
     Ok(KeyRef {
         host,
         cluster,
@@ -225,7 +239,7 @@ mod tests {
                 host: "node-1",
                 cluster: "prod",
                 node: "node-1",
-                image: "nginx"
+                image: Cow::Borrowed("docker.io/library/nginx")
             })
         );
         let d = dims(None, Some("eks-1"), Some("node-1"), Some("nginx"));
@@ -245,7 +259,7 @@ mod tests {
                 host: "vm",
                 cluster: "c",
                 node: "n",
-                image: "i"
+                image: Cow::Borrowed("i")
             })
         );
         let d = dims(None, Some("c"), Some("n"), Some("i"));

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
+use unseen_findings::TriageSettings;
+use unseen_model::Rule;
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::KeyMode;
 use unseen_store::{ApplyOptions, Refusal, Sighting, StateStore, StoreError};
@@ -30,6 +32,9 @@ pub const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// What the committer needs to know, fixed for the life of the server.
 #[derive(Debug, Clone)]
 pub struct CommitConfig {
+    /// The rule, as data, and how its findings are triaged.
+    pub rule: Rule,
+    pub triage: TriageSettings,
     pub windows: Windows,
     pub mode: KeyMode,
     pub max_keys: u64,
@@ -177,6 +182,8 @@ async fn commit(
     }
     let now = now_secs();
     let opts = ApplyOptions {
+        rule: config.rule.clone(),
+        triage: config.triage,
         windows: config.windows,
         mode: config.mode.clone(),
         now,
@@ -193,9 +200,14 @@ async fn commit(
     match result {
         Ok(applied) => {
             m::keys_tracked(applied.keys);
-            let findings = applied.findings.len() as u64;
+            let findings = applied
+                .records
+                .iter()
+                .filter(|(_, r)| r.finding().is_some())
+                .count() as u64;
             m::findings(findings);
-            if findings > 0 {
+            m::incidents(applied.records.len() as u64 - findings);
+            if !applied.records.is_empty() {
                 notify.notify_waiters();
             }
             // `refused` is in batch order, and each request holds one range of the batch.

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use unseen_ingest::{BodyEncoding, Issue, IssueKind, Visitor};
-use unseen_model::{format_duration, format_rfc3339, unix_secs_from_nanos, PointRef, UnixSecs};
+use unseen_model::{
+    format_duration, format_rfc3339, unix_secs_from_nanos, OwnedContext, PointRef, UnixSecs,
+};
 use unseen_normalize::{key_of, DropCounts, DropReason, KeyMode};
 use unseen_store::Sighting;
 
@@ -137,10 +139,23 @@ pub fn sighting(
     if is_future(time, now, max_clock_skew) {
         return Err(Unusable::Future(time));
     }
+    // Evidence for the finding the sighting may open; strict mode reports the seed's
+    // fields only, so it keeps none (and allocates nothing for it).
+    let (context, image_raw) = if mode.strict {
+        (OwnedContext::default(), None)
+    } else {
+        let raw = point.dims.image_name.unwrap_or_default();
+        (
+            OwnedContext::new(&point.dims.context),
+            (raw != key.image).then(|| raw.to_string()),
+        )
+    };
     Ok(Sighting {
         key: key.to_owned_key(),
         time,
         host_name: point.dims.host_name.map(str::to_string),
+        context,
+        image_raw,
     })
 }
 

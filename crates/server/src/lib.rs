@@ -35,7 +35,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use unseen_model::{format_duration, format_rfc3339, Windows};
+use unseen_findings::TriageSettings;
+use unseen_model::{format_duration, format_rfc3339, Windows, SEED_RULE};
 use unseen_normalize::KeyMode;
 use unseen_sinks::{SinkConfig, SinkError};
 use unseen_store::{StateStore, StoreError};
@@ -49,6 +50,8 @@ pub use http::PATH as HTTP_PATH;
 /// Everything `serve` is told, already validated.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// How findings are grouped into incidents and scored (default mode).
+    pub triage: TriageSettings,
     pub windows: Windows,
     pub mode: KeyMode,
     /// Record without reporting for this many seconds after the first start.
@@ -153,6 +156,8 @@ pub async fn run(
     let (committer, commit_task) = committer::start(
         store.clone(),
         committer::CommitConfig {
+            rule: SEED_RULE,
+            triage: config.triage,
             windows: config.windows,
             mode: config.mode.clone(),
             max_keys: config.limits.max_keys,

@@ -12,6 +12,7 @@ pub const REQUESTS: &str = "unseen_requests_total";
 pub const KEYS_TRACKED: &str = "unseen_keys_tracked";
 pub const KEYS_FORGOTTEN: &str = "unseen_keys_forgotten_total";
 pub const FINDINGS: &str = "unseen_findings_total";
+pub const INCIDENT_RECORDS: &str = "unseen_incident_records_total";
 pub const COMMIT_SECONDS: &str = "unseen_commit_duration_seconds";
 pub const COMMIT_FAILURES: &str = "unseen_commit_failures_total";
 pub const QUEUE_DEPTH: &str = "unseen_commit_queue_depth";
@@ -80,6 +81,11 @@ pub fn keys_forgotten(n: u64) {
 
 pub fn findings(n: u64) {
     metrics::counter!(FINDINGS).increment(n);
+}
+
+/// Incident records (opened or closed) appended to the outbox.
+pub fn incidents(n: u64) {
+    metrics::counter!(INCIDENT_RECORDS).increment(n);
 }
 
 pub fn learning(on: bool) {

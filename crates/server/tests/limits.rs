@@ -586,8 +586,10 @@ async fn strict_mode_needs_host_name() {
         message.contains("1 without `host.name`") && message.contains("strict mode"),
         "{message}"
     );
+    // Strict mode keys the image exactly as the point names it.
     let key = Key {
         host: "host-a".into(),
+        image: with.image.clone(),
         ..with.key()
     };
     assert!(store.get(&key).unwrap().is_some());

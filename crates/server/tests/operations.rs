@@ -454,9 +454,13 @@ async fn forgetting_runs_beside_the_commits_and_forgets_old_keys() {
             key: p.key(),
             time: p.time,
             host_name: None,
+            context: Default::default(),
+            image_raw: None,
         })
         .collect();
     let opts = ApplyOptions {
+        rule: unseen_model::SEED_RULE,
+        triage: Default::default(),
         windows: WINDOWS,
         mode: KeyMode::default(),
         now: newest,

@@ -290,6 +290,9 @@ async fn a_finding_carries_the_key_the_evidence_and_lateness() {
     let back = Pt::new("node-3", "returning", now - 60);
     let mut first = request(&[fresh.clone(), late.clone(), before.clone()]);
     add_attribute(&mut first, 0, "host.name", "collector-7");
+    add_attribute(&mut first, 0, "k8s.namespace.name", "payments");
+    add_attribute(&mut first, 0, "k8s.pod.name", "api-7d4b9c6f8d-x2x7q");
+    add_attribute(&mut first, 0, "container.image.tag", "1.2.3");
     let mut clients = Clients::new(&server).await;
     clients.send(&server, Transport::HttpProtobuf, &first).await;
     // Seven hours later than its last sighting: more than B − R, a new episode.
@@ -318,8 +321,25 @@ async fn a_finding_carries_the_key_the_evidence_and_lateness() {
     );
     assert_eq!(f["k8s.node.name"], "node-1");
     assert_eq!(f["k8s.cluster.name"], "test");
-    assert_eq!(f["container.image.name"], "fresh");
+    assert_eq!(
+        f["container.image.name"], "docker.io/library/fresh",
+        "default mode keys the image's canonical reference"
+    );
+    assert_eq!(f["image"]["raw"], "fresh");
+    assert_eq!(f["image"]["registry"], "docker.io");
+    assert_eq!(f["image"]["repository"], "library/fresh");
+    assert_eq!(f["image"]["tag"], "1.2.3");
     assert_eq!(f["host.name"], "collector-7");
+    // Workload context from the opening point; absent attributes are null.
+    assert_eq!(f["k8s.namespace.name"], "payments");
+    assert_eq!(f["k8s.pod.name"], "api-7d4b9c6f8d-x2x7q");
+    assert_eq!(f["container.image.tag"], "1.2.3");
+    assert_eq!(f["k8s.pod.uid"], serde_json::Value::Null);
+    assert_eq!(f["workload"]["kind"], "Deployment");
+    assert_eq!(f["workload"]["name"], "api");
+    assert_eq!(f["workload"]["derived"], true);
+    assert_eq!(f["scope"], "fleet");
+    assert!(f["incident_id"].is_string());
     assert_eq!(f["first_seen"], unseen_model::format_rfc3339(fresh.time));
     assert_eq!(f["previous_seen"], serde_json::Value::Null);
     assert_eq!(f["late"], false);
@@ -327,6 +347,18 @@ async fn a_finding_carries_the_key_the_evidence_and_lateness() {
     let f = &findings[&late.finding_id()];
     assert_eq!(f["late"], true);
     assert_eq!(f["host.name"], serde_json::Value::Null);
+    for field in [
+        "k8s.namespace.name",
+        "k8s.pod.name",
+        "container.image.tag",
+        "workload",
+    ] {
+        assert_eq!(
+            f[field],
+            serde_json::Value::Null,
+            "{field} is absent, so null"
+        );
+    }
 
     assert!(findings.contains_key(&before.finding_id()));
     let f = &findings[&back.finding_id()];

@@ -38,7 +38,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use unseen_findings::Finding;
+use unseen_findings::Record;
 use unseen_store::StateStore;
 
 use crate::{set_pending_gauge, Failure, SinkError};
@@ -130,6 +130,11 @@ impl FileSink {
             return Ok(0);
         };
         let buf = json_lines(&batch);
+        if buf.is_empty() {
+            // Only incidents: nothing to write, and nothing to recover after a crash.
+            store.ack(name, last_seq).map_err(SinkError::from)?;
+            return Ok(batch.len());
+        }
         let path = &self.path;
         let Some(file) = self.file.as_mut() else {
             // ensure_ready opened it.
@@ -191,9 +196,11 @@ impl StdoutSink {
     }
 }
 
-fn json_lines(batch: &[(u64, Finding)]) -> Vec<u8> {
+/// The findings of a batch as JSON lines. The file and stdout carry findings only: the
+/// incidents in the outbox are for the alerting sinks, and are passed over here.
+fn json_lines(batch: &[(u64, Record)]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(batch.len() * 1024);
-    for (_, finding) in batch {
+    for finding in batch.iter().filter_map(|(_, r)| r.finding()) {
         buf.extend_from_slice(finding.to_json_line().as_bytes());
         buf.push(b'\n');
     }
@@ -314,7 +321,10 @@ fn recover(
         return Ok(done);
     };
     let pending = store.pending(name, RECOVERY_SCAN)?;
-    if let Some(i) = pending.iter().position(|(_, f)| f.finding_id == id) {
+    if let Some(i) = pending
+        .iter()
+        .position(|(_, r)| r.finding().is_some_and(|f| f.finding_id == id))
+    {
         store.ack(name, pending[i].0)?;
         done.skipped = i + 1;
         tracing::info!(

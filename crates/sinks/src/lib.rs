@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use unseen_findings::Finding;
+use unseen_findings::Record;
 use unseen_store::StateStore;
 
 use backoff::Backoff;
@@ -396,7 +396,7 @@ impl Task {
     async fn webhook_step(&self, hook: &mut WebhookSink) -> Result<usize, Failure> {
         let name = self.name;
         let limit = hook.batch_limit();
-        let batch: Vec<(u64, Finding)> = self
+        let batch: Vec<(u64, Record)> = self
             .blocking(move |store| {
                 let batch = store.pending(name, limit).map_err(SinkError::from)?;
                 set_pending_gauge(store, name, batch.len(), limit);

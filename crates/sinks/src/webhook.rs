@@ -1,10 +1,13 @@
-//! The webhook: findings POSTed as JSON, at least once.
+//! The webhook: incidents (or, in strict mode, findings) POSTed as JSON, at least once.
 //!
 //! # The request
 //!
 //! `POST <url>` with `Content-Type: application/json` and a body that is a JSON
-//! **array** of findings (at most [`WEBHOOK_BATCH`]), oldest first, each exactly the
-//! object of a findings-file line. One request per batch rather than per finding: a
+//! **array** of records (at most [`WEBHOOK_BATCH`]), oldest first. In default mode these
+//! are incidents (`docs/triage.md`): each is sent when it opens and again, with the same
+//! `incident_id` and `state: "closed"`, when it closes; a finding reaches the webhook
+//! through its incident, not alone ([`alerts`]). In strict mode each record is a finding,
+//! exactly the object of a findings-file line. One request per batch rather than per finding: a
 //! backlog after an outage drains in few requests. A receiver that answers 2xx has
 //! taken the whole batch.
 //!
@@ -14,7 +17,8 @@
 //! connection, a timeout, any other status) leaves it pending and it is sent again, so
 //! a receiver can see a finding more than once: after a retry of a request it actually
 //! processed, or after a crash between its 2xx and the ack. Each finding's `finding_id`
-//! is deterministic; receivers de-duplicate on it (an upsert keyed by it is enough).
+//! and each incident's (`incident_id`, `state`) is deterministic; receivers de-duplicate
+//! on it (an upsert keyed by it is enough).
 //!
 //! # Retries
 //!
@@ -39,9 +43,19 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use unseen_findings::Finding;
+use unseen_findings::Record;
 
 use crate::{Failure, SinkError};
+
+/// What an alerting sink receives: incidents (opened, then closed), and the findings
+/// that belong to none (strict mode keeps the seed's one alert per finding). A
+/// default-mode finding reaches people through its incident.
+pub fn alerts(record: &Record) -> bool {
+    match record {
+        Record::Incident(_) => true,
+        Record::Finding(f) => f.triage.is_none(),
+    }
+}
 
 /// Findings per request.
 pub const WEBHOOK_BATCH: usize = 100;
@@ -98,8 +112,11 @@ impl WebhookSink {
     }
 
     /// POSTs the batch once. `Ok` means the receiver answered 2xx.
-    pub(crate) async fn post(&mut self, batch: &[(u64, Finding)]) -> Result<(), Failure> {
-        let findings: Vec<&Finding> = batch.iter().map(|(_, f)| f).collect();
+    pub(crate) async fn post(&mut self, batch: &[(u64, Record)]) -> Result<(), Failure> {
+        let findings: Vec<&Record> = batch.iter().map(|(_, r)| r).filter(|r| alerts(r)).collect();
+        if findings.is_empty() {
+            return Ok(());
+        }
         let body = serde_json::to_vec(&findings)
             .map_err(|e| self.transient(format!("cannot encode findings: {e}")))?;
         let response = self

@@ -9,11 +9,11 @@
 //! The windows are small ([`WINDOWS`]: B − R = 900 s) so that the cases read easily.
 
 use unseen_detect::KeyState;
-use unseen_findings::{finding_id, Finding};
-use unseen_model::{format_rfc3339, UnixSecs, Windows, SEED_RULE};
+use unseen_findings::{finding_id, Finding, IncidentKind, IncidentState, Scope, TriageSettings};
+use unseen_model::{format_rfc3339, OwnedContext, UnixSecs, Windows, SEED_RULE};
 use unseen_normalize::{Key, KeyMode};
 
-use crate::{Applied, ApplyOptions, Refusal, Sighting, StateStore, StoreError};
+use crate::{Applied, ApplyOptions, Record, Refusal, Sighting, StateStore, StoreError};
 
 /// A factory of fresh, empty stores.
 pub type Make<'a> = &'a mut dyn FnMut() -> Box<dyn StateStore>;
@@ -44,14 +44,24 @@ pub fn sighting(key: &Key, time: UnixSecs) -> Sighting {
         key: key.clone(),
         time,
         host_name: None,
+        context: OwnedContext::default(),
+        image_raw: None,
     }
 }
 
-/// Reporting, default key mode, no key cap, [`WINDOWS`].
+/// Reporting, strict key mode, no key cap, [`WINDOWS`]. Strict mode: these checks are
+/// about the rule and the outbox, where the modes do not differ, and in strict mode each
+/// episode is one record of the log (no incidents in between); the triage checks
+/// ([`triage_opts`]) use default mode.
 pub fn opts(now: UnixSecs) -> ApplyOptions {
     ApplyOptions {
+        rule: SEED_RULE,
+        triage: TriageSettings::default(),
         windows: WINDOWS,
-        mode: KeyMode::default(),
+        mode: KeyMode {
+            strict: true,
+            cluster_name: None,
+        },
         now,
         report: true,
         max_keys: u64::MAX,
@@ -65,9 +75,10 @@ fn apply(store: &dyn StateStore, batch: &[Sighting], opts: &ApplyOptions) -> App
 /// (key, first_seen, previous_seen, late) of each finding.
 fn opened(applied: &Applied) -> Vec<(String, String, Option<String>, bool)> {
     applied
-        .findings
+        .records
         .iter()
-        .map(|(_, f)| {
+        .filter_map(|(_, r)| r.finding())
+        .map(|f| {
             (
                 f.image.clone(),
                 f.first_seen.clone(),
@@ -99,7 +110,7 @@ fn state(last_seen: UnixSecs, episode_start: UnixSecs) -> Option<KeyState> {
     })
 }
 
-fn seqs(findings: &[(u64, Finding)]) -> Vec<u64> {
+fn seqs(findings: &[(u64, Record)]) -> Vec<u64> {
     findings.iter().map(|(seq, _)| *seq).collect()
 }
 
@@ -117,11 +128,11 @@ pub fn first_sighting_opens_an_episode(make: Make) {
     let out = apply(&*store, &batch, &opts(10_005));
     assert!(out.refused.is_empty());
     assert_eq!(out.keys, 1);
-    assert_eq!(seqs(&out.findings), [1], "sequence numbers start at 1");
-    let f = &out.findings[0].1;
+    assert_eq!(seqs(&out.records), [1], "sequence numbers start at 1");
+    let f = out.records[0].1.finding().expect("a finding");
     assert_eq!(f.finding_id, finding_id(&SEED_RULE, &a, 10_000));
     assert_eq!(f.rule.id, SEED_RULE.id);
-    assert_eq!(f.mode, "default");
+    assert_eq!(f.mode, "strict");
     assert_eq!(f.detected_at, format_rfc3339(10_005));
     assert_eq!(
         (&f.host, &f.cluster, &f.node, &f.image),
@@ -145,10 +156,10 @@ pub fn a_sighting_within_the_gap_continues(make: Make) {
     let a = key(1);
     apply(&*store, &[sighting(&a, 10_000)], &opts(10_000));
     let out = apply(&*store, &[sighting(&a, 10_000 + GAP)], &opts(10_000 + GAP));
-    assert_eq!(out.findings, [], "a gap of exactly B − R continues");
+    assert_eq!(out.records, [], "a gap of exactly B − R continues");
     assert_eq!(store.get(&a).unwrap(), state(10_000 + GAP, 10_000));
     let out = apply(&*store, &[sighting(&a, 10_001 + GAP)], &opts(10_001 + GAP));
-    assert_eq!(out.findings, []);
+    assert_eq!(out.records, []);
     assert_eq!(store.get(&a).unwrap(), state(10_001 + GAP, 10_000));
 }
 
@@ -161,9 +172,15 @@ pub fn a_sighting_after_the_gap_opens_an_episode_with_previous_seen(make: Make) 
     let t = 10_001 + GAP;
     let out = apply(&*store, &[sighting(&a, t)], &opts(t));
     assert_eq!(opened(&out), [expect(&a, t, Some(10_000), false)]);
-    assert_eq!(seqs(&out.findings), [2]);
-    assert_eq!(out.findings[0].1.finding_id, finding_id(&SEED_RULE, &a, t));
-    assert_ne!(out.findings[0].1.finding_id, first.findings[0].1.finding_id);
+    assert_eq!(seqs(&out.records), [2]);
+    assert_eq!(
+        out.records[0].1.finding().unwrap().finding_id,
+        finding_id(&SEED_RULE, &a, t)
+    );
+    assert_ne!(
+        out.records[0].1.finding().unwrap().finding_id,
+        first.records[0].1.finding().unwrap().finding_id
+    );
     assert_eq!(store.get(&a).unwrap(), state(t, t));
     assert_eq!(out.keys, 1);
 }
@@ -176,7 +193,7 @@ pub fn out_of_order_points_never_open_nor_move_state_back(make: Make) {
     apply(&*store, &[sighting(&a, 20_000)], &opts(20_000));
     for t in [20_000, 19_999, 20_000 - GAP, 20_000 - GAP - 1, 1_000] {
         let out = apply(&*store, &[sighting(&a, t)], &opts(20_010));
-        assert_eq!(out.findings, [], "point at {t}");
+        assert_eq!(out.records, [], "point at {t}");
         assert_eq!(
             store.get(&a).unwrap(),
             state(20_000, 20_000),
@@ -225,7 +242,7 @@ pub fn learning_records_state_without_findings(make: Make) {
         &[sighting(&a, 10_000), sighting(&b, 10_000)],
         &learning,
     );
-    assert_eq!(out.findings, []);
+    assert_eq!(out.records, []);
     assert_eq!(out.keys, 2);
     assert_eq!(store.get(&a).unwrap(), state(10_000, 10_000));
     assert_eq!(store.newest_point().unwrap(), Some(10_000));
@@ -233,11 +250,11 @@ pub fn learning_records_state_without_findings(make: Make) {
     assert_eq!(store.log_len().unwrap(), 0);
     // Reporting: a key known from learning continues; after a gap, it reopens.
     let out = apply(&*store, &[sighting(&a, 10_100)], &opts(10_100));
-    assert_eq!(out.findings, []);
+    assert_eq!(out.records, []);
     let t = 10_101 + GAP;
     let out = apply(&*store, &[sighting(&a, t)], &opts(t));
     assert_eq!(opened(&out), [expect(&a, t, Some(10_100), false)]);
-    assert_eq!(seqs(&out.findings), [1]);
+    assert_eq!(seqs(&out.records), [1]);
     assert_eq!(seqs(&store.pending("s", 10).unwrap()), [1]);
 }
 
@@ -322,7 +339,7 @@ pub fn same_key_several_times_in_one_batch(make: Make) {
             expect(&a, 3_000, Some(1_500), false),
         ]
     );
-    assert_eq!(seqs(&out.findings), [1, 2]);
+    assert_eq!(seqs(&out.records), [1, 2]);
     assert_eq!(store.get(&a).unwrap(), state(3_100, 3_000));
     assert_eq!(out.keys, 1);
 
@@ -341,7 +358,7 @@ pub fn same_key_several_times_in_one_batch(make: Make) {
         &one,
     );
     assert_eq!(out.refused, [(2, Refusal::KeyCapReached)]);
-    assert_eq!(out.findings.len(), 1);
+    assert_eq!(out.records.len(), 1);
 }
 
 /// The same key and episode start give the same finding id in every store, at any
@@ -362,13 +379,15 @@ pub fn finding_ids_are_deterministic(make: Make) {
             ..opts(now)
         };
         let out = apply(store, &batch, &o);
-        for (_, f) in &out.findings {
+        let findings: Vec<&Finding> = out
+            .records
+            .iter()
+            .filter_map(|(_, r)| r.finding())
+            .collect();
+        for f in &findings {
             assert_eq!(f.mode, if strict { "strict" } else { "default" });
         }
-        out.findings
-            .into_iter()
-            .map(|(_, f)| f.finding_id)
-            .collect()
+        findings.into_iter().map(|f| f.finding_id.clone()).collect()
     };
     let first = ids(&*make(), 6_000, false);
     let second = ids(&*make(), 90_000, true);
@@ -433,10 +452,10 @@ pub fn a_new_sink_starts_at_the_end(make: Make) {
     store.register_sink("s").unwrap();
     assert_eq!(store.pending("s", 10).unwrap(), []);
     let out = apply(&*store, &[sighting(&key(2), 1_000)], &opts(1_000));
-    assert_eq!(seqs(&out.findings), [2]);
+    assert_eq!(seqs(&out.records), [2]);
     let pending = store.pending("s", 10).unwrap();
     assert_eq!(
-        pending, out.findings,
+        pending, out.records,
         "pending gives back what apply returned"
     );
     store.register_sink("s").unwrap();
@@ -465,7 +484,7 @@ pub fn pending_and_ack(make: Make) {
     assert_eq!(store.pending("s", 10).unwrap(), []);
     store.ack("s", 100).unwrap();
     let out = apply(&*store, &[sighting(&key(9), 1_000)], &opts(1_000));
-    assert_eq!(seqs(&out.findings), [4]);
+    assert_eq!(seqs(&out.records), [4]);
     assert_eq!(
         seqs(&store.pending("s", 10).unwrap()),
         [4],
@@ -492,7 +511,7 @@ pub fn sinks_are_independent_and_the_log_is_pruned(make: Make) {
     store.ack("b", 3).unwrap();
     assert_eq!(store.log_len().unwrap(), 0);
     let out = apply(&*store, &[sighting(&key(4), 1_000)], &opts(1_000));
-    assert_eq!(seqs(&out.findings), [4], "numbers go on after pruning");
+    assert_eq!(seqs(&out.records), [4], "numbers go on after pruning");
     assert_eq!(seqs(&store.pending("a", 10).unwrap()), [4]);
     // A removed sink no longer holds the log.
     store.ack("a", 4).unwrap();
@@ -552,6 +571,239 @@ pub fn an_empty_batch_changes_nothing(make: Make) {
     assert_eq!(store.newest_point().unwrap(), Some(300));
 }
 
+/// Default mode with a 300 s rollout window and a 1,000 s digest window.
+pub fn triage_opts(now: UnixSecs) -> ApplyOptions {
+    ApplyOptions {
+        mode: KeyMode::default(),
+        triage: TriageSettings {
+            rollout_window: 300,
+            digest_window: 1_000,
+            ..TriageSettings::default()
+        },
+        ..opts(now)
+    }
+}
+
+fn on(cluster: &str, node: &str, image: &str) -> Key {
+    Key {
+        host: node.into(),
+        cluster: cluster.into(),
+        node: node.into(),
+        image: image.into(),
+    }
+}
+
+fn findings_of(applied: &Applied) -> Vec<Finding> {
+    applied
+        .records
+        .iter()
+        .filter_map(|(_, r)| r.finding().cloned())
+        .collect()
+}
+
+fn incidents_of(applied: &Applied) -> Vec<unseen_findings::Incident> {
+    applied
+        .records
+        .iter()
+        .filter_map(|(_, r)| r.incident().cloned())
+        .collect()
+}
+
+/// A new image rolled out to several nodes is one incident: its first episode is
+/// fleet scope and opens it (sent at once, after the finding), the others join it, and
+/// it closes with every member once the stream passes its window.
+pub fn a_rollout_is_one_incident(make: Make) {
+    let store = make();
+    let image = "registry.example/team/new-api";
+    let first = apply(
+        &*store,
+        &[sighting(&on("a", "n1", image), 10_000)],
+        &triage_opts(10_000),
+    );
+    let f = &findings_of(&first)[0];
+    let t = f.triage.as_ref().expect("default mode triages");
+    assert_eq!(t.scope, Scope::Fleet);
+    assert!(t.registry_new, "first image of its registry");
+    let opened = incidents_of(&first);
+    assert_eq!(opened.len(), 1, "opened with its first member");
+    assert_eq!(
+        (opened[0].kind, opened[0].state, opened[0].scope),
+        (IncidentKind::Image, IncidentState::Open, Scope::Fleet)
+    );
+    assert_eq!(opened[0].findings, [f.finding_id.clone()]);
+    assert_eq!(
+        t.incident_id.as_deref(),
+        Some(opened[0].incident_id.as_str())
+    );
+    assert!(
+        matches!(first.records[1].1, Record::Incident(_)),
+        "finding first, then its incident"
+    );
+
+    let rest: Vec<Sighting> = (2..=5)
+        .map(|n| sighting(&on("a", &format!("n{n}"), image), 10_060))
+        .collect();
+    let more = apply(&*store, &rest, &triage_opts(10_060));
+    assert!(incidents_of(&more).is_empty(), "joining sends nothing");
+    assert_eq!(findings_of(&more).len(), 4);
+    for f in findings_of(&more) {
+        let t = f.triage.unwrap();
+        assert_eq!(
+            t.scope,
+            Scope::Node,
+            "the image runs elsewhere in the cluster now"
+        );
+        assert_eq!(
+            t.incident_id.as_deref(),
+            Some(opened[0].incident_id.as_str())
+        );
+    }
+    // Still within the window: nothing closes.
+    let quiet = apply(
+        &*store,
+        &[sighting(&on("a", "n1", image), 10_299)],
+        &triage_opts(10_299),
+    );
+    assert!(quiet.records.is_empty());
+    let end = apply(
+        &*store,
+        &[sighting(&on("a", "n1", image), 10_300)],
+        &triage_opts(10_300),
+    );
+    let closed = incidents_of(&end);
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].incident_id, opened[0].incident_id);
+    assert_eq!(closed[0].state, IncidentState::Closed);
+    assert_eq!(closed[0].finding_count, 5);
+    assert_eq!(closed[0].nodes.len(), 5);
+}
+
+/// Scope, new nodes and digests: a known image on another node of its cluster is node
+/// scope and goes to the cluster's digest; an image known only in another cluster is
+/// cluster scope with an incident of its own; a node's first sighting opens a
+/// `new_node` incident that its further images join.
+pub fn scopes_new_nodes_and_digests(make: Make) {
+    let store = make();
+    let known = "registry.example/team/web";
+    let elsewhere = "registry.example/team/batch";
+    // Learned, not reported: the fleet runs `known` on a1, `other` on a2, `elsewhere` in b.
+    let learn = ApplyOptions {
+        report: false,
+        ..triage_opts(1_000)
+    };
+    apply(
+        &*store,
+        &[
+            sighting(&on("a", "a1", known), 1_000),
+            sighting(&on("a", "a2", "registry.example/team/other"), 1_000),
+            sighting(&on("b", "b1", elsewhere), 1_000),
+        ],
+        &learn,
+    );
+    let out = apply(
+        &*store,
+        &[
+            sighting(&on("a", "a2", known), 1_100),
+            sighting(&on("a", "a2", elsewhere), 1_100),
+            sighting(&on("a", "a9", known), 1_100),
+            sighting(&on("a", "a9", "registry.example/team/other"), 1_150),
+        ],
+        &triage_opts(1_150),
+    );
+    let f = findings_of(&out);
+    let scope = |i: usize| f[i].triage.as_ref().unwrap().scope;
+    assert_eq!(
+        (scope(0), scope(1), scope(2), scope(3)),
+        (Scope::Node, Scope::Cluster, Scope::Node, Scope::Node)
+    );
+    let opened = incidents_of(&out);
+    let kinds: Vec<IncidentKind> = opened.iter().map(|i| i.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            IncidentKind::Digest,
+            IncidentKind::Image,
+            IncidentKind::NewNode
+        ],
+        "one incident each, opened in the order of their first members"
+    );
+    assert_eq!(opened[1].cluster.as_deref(), Some("a"));
+    assert_eq!(opened[0].severity, "low");
+    let incident = |i: usize| f[i].triage.as_ref().unwrap().incident_id.clone().unwrap();
+    assert_eq!(
+        incident(2),
+        incident(3),
+        "the new node's images join its incident"
+    );
+    assert_eq!(incident(2), opened[2].incident_id);
+    // Within the rollout window, the cluster incident of the image takes its next
+    // episode in the cluster.
+    let later = apply(
+        &*store,
+        &[sighting(&on("a", "a1", elsewhere), 1_200)],
+        &triage_opts(1_200),
+    );
+    assert!(incidents_of(&later).is_empty());
+    assert_eq!(
+        findings_of(&later)[0]
+            .triage
+            .as_ref()
+            .unwrap()
+            .incident_id
+            .as_deref(),
+        Some(opened[1].incident_id.as_str()),
+    );
+    // Past it, a node-scope episode goes to the digest of its window.
+    let digest = apply(
+        &*store,
+        &[sighting(
+            &on("a", "a1", "registry.example/team/other"),
+            1_500,
+        )],
+        &triage_opts(1_500),
+    );
+    assert_eq!(
+        findings_of(&digest)[0]
+            .triage
+            .as_ref()
+            .unwrap()
+            .incident_id
+            .as_deref(),
+        Some(opened[0].incident_id.as_str()),
+    );
+}
+
+/// Default-mode findings carry the point's evidence; strict mode has none of it.
+pub fn evidence_is_kept_with_the_episode(make: Make) {
+    let store = make();
+    let mut context = unseen_model::Context::default();
+    context.0[unseen_model::ctx::NAMESPACE] = Some("payments");
+    context.0[unseen_model::ctx::POD_NAME] = Some("api-7d4b9c6f8d-x2x7q");
+    context.0[unseen_model::ctx::IMAGE_TAG] = Some("1.4.2");
+    let s = Sighting {
+        context: OwnedContext::new(&context),
+        image_raw: Some("Registry.Example/team/api:1.4.2".into()),
+        ..sighting(&on("a", "n1", "registry.example/team/api"), 5_000)
+    };
+    let out = apply(&*store, std::slice::from_ref(&s), &triage_opts(5_000));
+    let t = findings_of(&out)[0].triage.clone().unwrap();
+    assert_eq!(t.namespace.as_deref(), Some("payments"));
+    assert_eq!(t.pod_name.as_deref(), Some("api-7d4b9c6f8d-x2x7q"));
+    assert_eq!(t.pod_uid, None, "absent is null, never invented");
+    assert_eq!(t.image_tag.as_deref(), Some("1.4.2"));
+    let w = t.workload.unwrap();
+    assert_eq!(
+        (w.kind.as_deref(), w.name.as_str(), w.derived),
+        (Some("Deployment"), "api", true)
+    );
+    assert_eq!(t.image.raw, "Registry.Example/team/api:1.4.2");
+    assert_eq!(t.image.registry.as_deref(), Some("registry.example"));
+    assert_eq!(t.image.repository.as_deref(), Some("team/api"));
+    let strict = make();
+    let out = apply(&*strict, &[s], &opts(5_000));
+    assert_eq!(findings_of(&out)[0].triage, None);
+}
+
 /// A check of the suite.
 pub type Check = fn(Make);
 
@@ -606,6 +858,12 @@ pub const ALL: &[(&str, Check)] = &[
         "an_empty_batch_changes_nothing",
         an_empty_batch_changes_nothing,
     ),
+    ("a_rollout_is_one_incident", a_rollout_is_one_incident),
+    ("scopes_new_nodes_and_digests", scopes_new_nodes_and_digests),
+    (
+        "evidence_is_kept_with_the_episode",
+        evidence_is_kept_with_the_episode,
+    ),
 ];
 
 /// Runs every check in turn; panics at the first failure, naming the check.
@@ -644,6 +902,9 @@ macro_rules! conformance_tests {
             unknown_sinks_are_errors,
             learning_started_at_is_set_once,
             an_empty_batch_changes_nothing,
+            a_rollout_is_one_incident,
+            scopes_new_nodes_and_digests,
+            evidence_is_kept_with_the_episode,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -50,22 +50,18 @@ pub use mem::MemStore;
 pub use redb_store::{RedbStore, FILE_NAME, SCHEMA_VERSION};
 
 use unseen_detect::KeyState;
-use unseen_findings::Finding;
-use unseen_model::{UnixSecs, Windows};
+use unseen_findings::{Decider, TriageSettings};
+pub use unseen_findings::{Record, Sighting};
+use unseen_model::{Rule, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyMode};
-
-/// One keyed sighting, ready for the rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sighting {
-    pub key: Key,
-    pub time: UnixSecs,
-    /// `host.name` on the point, kept as finding evidence.
-    pub host_name: Option<String>,
-}
 
 /// How a batch is applied.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// The rule, as data: its metadata and risk go into every finding.
+    pub rule: Rule,
+    /// How findings are grouped into incidents and scored (default mode).
+    pub triage: TriageSettings,
     pub windows: Windows,
     /// Key mode name written into findings.
     pub mode: KeyMode,
@@ -75,6 +71,20 @@ pub struct ApplyOptions {
     pub report: bool,
     /// New keys past this many tracked keys are refused.
     pub max_keys: u64,
+}
+
+impl ApplyOptions {
+    /// The decider every backend hands its sightings to.
+    pub fn decider(&self) -> Decider<'_> {
+        Decider {
+            rule: &self.rule,
+            mode: &self.mode,
+            windows: self.windows,
+            settings: &self.triage,
+            now: self.now,
+            report: self.report,
+        }
+    }
 }
 
 /// Why one sighting of a batch was refused by the store.
@@ -90,12 +100,31 @@ pub enum Refusal {
 /// pruning the log never makes a number be used again.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
-    /// Findings opened by the batch, in input order, with their log sequence numbers.
-    pub findings: Vec<(u64, Finding)>,
+    /// Records the batch appended to the log (findings, in input order, and the incidents
+    /// they opened or closed), with their log sequence numbers.
+    pub records: Vec<(u64, Record)>,
     /// Refused sightings: index into the batch, and why.
     pub refused: Vec<(usize, Refusal)>,
     /// Keys tracked after the batch.
     pub keys: u64,
+}
+
+impl Applied {
+    /// The findings among the records, in order.
+    pub fn findings(&self) -> impl Iterator<Item = &unseen_findings::Finding> {
+        self.records.iter().filter_map(|(_, r)| r.finding())
+    }
+
+    /// The findings among the records, owned, in order.
+    pub fn into_findings(self) -> Vec<unseen_findings::Finding> {
+        self.records
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                Record::Finding(f) => Some(*f),
+                Record::Incident(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// A store that cannot do what was asked. Messages say what to do.
@@ -116,8 +145,10 @@ pub enum StoreError {
 /// conformance suite (`conformance`) runs against each implementation.
 pub trait StateStore: Send + Sync {
     /// Applies a batch in one durable transaction: for each sighting in order, the
-    /// rule's `step` against the key's state; opened episodes (when `report`) become
-    /// findings appended to the log. Returns only after the transaction is durable.
+    /// rule's `step` against the key's state, then [`Decider::sighting`] (the image index,
+    /// findings, incidents); after the batch [`Decider::end_batch`]. The records produced
+    /// are appended to the log. Returns only after the transaction is durable, with the
+    /// triage state (index, open incidents) in the same transaction.
     ///
     /// A batch may hold the same key several times: each sighting sees the state left
     /// by the ones before it. A refused sighting (a new key at the key cap) changes
@@ -147,7 +178,7 @@ pub trait StateStore: Send + Sync {
     fn remove_sink(&self, sink: &str) -> Result<bool, StoreError>;
 
     /// Up to `limit` findings after `sink`'s cursor, oldest first.
-    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError>;
+    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Record)>, StoreError>;
 
     /// Moves `sink`'s cursor to `seq` (inclusive). Log entries every sink has passed
     /// may be deleted.

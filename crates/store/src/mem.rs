@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use unseen_detect::episode::{forgettable, step};
-use unseen_detect::{Detection, KeyState};
-use unseen_findings::Finding;
-use unseen_model::{UnixSecs, Windows, SEED_RULE};
+use unseen_detect::KeyState;
+use unseen_findings::{Record, TriageState};
+use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
 use crate::{Applied, ApplyOptions, Refusal, Sighting, StateStore, StoreError};
@@ -24,7 +24,8 @@ pub struct MemStore {
 #[derive(Debug, Default)]
 struct Inner {
     keys: BTreeMap<Key, KeyState>,
-    log: BTreeMap<u64, Finding>,
+    log: BTreeMap<u64, Record>,
+    triage: TriageState,
     /// The last sequence number handed out (0: none yet).
     last_seq: u64,
     sinks: BTreeMap<String, u64>,
@@ -44,6 +45,11 @@ impl Inner {
 impl MemStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The triage state (image index, open incidents).
+    pub fn triage(&self) -> Result<TriageState, StoreError> {
+        Ok(self.lock()?.triage.clone())
     }
 
     /// Every tracked key and its state, in key order.
@@ -66,7 +72,10 @@ impl MemStore {
 impl StateStore for MemStore {
     fn apply(&self, batch: &[Sighting], opts: &ApplyOptions) -> Result<Applied, StoreError> {
         let mut inner = self.lock()?;
+        let inner = &mut *inner;
+        let decider = opts.decider();
         let mut applied = Applied::default();
+        let mut records = Vec::new();
         for (i, s) in batch.iter().enumerate() {
             let prev = inner.keys.get(&s.key).copied();
             if prev.is_none() && inner.keys.len() as u64 >= opts.max_keys {
@@ -76,23 +85,16 @@ impl StateStore for MemStore {
             let st = step(prev, s.time, opts.now, &opts.windows);
             inner.keys.insert(s.key.clone(), st.state);
             inner.newest = Some(inner.newest.map_or(s.time, |n| n.max(s.time)));
-            if let (Some(episode), true) = (st.opened, opts.report) {
-                let detection = Detection {
-                    key: s.key.clone(),
-                    first_seen: s.time,
-                    last_seen: s.time,
-                    count: 1,
-                    previous_seen: episode.previous_seen,
-                    late: episode.late,
-                    host_name: s.host_name.clone(),
-                };
-                let finding =
-                    unseen_findings::build(&SEED_RULE, opts.mode.name(), &detection, opts.now);
-                inner.last_seq += 1;
-                let seq = inner.last_seq;
-                inner.log.insert(seq, finding.clone());
-                applied.findings.push((seq, finding));
-            }
+            decider.sighting(&mut inner.triage, s, st.opened, &mut records);
+        }
+        decider.end_batch(&mut inner.triage, inner.newest, &mut records);
+        // Nothing to write: the state is this memory.
+        inner.triage.index.clear_dirty();
+        inner.triage.incidents.clear_dirty();
+        for record in records {
+            inner.last_seq += 1;
+            inner.log.insert(inner.last_seq, record.clone());
+            applied.records.push((inner.last_seq, record));
         }
         applied.keys = inner.keys.len() as u64;
         Ok(applied)
@@ -115,6 +117,8 @@ impl StateStore for MemStore {
         inner
             .keys
             .retain(|_, state| !forgettable(state, newest, windows));
+        inner.triage.index.forget(newest, windows);
+        inner.triage.index.clear_dirty();
         Ok((before - inner.keys.len()) as u64)
     }
 
@@ -137,7 +141,7 @@ impl StateStore for MemStore {
         Ok(known)
     }
 
-    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError> {
+    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
         let inner = self.lock()?;
         let cursor = *inner.sinks.get(sink).ok_or_else(|| unknown(sink))?;
         Ok(inner

@@ -20,6 +20,7 @@ use std::fmt::Display;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::HashMap;
 use redb::{
@@ -27,9 +28,10 @@ use redb::{
     StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 use unseen_detect::episode::{forgettable, step};
-use unseen_detect::{Detection, KeyState};
-use unseen_findings::Finding;
-use unseen_model::{UnixSecs, Windows, SEED_RULE};
+use unseen_detect::KeyState;
+use unseen_findings::triage::IndexKey;
+use unseen_findings::{Incident, Incidents, Index, Record, TriageState};
+use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
 use crate::mem::unknown;
@@ -46,6 +48,10 @@ const KEYS: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("keys");
 const FINDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("findings");
 const SINKS: TableDefinition<&str, u64> = TableDefinition::new("sinks");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The triage's image index: [`IndexKey::encode`] → state (as in `keys`).
+const INDEX: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("image_index");
+/// Open incidents: group → the incident as JSON.
+const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_incidents");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
@@ -64,6 +70,11 @@ pub struct RedbStore {
     db: Database,
     path: PathBuf,
     forget_chunk: usize,
+    /// The triage state, in memory (it is per distinct image, not per key) and written
+    /// through: each `apply` writes what it changed in its own transaction. Loaded at
+    /// open; reloaded from the file after a failed transaction, so memory never runs
+    /// ahead of what is durable.
+    triage: Mutex<TriageState>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -99,8 +110,10 @@ impl RedbStore {
                 db,
                 path: path.clone(),
                 forget_chunk: FORGET_CHUNK,
+                triage: Mutex::new(TriageState::default()),
             };
             store.init()?;
+            store.reload_triage()?;
             Ok(store)
         }));
         opened.unwrap_or_else(|_| {
@@ -114,6 +127,52 @@ impl RedbStore {
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads the triage state from the file.
+    fn load_triage(&self) -> Result<TriageState, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let index = txn
+            .open_table(INDEX)
+            .map_err(self.backend("open image index"))?;
+        let mut entries = Vec::new();
+        for entry in index.iter().map_err(self.backend("read image index"))? {
+            let (k, v) = entry.map_err(self.backend("read image index"))?;
+            let key = IndexKey::decode(k.value())
+                .ok_or_else(|| self.incompatible("an image index entry is malformed"))?;
+            entries.push((key, decode_state(v.value())));
+        }
+        let open = txn
+            .open_table(INCIDENTS)
+            .map_err(self.backend("open incidents"))?;
+        let mut incidents = Vec::new();
+        for entry in open.iter().map_err(self.backend("read incidents"))? {
+            let (group, json) = entry.map_err(self.backend("read incidents"))?;
+            let incident: Incident = serde_json::from_slice(json.value())
+                .map_err(|e| self.incompatible(&format!("an open incident cannot be read: {e}")))?;
+            incidents.push((group.value().to_string(), incident));
+        }
+        Ok(TriageState {
+            index: Index::from_entries(entries),
+            incidents: Incidents::from_open(incidents),
+        })
+    }
+
+    fn reload_triage(&self) -> Result<(), StoreError> {
+        let loaded = self.load_triage()?;
+        *self.lock_triage()? = loaded;
+        Ok(())
+    }
+
+    fn lock_triage(&self) -> Result<MutexGuard<'_, TriageState>, StoreError> {
+        self.triage
+            .lock()
+            .map_err(|_| StoreError::Backend("triage state lock poisoned".into()))
+    }
+
+    /// The triage state (image index, open incidents), as the file has it.
+    pub fn triage(&self) -> Result<TriageState, StoreError> {
+        self.load_triage()
     }
 
     /// Every tracked key and its state, in key order. Reads the whole table: for tests,
@@ -176,6 +235,8 @@ impl RedbStore {
             txn.open_table(KEYS).map_err(|e| self.table_error(e))?;
             txn.open_table(FINDINGS).map_err(|e| self.table_error(e))?;
             txn.open_table(SINKS).map_err(|e| self.table_error(e))?;
+            txn.open_table(INDEX).map_err(|e| self.table_error(e))?;
+            txn.open_table(INCIDENTS).map_err(|e| self.table_error(e))?;
         }
         txn.commit().map_err(self.backend("commit"))
     }
@@ -328,94 +389,15 @@ impl StateStore for RedbStore {
                 ..Applied::default()
             });
         }
-        let txn = self.begin_write()?;
-        let mut applied = Applied::default();
-        {
-            let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-            let mut log = txn
-                .open_table(FINDINGS)
-                .map_err(self.backend("open findings"))?;
-            let mut meta = txn.open_table(META).map_err(self.backend("open meta"))?;
-            let read_meta = |meta: &redb::Table<&str, u64>, name| {
-                meta.get(name)
-                    .map(|v| v.map(|v| v.value()))
-                    .map_err(self.backend("read meta"))
-            };
-            let mut last_seq = read_meta(&meta, META_LAST_SEQ)?.unwrap_or(0);
-            let mut newest = read_meta(&meta, META_NEWEST_POINT)?.map(meta_to_secs);
-            let mut count = keys.len().map_err(self.backend("count keys"))?;
-            let mut encoded = Vec::with_capacity(256);
-            let mut json = Vec::with_capacity(1024);
-            // The states this batch changed, written to the table once at the end: a
-            // batch holds many sightings of each key (one per collection interval), and
-            // a B-tree read and write per sighting would cost several times more. A key
-            // repeated in the batch steps from the state its previous sighting left.
-            let mut touched: HashMap<Vec<u8>, KeyState> = HashMap::new();
-            for (i, s) in batch.iter().enumerate() {
-                encode_key(&s.key, &mut encoded);
-                let prev = match touched.get(encoded.as_slice()) {
-                    Some(state) => Some(*state),
-                    None => keys
-                        .get(encoded.as_slice())
-                        .map_err(self.backend("read key"))?
-                        .map(|v| decode_state(v.value())),
-                };
-                if prev.is_none() && count >= opts.max_keys {
-                    applied.refused.push((i, Refusal::KeyCapReached));
-                    continue;
-                }
-                let st = step(prev, s.time, opts.now, &opts.windows);
-                if prev != Some(st.state) {
-                    match touched.get_mut(encoded.as_slice()) {
-                        Some(state) => *state = st.state,
-                        None => {
-                            touched.insert(encoded.clone(), st.state);
-                        }
-                    }
-                    if prev.is_none() {
-                        count += 1;
-                    }
-                }
-                newest = Some(newest.map_or(s.time, |n| n.max(s.time)));
-                let (Some(episode), true) = (st.opened, opts.report) else {
-                    continue;
-                };
-                let detection = Detection {
-                    key: s.key.clone(),
-                    first_seen: s.time,
-                    last_seen: s.time,
-                    count: 1,
-                    previous_seen: episode.previous_seen,
-                    late: episode.late,
-                    host_name: s.host_name.clone(),
-                };
-                let finding =
-                    unseen_findings::build(&SEED_RULE, opts.mode.name(), &detection, opts.now);
-                json.clear();
-                serde_json::to_writer(&mut json, &finding)
-                    .map_err(self.backend("encode finding"))?;
-                last_seq += 1;
-                log.insert(last_seq, json.as_slice())
-                    .map_err(self.backend("append finding"))?;
-                applied.findings.push((last_seq, finding));
-            }
-            // Sorted, so that the B-tree is written in key order.
-            let mut touched: Vec<(Vec<u8>, KeyState)> = touched.into_iter().collect();
-            touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (key, state) in &touched {
-                keys.insert(key.as_slice(), &encode_state(state))
-                    .map_err(self.backend("write key"))?;
-            }
-            meta.insert(META_LAST_SEQ, last_seq)
-                .map_err(self.backend("write meta"))?;
-            if let Some(newest) = newest {
-                meta.insert(META_NEWEST_POINT, secs_to_meta(newest))
-                    .map_err(self.backend("write meta"))?;
-            }
-            applied.keys = count;
+        let mut triage = self.lock_triage()?;
+        let result = self.apply_locked(batch, opts, &mut triage);
+        if result.is_err() {
+            // The transaction did not commit: what the batch did to the in-memory triage
+            // state is not durable, so it is read back from the file.
+            drop(triage);
+            self.reload_triage()?;
         }
-        txn.commit().map_err(self.backend("commit"))?;
-        Ok(applied)
+        result
     }
 
     fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError> {
@@ -555,7 +537,7 @@ impl StateStore for RedbStore {
         Ok(true)
     }
 
-    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError> {
+    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
         let sinks = txn.open_table(SINKS).map_err(self.backend("open sinks"))?;
         let cursor = sinks
@@ -647,6 +629,133 @@ impl StateStore for RedbStore {
 }
 
 impl RedbStore {
+    /// [`StateStore::apply`] with the triage state locked: one write transaction for the
+    /// keys, the records and the triage state.
+    fn apply_locked(
+        &self,
+        batch: &[Sighting],
+        opts: &ApplyOptions,
+        triage: &mut TriageState,
+    ) -> Result<Applied, StoreError> {
+        let decider = opts.decider();
+        let txn = self.begin_write()?;
+        let mut applied = Applied::default();
+        {
+            let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+            let mut log = txn
+                .open_table(FINDINGS)
+                .map_err(self.backend("open findings"))?;
+            let mut meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+            let read_meta = |meta: &redb::Table<&str, u64>, name| {
+                meta.get(name)
+                    .map(|v| v.map(|v| v.value()))
+                    .map_err(self.backend("read meta"))
+            };
+            let mut last_seq = read_meta(&meta, META_LAST_SEQ)?.unwrap_or(0);
+            let mut newest = read_meta(&meta, META_NEWEST_POINT)?.map(meta_to_secs);
+            let mut count = keys.len().map_err(self.backend("count keys"))?;
+            let mut encoded = Vec::with_capacity(256);
+            let mut records = Vec::new();
+            // The states this batch changed, written to the table once at the end: a
+            // batch holds many sightings of each key (one per collection interval), and
+            // a B-tree read and write per sighting would cost several times more. A key
+            // repeated in the batch steps from the state its previous sighting left.
+            let mut touched: HashMap<Vec<u8>, KeyState> = HashMap::new();
+            for (i, s) in batch.iter().enumerate() {
+                encode_key(&s.key, &mut encoded);
+                let prev = match touched.get(encoded.as_slice()) {
+                    Some(state) => Some(*state),
+                    None => keys
+                        .get(encoded.as_slice())
+                        .map_err(self.backend("read key"))?
+                        .map(|v| decode_state(v.value())),
+                };
+                if prev.is_none() && count >= opts.max_keys {
+                    applied.refused.push((i, Refusal::KeyCapReached));
+                    continue;
+                }
+                let st = step(prev, s.time, opts.now, &opts.windows);
+                if prev != Some(st.state) {
+                    match touched.get_mut(encoded.as_slice()) {
+                        Some(state) => *state = st.state,
+                        None => {
+                            touched.insert(encoded.clone(), st.state);
+                        }
+                    }
+                    if prev.is_none() {
+                        count += 1;
+                    }
+                }
+                newest = Some(newest.map_or(s.time, |n| n.max(s.time)));
+                decider.sighting(triage, s, st.opened, &mut records);
+            }
+            decider.end_batch(triage, newest, &mut records);
+            let mut json = Vec::with_capacity(1024);
+            for record in records {
+                json.clear();
+                serde_json::to_writer(&mut json, &record)
+                    .map_err(self.backend("encode finding"))?;
+                last_seq += 1;
+                log.insert(last_seq, json.as_slice())
+                    .map_err(self.backend("append finding"))?;
+                applied.records.push((last_seq, record));
+            }
+            // Sorted, so that the B-tree is written in key order.
+            let mut touched: Vec<(Vec<u8>, KeyState)> = touched.into_iter().collect();
+            touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, state) in &touched {
+                keys.insert(key.as_slice(), &encode_state(state))
+                    .map_err(self.backend("write key"))?;
+            }
+            self.write_triage(&txn, triage)?;
+            meta.insert(META_LAST_SEQ, last_seq)
+                .map_err(self.backend("write meta"))?;
+            if let Some(newest) = newest {
+                meta.insert(META_NEWEST_POINT, secs_to_meta(newest))
+                    .map_err(self.backend("write meta"))?;
+            }
+            applied.keys = count;
+        }
+        txn.commit().map_err(self.backend("commit"))?;
+        Ok(applied)
+    }
+
+    /// Writes what changed in the triage state since it was last written.
+    fn write_triage(
+        &self,
+        txn: &WriteTransaction,
+        triage: &mut TriageState,
+    ) -> Result<(), StoreError> {
+        let mut index = txn
+            .open_table(INDEX)
+            .map_err(self.backend("open image index"))?;
+        for (key, state) in triage.index.take_dirty() {
+            let key = key.encode();
+            match state {
+                Some(state) => index
+                    .insert(key.as_slice(), &encode_state(&state))
+                    .map(drop),
+                None => index.remove(key.as_slice()).map(drop),
+            }
+            .map_err(self.backend("write image index"))?;
+        }
+        let mut open = txn
+            .open_table(INCIDENTS)
+            .map_err(self.backend("open incidents"))?;
+        for (group, incident) in triage.incidents.take_dirty() {
+            match incident {
+                Some(incident) => {
+                    let json =
+                        serde_json::to_vec(&incident).map_err(self.backend("encode incident"))?;
+                    open.insert(group.as_str(), json.as_slice()).map(drop)
+                }
+                None => open.remove(group.as_str()).map(drop),
+            }
+            .map_err(self.backend("write incidents"))?;
+        }
+        Ok(())
+    }
+
     /// Deletes the log entries every registered sink has passed (with no sink left,
     /// everything up to `last_seq`: a new sink starts at the end anyway).
     fn prune(

@@ -72,10 +72,14 @@ fn op(n: usize) -> Op {
                 key: key(k),
                 time: base - rng.below(600) as i64,
                 host_name: (k % 3 == 1).then(|| "collector-0".to_string()),
+                context: Default::default(),
+                image_raw: None,
             }
         })
         .collect();
     let o = ApplyOptions {
+        rule: unseen_model::SEED_RULE,
+        triage: Default::default(),
         report: n >= 6,
         max_keys: MAX_KEYS,
         ..opts(base + rng.below(400) as i64)
@@ -133,7 +137,7 @@ struct Snapshot {
     keys: u64,
     newest: Option<i64>,
     log_len: u64,
-    pending: Vec<(u64, unseen_findings::Finding)>,
+    pending: Vec<(u64, unseen_store::Record)>,
 }
 
 fn snapshot(

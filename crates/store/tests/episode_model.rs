@@ -64,9 +64,13 @@ fn through(
                 key: key(k),
                 time: t,
                 host_name: None,
+                context: Default::default(),
+                image_raw: None,
             })
             .collect();
         let opts = ApplyOptions {
+            rule: unseen_model::SEED_RULE,
+            triage: Default::default(),
             windows: *w,
             mode: KeyMode::default(),
             now,
@@ -74,7 +78,7 @@ fn through(
             max_keys: 1_000,
         };
         let applied = store.apply(&batch, &opts).unwrap();
-        for (_, f) in applied.findings {
+        for f in applied.into_findings() {
             let k = Key {
                 host: f.host,
                 cluster: f.cluster,

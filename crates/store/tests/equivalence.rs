@@ -70,6 +70,8 @@ fn batch_of(points: &[(usize, i64, bool)]) -> Vec<Sighting> {
             key: key(k),
             time,
             host_name: host.then(|| format!("collector-{k}")),
+            context: Default::default(),
+            image_raw: None,
         })
         .collect()
 }
@@ -171,10 +173,10 @@ proptest! {
                 rest = tail;
                 let batch: Vec<Sighting> = chunk
                     .iter()
-                    .map(|&(k, t)| Sighting { key: key(k), time: t, host_name: None })
+                    .map(|&(k, t)| Sighting { key: key(k), time: t, host_name: None, context: Default::default(), image_raw: None })
                     .collect();
                 let now = chunk.last().unwrap().1;
-                for (_, f) in store.apply(&batch, &opts(now)).unwrap().findings {
+                for f in store.apply(&batch, &opts(now)).unwrap().into_findings() {
                     let first = batch.iter().map(|s| s.time).find(|&t| format_rfc3339(t) == f.first_seen).unwrap();
                     prop_assert_eq!(f.late, now - first > WINDOWS.recent as i64);
                     prop_assert!(opened.insert((f.image, f.first_seen, f.previous_seen)), "reported twice");

@@ -329,14 +329,23 @@ pub fn send_until_acked(addr: &Mutex<SocketAddr>, body: &[u8], limit: Duration) 
 /// The findings file's `finding_id`s in order (duplicates kept). A line that is not a
 /// finding fails the test.
 pub fn file_ids(path: &Path) -> Vec<String> {
+    file_findings_field(path, "finding_id")
+}
+
+/// The incident of each line of a findings file, in order.
+pub fn file_incidents(path: &Path) -> Vec<String> {
+    file_findings_field(path, "incident_id")
+}
+
+fn file_findings_field(path: &Path, field: &str) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("a findings line is not JSON ({e}): {line}"));
-            v["finding_id"]
+            v[field]
                 .as_str()
-                .unwrap_or_else(|| panic!("no finding_id: {line}"))
+                .unwrap_or_else(|| panic!("no {field}: {line}"))
                 .to_string()
         })
         .collect()
@@ -427,12 +436,16 @@ fn serve_one(
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     assert_eq!(content_type, "application/json");
-    let findings: Vec<serde_json::Value> =
-        serde_json::from_slice(&body).expect("the webhook body is a JSON array of findings");
+    let records: Vec<serde_json::Value> =
+        serde_json::from_slice(&body).expect("the webhook body is a JSON array of records");
     {
         let mut ids = ids.lock().unwrap();
-        for f in findings {
-            ids.push(f["finding_id"].as_str().expect("finding_id").to_string());
+        // Incidents (default mode) as `<incident_id> <state>`, findings (strict mode) by id.
+        for r in records {
+            ids.push(match r["incident_id"].as_str() {
+                Some(incident) => format!("{incident} {}", r["state"].as_str().expect("state")),
+                None => r["finding_id"].as_str().expect("finding_id").to_string(),
+            });
         }
         *requests.lock().unwrap() += 1;
     }

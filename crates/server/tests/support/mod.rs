@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use unseen_detect::KeyState;
-use unseen_findings::Finding;
 use unseen_generate::{Churn, Generator, Params};
 use unseen_model::{UnixSecs, Windows, SEED_RULE};
 use unseen_normalize::{Key, KeyMode};
@@ -99,6 +98,7 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// cluster name, no learning, findings to a JSON-lines file, default limits.
 pub fn config(findings: &Path) -> Config {
     Config {
+        triage: Default::default(),
         windows: WINDOWS,
         mode: KeyMode::default(),
         learn: None,
@@ -522,14 +522,14 @@ impl Pt {
         }
     }
 
-    /// Its key in the default mode (host = node).
+    /// Its key in the default mode (host = node, the image's canonical reference).
     pub fn key(&self) -> Key {
         let node = self.node.clone().expect("a key needs a node");
         Key {
             host: node.clone(),
             cluster: self.cluster.clone().expect("a key needs a cluster"),
             node,
-            image: self.image.clone(),
+            image: unseen_normalize::image::canonical(&self.image, None).into_owned(),
         }
     }
 
@@ -865,7 +865,11 @@ impl StateStore for GatedStore {
     fn remove_sink(&self, sink: &str) -> Result<bool, StoreError> {
         self.inner.remove_sink(sink)
     }
-    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError> {
+    fn pending(
+        &self,
+        sink: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, unseen_store::Record)>, StoreError> {
         self.inner.pending(sink, limit)
     }
     fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {

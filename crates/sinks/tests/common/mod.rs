@@ -81,11 +81,15 @@ pub fn add_findings(store: &dyn StateStore, range: std::ops::Range<usize>) -> Ve
         .collect();
     let applied = store.apply(&batch, &opts(20_000)).expect("apply");
     assert_eq!(
-        applied.findings.len(),
+        applied.records.len(),
         batch.len(),
         "each key opens an episode"
     );
-    applied.findings.into_iter().map(|(_, f)| f).collect()
+    applied
+        .records
+        .into_iter()
+        .map(|(_, r)| r.finding().cloned().expect("strict mode: only findings"))
+        .collect()
 }
 
 pub fn ids(findings: &[Finding]) -> Vec<String> {
@@ -217,7 +221,11 @@ impl StateStore for FailingAck {
     fn remove_sink(&self, sink: &str) -> Result<bool, StoreError> {
         self.inner.remove_sink(sink)
     }
-    fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Finding)>, StoreError> {
+    fn pending(
+        &self,
+        sink: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, unseen_store::Record)>, StoreError> {
         self.inner.pending(sink, limit)
     }
     fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {

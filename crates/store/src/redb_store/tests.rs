@@ -29,7 +29,7 @@ fn state_log_cursors_and_learning_survive_reopen() {
                 &opts(1_200),
             )
             .unwrap();
-        assert_eq!(out.findings.len(), 3);
+        assert_eq!(out.records.len(), 3);
         store.ack("x", 2).unwrap();
         (store.states().unwrap(), store.pending("y", 10).unwrap())
     };
@@ -54,8 +54,8 @@ fn state_log_cursors_and_learning_survive_reopen() {
             &opts(1_300),
         )
         .unwrap();
-    assert_eq!(out.findings.len(), 1);
-    assert_eq!(out.findings[0].0, 4);
+    assert_eq!(out.records.len(), 1);
+    assert_eq!(out.records[0].0, 4);
     assert_eq!(store.get(&a).unwrap().unwrap().episode_start, 1_000);
 }
 
@@ -274,10 +274,10 @@ fn apply_of_10_000_new_then_known_keys() {
     let new: Vec<Sighting> = keys.iter().map(|k| sighting(k, 1_700_000_000)).collect();
     let known: Vec<Sighting> = keys.iter().map(|k| sighting(k, 1_700_000_060)).collect();
     let out = store.apply(&new, &opts(1_700_000_000)).unwrap();
-    assert_eq!(out.findings.len(), 10_000);
+    assert_eq!(out.records.len(), 10_000);
     assert_eq!(out.keys, 10_000);
     let out = store.apply(&known, &opts(1_700_000_060)).unwrap();
-    assert_eq!(out.findings.len(), 0);
+    assert_eq!(out.records.len(), 0);
     assert_eq!(store.key_count().unwrap(), 10_000);
     assert_eq!(store.log_len().unwrap(), 10_000);
     let mem = MemStore::new();

@@ -1,0 +1,233 @@
+//! The one place where a sighting's outcome becomes findings and incidents.
+//!
+//! Every store backend runs the rule's `step` per key and calls [`Decider::sighting`]
+//! with the result, then [`Decider::end_batch`]; `scan` calls [`Decider::batch`] with its
+//! detections. So the triage logic exists once, whatever keeps the state, and the same
+//! history gives the same findings and incidents everywhere.
+
+use serde::{Deserialize, Serialize};
+use unseen_detect::{Detection, Episode};
+use unseen_model::{OwnedContext, Rule, UnixSecs, Windows};
+use unseen_normalize::{Key, KeyMode};
+
+use crate::incident::{Assigned, Incident, Incidents};
+use crate::triage::{Index, TriageSettings};
+use crate::{build, Finding, Triage};
+
+/// One keyed sighting, ready for the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub key: Key,
+    pub time: UnixSecs,
+    /// `host.name` on the point, kept as finding evidence.
+    pub host_name: Option<String>,
+    /// The point's evidence attributes (empty in strict mode).
+    pub context: OwnedContext,
+    /// `container.image.name` as the point said it, when not the key's canonical image.
+    pub image_raw: Option<String>,
+}
+
+/// One entry of the findings outbox: what sinks deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Record {
+    Finding(Box<Finding>),
+    /// An incident, as opened or as closed (its `state` says which).
+    Incident(Box<Incident>),
+}
+
+impl Record {
+    pub fn finding(&self) -> Option<&Finding> {
+        match self {
+            Record::Finding(f) => Some(f),
+            Record::Incident(_) => None,
+        }
+    }
+
+    pub fn incident(&self) -> Option<&Incident> {
+        match self {
+            Record::Incident(i) => Some(i),
+            Record::Finding(_) => None,
+        }
+    }
+
+    /// One line of JSON, no trailing newline.
+    pub fn to_json_line(&self) -> String {
+        match self {
+            Record::Finding(f) => f.to_json_line(),
+            Record::Incident(i) => i.to_json_line(),
+        }
+    }
+}
+
+/// What the triage remembers beyond the keys: the image index and the open incidents.
+/// Stores persist it (in the transaction of the batch that changed it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TriageState {
+    pub index: Index,
+    pub incidents: Incidents,
+}
+
+/// How sightings are decided: the rule (as data), the key mode, the windows, the triage
+/// settings, and the clock of the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Decider<'a> {
+    pub rule: &'a Rule,
+    pub mode: &'a KeyMode,
+    pub windows: Windows,
+    pub settings: &'a TriageSettings,
+    /// When the batch arrived (decides `detected_at`).
+    pub now: UnixSecs,
+    /// False while learning: state is recorded, nothing is reported.
+    pub report: bool,
+}
+
+impl Decider<'_> {
+    /// One sighting that the store applied, with what the rule's `step` said of it.
+    /// Appends the records it produces to `out`, in order: a finding, then the incident
+    /// it opened, if any.
+    pub fn sighting(
+        &self,
+        state: &mut TriageState,
+        s: &Sighting,
+        opened: Option<Episode>,
+        out: &mut Vec<Record>,
+    ) {
+        if self.mode.strict {
+            // The seed's rule: no index, no incidents.
+            if let (Some(episode), true) = (opened, self.report) {
+                let finding = build(
+                    self.rule,
+                    self.mode.name(),
+                    &detection(s, episode),
+                    self.now,
+                );
+                out.push(Record::Finding(Box::new(finding)));
+            }
+            return;
+        }
+        let episode = opened.filter(|_| self.report);
+        // Read before the sighting is applied: what the fleet knew without it.
+        let novelty = episode.map(|_| state.index.novelty(&s.key, s.time, &self.windows));
+        state.index.observe(&s.key, s.time, &self.windows);
+        let (Some(episode), Some(novelty)) = (episode, novelty) else {
+            return;
+        };
+        let mut finding = build(
+            self.rule,
+            self.mode.name(),
+            &detection(s, episode),
+            self.now,
+        );
+        finding.risk_score = self.settings.risk.score(self.rule.risk.score, &novelty);
+        finding.triage = Some(Triage::new(
+            &s.key,
+            &s.context,
+            s.image_raw.as_deref(),
+            &novelty,
+        ));
+        let assigned = state.incidents.assign(
+            &mut finding,
+            &novelty,
+            s.time,
+            self.rule,
+            self.settings,
+            self.now,
+        );
+        out.push(Record::Finding(Box::new(finding)));
+        if let Assigned::Opened(incident) = assigned {
+            out.push(Record::Incident(Box::new(incident)));
+        }
+    }
+
+    /// After a batch: closes the incidents whose window the stream has passed
+    /// (`newest`, the newest point time applied so far).
+    pub fn end_batch(
+        &self,
+        state: &mut TriageState,
+        newest: Option<UnixSecs>,
+        out: &mut Vec<Record>,
+    ) {
+        if self.mode.strict {
+            return;
+        }
+        if let Some(newest) = newest {
+            for incident in state.incidents.close_due(newest) {
+                out.push(Record::Incident(Box::new(incident)));
+            }
+        }
+    }
+
+    /// A batch run's detections (contract section 3, at `self.now`) as findings. What the
+    /// fleet knew is what `known` lists, the (cluster, node, image) of every key with a
+    /// point in the baseline window; detections are then decided in order of their first
+    /// point, as a stream would have seen them.
+    pub fn batch<'k>(
+        &self,
+        detections: &[Detection],
+        known: impl IntoIterator<Item = (&'k str, &'k str, &'k str)>,
+    ) -> Vec<Finding> {
+        if self.mode.strict {
+            return detections
+                .iter()
+                .map(|d| build(self.rule, self.mode.name(), d, self.now))
+                .collect();
+        }
+        let mut state = TriageState::default();
+        // Known from the baseline window, which ends R before T: every finding's first
+        // point is within the gap of it.
+        let recent = i64::try_from(self.windows.recent).unwrap_or(i64::MAX);
+        let baseline_end = self.now.saturating_sub(recent).saturating_sub(1);
+        for (cluster, node, image) in known {
+            state
+                .index
+                .know(cluster, node, image, baseline_end, &self.windows);
+        }
+        let mut order: Vec<&Detection> = detections.iter().collect();
+        order.sort_by(|a, b| (a.first_seen, &a.key).cmp(&(b.first_seen, &b.key)));
+        let mut out = Vec::new();
+        for d in order {
+            let s = Sighting {
+                key: d.key.clone(),
+                time: d.first_seen,
+                host_name: d.host_name.clone(),
+                context: d.context.clone(),
+                image_raw: d.image_raw.clone(),
+            };
+            let episode = Episode {
+                first_seen: d.first_seen,
+                previous_seen: d.previous_seen,
+                late: d.late,
+            };
+            let before = out.len();
+            self.sighting(&mut state, &s, Some(episode), &mut out);
+            // The batch's own aggregate (count, last point) over the stream's first point.
+            for record in &mut out[before..] {
+                if let Record::Finding(f) = record {
+                    f.last_seen = unseen_model::format_rfc3339(d.last_seen);
+                    f.count = d.count;
+                }
+            }
+        }
+        out.into_iter()
+            .filter_map(|r| match r {
+                Record::Finding(f) => Some(*f),
+                Record::Incident(_) => None,
+            })
+            .collect()
+    }
+}
+
+fn detection(s: &Sighting, episode: Episode) -> Detection {
+    Detection {
+        key: s.key.clone(),
+        first_seen: s.time,
+        last_seen: s.time,
+        count: 1,
+        previous_seen: episode.previous_seen,
+        late: episode.late,
+        host_name: s.host_name.clone(),
+        context: s.context.clone(),
+        image_raw: s.image_raw.clone(),
+    }
+}

@@ -1,0 +1,557 @@
+//! What the fleet already knows, per distinct image: the novelty of an episode.
+//!
+//! The key and its episodes stay exactly the contract's (section 4); this is evidence on
+//! top. An episode of (cluster, node, image) is:
+//!
+//! - `node` scope when the image runs, or ran within B − R, elsewhere in the same cluster
+//!   (a rollout or a rescheduling put a known image on another node);
+//! - `cluster` scope when it is new to the cluster but known in another;
+//! - `fleet` scope when no cluster ran it within B − R.
+//!
+//! "Known" uses the rule's own gap: an image is known at `t` when some sighting of it (any
+//! node) is at most B − R before `t`, or later (out of order). Because the episode's own
+//! key had no sighting within B − R (that is what opened the episode), such a sighting is
+//! always another node's. Sightings are applied in order, so of the nodes that see a new
+//! image in the same second, the first one applied is `fleet` scope and the rest join it.
+//!
+//! The index is kept per distinct image, cluster image, registry and node, not per key:
+//! its size is the fleet's catalogue, not its containers (see BENCHMARKS.md).
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use hashbrown::{Equivalent, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use unseen_detect::KeyState;
+use unseen_model::{UnixSecs, Windows};
+use unseen_normalize::image::registry_of;
+use unseen_normalize::lookalike::look_alike;
+use unseen_normalize::Key;
+
+/// How far an episode's image is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Node,
+    Cluster,
+    Fleet,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Node => "node",
+            Scope::Cluster => "cluster",
+            Scope::Fleet => "fleet",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the index says about an episode, read before its own sighting is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Novelty {
+    pub scope: Scope,
+    /// The first image from its registry in the fleet (within B − R).
+    pub registry_new: bool,
+    /// For a fleet-new image: the known repository it is a near-miss of.
+    pub look_alike: Option<String>,
+    /// The node itself is new: this is its first sighting (within B − R).
+    pub new_node: bool,
+}
+
+/// Which part of the index an entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexKind {
+    /// (cluster, image)
+    ClusterImage = 1,
+    /// (image)
+    Image = 2,
+    /// (registry)
+    Registry = 3,
+    /// (cluster, node)
+    Node = 4,
+}
+
+impl IndexKind {
+    pub fn from_u8(b: u8) -> Option<IndexKind> {
+        Some(match b {
+            1 => IndexKind::ClusterImage,
+            2 => IndexKind::Image,
+            3 => IndexKind::Registry,
+            4 => IndexKind::Node,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the index: its kind and its parts (one or two strings).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexKey {
+    pub kind: IndexKind,
+    pub a: String,
+    /// Empty for one-part kinds.
+    pub b: String,
+}
+
+/// An [`IndexKey`] borrowed, so that a lookup allocates nothing (it runs for every
+/// sighting). Hashes exactly as the owned key.
+#[derive(Clone, Copy)]
+struct Probe<'a>(IndexKind, &'a str, &'a str);
+
+impl Hash for IndexKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Probe(self.kind, &self.a, &self.b).hash(state)
+    }
+}
+
+impl Hash for Probe<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.0 as u8);
+        self.1.hash(state);
+        self.2.hash(state);
+    }
+}
+
+impl Equivalent<IndexKey> for Probe<'_> {
+    fn equivalent(&self, key: &IndexKey) -> bool {
+        self.0 == key.kind && self.1 == key.a && self.2 == key.b
+    }
+}
+
+impl IndexKey {
+    fn new(kind: IndexKind, a: &str, b: &str) -> Self {
+        IndexKey {
+            kind,
+            a: a.to_string(),
+            b: b.to_string(),
+        }
+    }
+
+    /// A stable byte encoding (kind, then length-prefixed parts), for stores.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 8 + self.a.len() + self.b.len());
+        out.push(self.kind as u8);
+        for part in [&self.a, &self.b] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<IndexKey> {
+        let (&kind, mut rest) = bytes.split_first()?;
+        let kind = IndexKind::from_u8(kind)?;
+        let mut part = || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_be_bytes(*len) as usize;
+            let text = std::str::from_utf8(tail.get(..len)?).ok()?.to_string();
+            rest = &tail[len..];
+            Some(text)
+        };
+        let a = part()?;
+        let b = part()?;
+        Some(IndexKey { kind, a, b })
+    }
+}
+
+/// The fleet's knowledge, per distinct image, cluster image, registry and node: for each,
+/// the latest sighting and the start of its current run (a [`KeyState`], stepped with the
+/// rule's gap like a key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    entries: HashMap<IndexKey, KeyState>,
+    /// The images of `entries`, by registry and length: a fleet-new image is compared
+    /// (for look-alikes) only with images of its registry within two characters of its
+    /// length, so that a fleet's first day, when every image is new, is not quadratic.
+    by_length: HashMap<(String, usize), Vec<String>>,
+    /// Entries changed since the last [`Index::take_dirty`]: what a store must write.
+    dirty: HashSet<IndexKey>,
+}
+
+/// Whether `state` says "seen within B − R of `t`" (or after `t`).
+fn known(state: Option<&KeyState>, t: UnixSecs, windows: &Windows) -> bool {
+    let gap = i64::try_from(windows.gap()).unwrap_or(i64::MAX);
+    state.is_some_and(|s| s.last_seen >= t.saturating_sub(gap))
+}
+
+impl Index {
+    /// An index holding `entries` (a store loading what it persisted).
+    pub fn from_entries(entries: impl IntoIterator<Item = (IndexKey, KeyState)>) -> Self {
+        let mut index = Index {
+            entries: entries.into_iter().collect(),
+            ..Index::default()
+        };
+        let images: Vec<String> = index
+            .entries
+            .keys()
+            .filter(|k| k.kind == IndexKind::Image)
+            .map(|k| k.a.clone())
+            .collect();
+        for image in images {
+            index.add_image(image);
+        }
+        index
+    }
+
+    fn length_bucket(image: &str) -> Option<(String, usize)> {
+        let registry = registry_of(image)?;
+        Some((registry.to_string(), image.len()))
+    }
+
+    fn add_image(&mut self, image: String) {
+        if let Some(bucket) = Self::length_bucket(&image) {
+            self.by_length.entry(bucket).or_default().push(image);
+        }
+    }
+
+    fn remove_image(&mut self, image: &str) {
+        if let Some(bucket) = Self::length_bucket(image) {
+            if let Some(images) = self.by_length.get_mut(&bucket) {
+                images.retain(|i| i != image);
+                if images.is_empty() {
+                    self.by_length.remove(&bucket);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&IndexKey, &KeyState)> {
+        self.entries.iter()
+    }
+
+    /// The entries changed since the last call, with their new states (or `None` when
+    /// forgotten), for a store to write in the same transaction as the keys.
+    pub fn take_dirty(&mut self) -> Vec<(IndexKey, Option<KeyState>)> {
+        let mut dirty: Vec<IndexKey> = std::mem::take(&mut self.dirty).into_iter().collect();
+        dirty.sort_unstable();
+        dirty
+            .into_iter()
+            .map(|k| {
+                let state = self.entries.get(&k).copied();
+                (k, state)
+            })
+            .collect()
+    }
+
+    /// Forgets what changed without writing it anywhere (a store that keeps nothing).
+    pub fn clear_dirty(&mut self) {
+        self.dirty.clear();
+    }
+
+    fn get(&self, kind: IndexKind, a: &str, b: &str) -> Option<&KeyState> {
+        self.entries.get(&Probe(kind, a, b))
+    }
+
+    /// What the fleet knew about `key`'s image and node before a sighting at `t`.
+    pub fn novelty(&self, key: &Key, t: UnixSecs, windows: &Windows) -> Novelty {
+        let in_cluster = known(
+            self.get(IndexKind::ClusterImage, &key.cluster, &key.image),
+            t,
+            windows,
+        );
+        let in_fleet = known(self.get(IndexKind::Image, &key.image, ""), t, windows);
+        let scope = match (in_cluster, in_fleet) {
+            (true, _) => Scope::Node,
+            (false, true) => Scope::Cluster,
+            (false, false) => Scope::Fleet,
+        };
+        let registry_new = registry_of(&key.image)
+            .is_some_and(|r| !known(self.get(IndexKind::Registry, r, ""), t, windows));
+        let look_alike = match (scope, registry_of(&key.image)) {
+            (Scope::Fleet, Some(registry)) => {
+                // Images the fleet has run for at least R: what a typosquat imitates (and
+                // not the other new images of the same rollout or first day).
+                let recent = i64::try_from(windows.recent).unwrap_or(i64::MAX);
+                let established = |image: &str| {
+                    self.get(IndexKind::Image, image, "").is_some_and(|s| {
+                        known(Some(s), t, windows) && t.saturating_sub(s.episode_start) >= recent
+                    })
+                };
+                let len = key.image.len();
+                let candidates = (len.saturating_sub(2)..=len + 2)
+                    .filter_map(|l| self.by_length.get(&(registry.to_string(), l)))
+                    .flatten()
+                    .map(String::as_str)
+                    .filter(|image| established(image));
+                look_alike(&key.image, candidates).map(str::to_string)
+            }
+            _ => None,
+        };
+        let new_node = !known(
+            self.get(IndexKind::Node, &key.cluster, &key.node),
+            t,
+            windows,
+        );
+        Novelty {
+            scope,
+            registry_new,
+            look_alike,
+            new_node,
+        }
+    }
+
+    /// Applies a sighting of `key` at `t`.
+    pub fn observe(&mut self, key: &Key, t: UnixSecs, windows: &Windows) {
+        self.bump(
+            IndexKind::ClusterImage,
+            &key.cluster,
+            &key.image,
+            t,
+            windows,
+        );
+        self.bump(IndexKind::Image, &key.image, "", t, windows);
+        if let Some(registry) = registry_of(&key.image) {
+            self.bump(IndexKind::Registry, registry, "", t, windows);
+        }
+        self.bump(IndexKind::Node, &key.cluster, &key.node, t, windows);
+    }
+
+    /// Marks (cluster, node, image) as known at `t` without reading it first: what a batch
+    /// run knows from its baseline window.
+    pub fn know(&mut self, cluster: &str, node: &str, image: &str, t: UnixSecs, w: &Windows) {
+        let key = Key {
+            host: String::new(),
+            cluster: cluster.to_string(),
+            node: node.to_string(),
+            image: image.to_string(),
+        };
+        self.observe(&key, t, w);
+    }
+
+    fn bump(&mut self, kind: IndexKind, a: &str, b: &str, t: UnixSecs, windows: &Windows) {
+        // The common case, a known entry whose latest sighting is this one or later,
+        // changes nothing and allocates nothing.
+        let probe = Probe(kind, a, b);
+        let prev = self.entries.get(&probe).copied();
+        let next = unseen_detect::step(prev, t, t, windows).state;
+        if prev == Some(next) {
+            return;
+        }
+        match self.entries.get_mut(&probe) {
+            Some(state) => *state = next,
+            None => {
+                self.entries.insert(IndexKey::new(kind, a, b), next);
+                if kind == IndexKind::Image {
+                    self.add_image(a.to_string());
+                }
+            }
+        }
+        // Allocated once per entry and batch (the store takes the dirty set per batch).
+        if !self.dirty.contains(&probe) {
+            self.dirty.insert(IndexKey::new(kind, a, b));
+        }
+    }
+
+    /// Forgets entries whose latest sighting is more than B − R before `newest`: they
+    /// can no longer make anything known. Returns how many.
+    pub fn forget(&mut self, newest: UnixSecs, windows: &Windows) -> usize {
+        let doomed: Vec<IndexKey> = self
+            .entries
+            .iter()
+            .filter(|(_, s)| unseen_detect::episode::forgettable(s, newest, windows))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            self.entries.remove(k);
+            if k.kind == IndexKind::Image {
+                self.remove_image(&k.a);
+            }
+            self.dirty.insert(k.clone());
+        }
+        doomed.len()
+    }
+}
+
+/// Risk modifiers, added to the rule's score in default mode (strict mode keeps the
+/// seed's score). The result is clamped to 1..=100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskModifiers {
+    pub fleet: i32,
+    pub cluster: i32,
+    pub node: i32,
+    pub registry_new: i32,
+    pub look_alike: i32,
+    pub new_node: i32,
+}
+
+impl Default for RiskModifiers {
+    fn default() -> Self {
+        RiskModifiers {
+            fleet: 30,
+            cluster: 10,
+            node: -10,
+            registry_new: 20,
+            look_alike: 40,
+            new_node: 0,
+        }
+    }
+}
+
+impl RiskModifiers {
+    /// The score of an episode with `novelty`, from the rule's `base`.
+    pub fn score(&self, base: u32, novelty: &Novelty) -> u32 {
+        let mut score = i64::from(base);
+        score += i64::from(match novelty.scope {
+            Scope::Fleet => self.fleet,
+            Scope::Cluster => self.cluster,
+            Scope::Node => self.node,
+        });
+        if novelty.registry_new {
+            score += i64::from(self.registry_new);
+        }
+        if novelty.look_alike.is_some() {
+            score += i64::from(self.look_alike);
+        }
+        if novelty.new_node {
+            score += i64::from(self.new_node);
+        }
+        score.clamp(1, 100) as u32
+    }
+}
+
+/// The triage settings (`[triage]` in the config): grouping windows and risk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriageSettings {
+    /// Further episodes of a fleet- or cluster-new image join its incident for this long
+    /// after the incident's first member (seconds). Also how long a new node's incident
+    /// takes the node's images.
+    pub rollout_window: u64,
+    /// Node-scope episodes are gathered into one digest per cluster and window (seconds,
+    /// aligned to the Unix epoch, so 24 h windows are UTC days).
+    pub digest_window: u64,
+    pub risk: RiskModifiers,
+}
+
+impl Default for TriageSettings {
+    fn default() -> Self {
+        TriageSettings {
+            rollout_window: 15 * 60,
+            digest_window: 86_400,
+            risk: RiskModifiers::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: UnixSecs = 1_700_000_000;
+
+    fn key(cluster: &str, node: &str, image: &str) -> Key {
+        Key {
+            host: node.into(),
+            cluster: cluster.into(),
+            node: node.into(),
+            image: image.into(),
+        }
+    }
+
+    #[test]
+    fn scope_follows_where_the_image_ran_within_the_gap() {
+        let w = Windows::default();
+        let mut index = Index::default();
+        let nginx = "docker.io/library/nginx";
+        let first = key("prod", "n1", nginx);
+        let n = index.novelty(&first, T, &w);
+        assert_eq!(n.scope, Scope::Fleet);
+        assert!(n.registry_new && n.new_node);
+        index.observe(&first, T, &w);
+        // Same second, another node: the image is known now.
+        let n = index.novelty(&key("prod", "n2", nginx), T, &w);
+        assert_eq!((n.scope, n.registry_new), (Scope::Node, false));
+        // Another cluster.
+        assert_eq!(
+            index
+                .novelty(&key("staging", "s1", nginx), T + 60, &w)
+                .scope,
+            Scope::Cluster
+        );
+        // Past the gap nothing is known any more.
+        let later = T + w.gap() as i64 + 1;
+        assert_eq!(
+            index.novelty(&key("prod", "n2", nginx), later, &w).scope,
+            Scope::Fleet
+        );
+        assert_eq!(
+            index
+                .novelty(&key("prod", "n2", nginx), later - 1, &w)
+                .scope,
+            Scope::Node
+        );
+    }
+
+    #[test]
+    fn look_alikes_only_for_fleet_new_images() {
+        let w = Windows::default();
+        let mut index = Index::default();
+        index.observe(&key("prod", "n1", "docker.io/library/nginx"), T, &w);
+        // Run for less than R: not yet an image a typosquat would imitate.
+        let n = index.novelty(&key("prod", "n2", "docker.io/library/ngnix"), T + 10, &w);
+        assert_eq!((n.scope, n.look_alike), (Scope::Fleet, None));
+        let later = T + w.recent as i64;
+        index.observe(&key("prod", "n1", "docker.io/library/nginx"), later, &w);
+        let n = index.novelty(&key("prod", "n2", "docker.io/library/ngnix"), later, &w);
+        assert_eq!(n.scope, Scope::Fleet);
+        assert_eq!(n.look_alike.as_deref(), Some("docker.io/library/nginx"));
+        assert!(!n.registry_new);
+        let n = index.novelty(&key("prod", "n2", "docker.io/library/redis"), later, &w);
+        assert_eq!(n.look_alike, None);
+        // Forgotten images are no look-alikes; the length index follows.
+        let gone = later + w.gap() as i64 + 1;
+        index.forget(gone, &w);
+        let n = index.novelty(&key("prod", "n2", "docker.io/library/ngnix"), gone, &w);
+        assert_eq!(n.look_alike, None);
+        assert!(index.by_length.is_empty());
+    }
+
+    #[test]
+    fn dirty_entries_are_reported_once_and_unchanged_sightings_are_free() {
+        let w = Windows::default();
+        let mut index = Index::default();
+        let k = key("prod", "n1", "ghcr.io/acme/api");
+        index.observe(&k, T, &w);
+        let dirty = index.take_dirty();
+        assert_eq!(dirty.len(), 4);
+        index.observe(&k, T, &w);
+        assert!(index.take_dirty().is_empty());
+        for (k, _) in &dirty {
+            assert_eq!(IndexKey::decode(&k.encode()).as_ref(), Some(k));
+        }
+        assert_eq!(index.forget(T + w.gap() as i64 + 1, &w), 4);
+        assert!(index.take_dirty().iter().all(|(_, s)| s.is_none()));
+    }
+
+    #[test]
+    fn risk_modifiers_move_the_score_within_bounds() {
+        let r = RiskModifiers::default();
+        let novelty = |scope, registry_new, look: bool| Novelty {
+            scope,
+            registry_new,
+            look_alike: look.then(|| "x".to_string()),
+            new_node: false,
+        };
+        assert_eq!(r.score(20, &novelty(Scope::Node, false, false)), 10);
+        assert_eq!(r.score(20, &novelty(Scope::Cluster, false, false)), 30);
+        assert_eq!(r.score(20, &novelty(Scope::Fleet, false, false)), 50);
+        assert_eq!(r.score(20, &novelty(Scope::Fleet, true, true)), 100);
+        let harsh = RiskModifiers { node: -50, ..r };
+        assert_eq!(harsh.score(20, &novelty(Scope::Node, false, false)), 1);
+    }
+}
