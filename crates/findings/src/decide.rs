@@ -136,7 +136,7 @@ impl Decider<'_> {
         );
         out.push(Record::Finding(Box::new(finding)));
         if let Assigned::Opened(incident) = assigned {
-            out.push(Record::Incident(Box::new(incident)));
+            out.push(Record::Incident(incident));
         }
     }
 

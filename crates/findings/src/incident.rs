@@ -171,7 +171,7 @@ pub struct Incidents {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assigned {
     /// It opened this incident (to be sent now).
-    Opened(Incident),
+    Opened(Box<Incident>),
     /// It joined an open incident.
     Joined,
 }
@@ -347,7 +347,7 @@ impl Incidents {
             },
         );
         self.dirty.insert(chosen);
-        Assigned::Opened(incident)
+        Assigned::Opened(Box::new(incident))
     }
 
     /// Closes the incidents whose window ended at or before `stream_time` (the newest

@@ -164,7 +164,7 @@ impl IndexKey {
 /// The fleet's knowledge, per distinct image, cluster image, registry and node: for each,
 /// the latest sighting and the start of its current run (a [`KeyState`], stepped with the
 /// rule's gap like a key).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Index {
     entries: HashMap<IndexKey, KeyState>,
     /// The images of `entries`, by registry and length: a fleet-new image is compared
@@ -174,6 +174,16 @@ pub struct Index {
     /// Entries changed since the last [`Index::take_dirty`]: what a store must write.
     dirty: HashSet<IndexKey>,
 }
+
+/// Two indexes are equal when they know the same: the same entries (what is dirty and
+/// the order of the length buckets are bookkeeping).
+impl PartialEq for Index {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Index {}
 
 /// Whether `state` says "seen within B − R of `t`" (or after `t`).
 fn known(state: Option<&KeyState>, t: UnixSecs, windows: &Windows) -> bool {

@@ -125,7 +125,9 @@ mod tests {
 
     #[test]
     fn pod_names_give_derived_workloads() {
-        let table: [(&str, Option<(Option<&str>, &str)>); 9] = [
+        /// A pod name and the (kind, name) it implies, if any.
+        type Case = (&'static str, Option<(Option<&'static str>, &'static str)>);
+        let table: [Case; 9] = [
             (
                 "checkout-api-7d4b9c6f8d-x2x7q",
                 Some((Some("Deployment"), "checkout-api")),

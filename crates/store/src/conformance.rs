@@ -630,7 +630,7 @@ pub fn a_rollout_is_one_incident(make: Make) {
         (opened[0].kind, opened[0].state, opened[0].scope),
         (IncidentKind::Image, IncidentState::Open, Scope::Fleet)
     );
-    assert_eq!(opened[0].findings, [f.finding_id.clone()]);
+    assert_eq!(opened[0].findings, std::slice::from_ref(&f.finding_id));
     assert_eq!(
         t.incident_id.as_deref(),
         Some(opened[0].incident_id.as_str())

@@ -422,6 +422,7 @@ impl StateStore for RedbStore {
     /// large table never makes one huge transaction nor holds `apply` off for long. Each
     /// chunk reads the newest point time afresh; an `apply` between chunks is fine.
     fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
+        self.forget_index(windows)?;
         let mut forgotten = 0;
         // The last key scanned by the previous chunk.
         let mut after: Option<Vec<u8>> = None;
@@ -629,6 +630,27 @@ impl StateStore for RedbStore {
 }
 
 impl RedbStore {
+    /// Forgets the image index entries past B − R, as `forget` does keys: one small
+    /// transaction (the index is per distinct image), only when something is forgotten.
+    fn forget_index(&self, windows: &Windows) -> Result<(), StoreError> {
+        let Some(newest) = self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs) else {
+            return Ok(());
+        };
+        let mut triage = self.lock_triage()?;
+        if triage.index.forget(newest, windows) == 0 {
+            return Ok(());
+        }
+        let result = self.begin_write().and_then(|txn| {
+            self.write_triage(&txn, &mut triage)?;
+            txn.commit().map_err(self.backend("commit"))
+        });
+        if result.is_err() {
+            drop(triage);
+            self.reload_triage()?;
+        }
+        result
+    }
+
     /// [`StateStore::apply`] with the triage state locked: one write transaction for the
     /// keys, the records and the triage state.
     fn apply_locked(

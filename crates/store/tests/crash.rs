@@ -49,7 +49,7 @@ impl Rng {
 
 /// Operation `n`: one transaction each (forget too: far fewer keys than its chunk).
 enum Op {
-    Apply(Vec<Sighting>, ApplyOptions),
+    Apply(Vec<Sighting>, Box<ApplyOptions>),
     Ack(u64),
     Forget,
 }
@@ -84,7 +84,7 @@ fn op(n: usize) -> Op {
         max_keys: MAX_KEYS,
         ..opts(base + rng.below(400) as i64)
     };
-    Op::Apply(batch, o)
+    Op::Apply(batch, Box::new(o))
 }
 
 fn run(store: &dyn StateStore, n: usize) {

@@ -285,3 +285,56 @@ fn apply_of_10_000_new_then_known_keys() {
     mem.apply(&known, &opts(1_700_000_060)).unwrap();
     assert_eq!(mem.states().unwrap(), store.states().unwrap());
 }
+
+/// The triage state (image index, open incidents) is written with each batch: a store
+/// reopened between batches produces exactly the records of one that never stopped, and
+/// forgetting drops index entries past B − R from the file too.
+#[test]
+fn triage_state_survives_reopen_and_gives_the_same_records() {
+    use crate::conformance::triage_opts;
+    let on = |node: &str, image: &str| unseen_normalize::Key {
+        host: node.into(),
+        cluster: "a".into(),
+        node: node.into(),
+        image: image.into(),
+    };
+    let batches: Vec<(i64, Vec<Sighting>)> = vec![
+        (1_000, vec![sighting(&on("n1", "r.example/t/api"), 1_000)]),
+        (
+            1_060,
+            vec![
+                sighting(&on("n2", "r.example/t/api"), 1_060),
+                sighting(&on("n3", "r.example/t/web"), 1_060),
+            ],
+        ),
+        (1_200, vec![sighting(&on("n4", "r.example/t/api"), 1_200)]),
+        (1_400, vec![sighting(&on("n5", "r.example/t/web"), 1_400)]),
+        (2_500, vec![sighting(&on("n1", "r.example/t/api"), 2_500)]),
+    ];
+    let reference = MemStore::new();
+    let mut expected = Vec::new();
+    for (now, batch) in &batches {
+        expected.extend(reference.apply(batch, &triage_opts(*now)).unwrap().records);
+    }
+    let dir = temp();
+    let mut got = Vec::new();
+    for (now, batch) in &batches {
+        // A fresh open for every batch: everything the next one needs is in the file.
+        let store = RedbStore::open(dir.path()).unwrap();
+        got.extend(store.apply(batch, &triage_opts(*now)).unwrap().records);
+    }
+    assert_eq!(got, expected);
+    assert!(got.iter().any(|(_, r)| r.incident().is_some()));
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.triage().unwrap().index,
+        reference.triage().unwrap().index
+    );
+    // 2,500 − 1,400 > B − R (900 s): `web` and nodes n2–n5 are forgotten.
+    store.forget(&WINDOWS).unwrap();
+    let left = store.triage().unwrap().index.len();
+    drop(store);
+    let reopened = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.triage().unwrap().index.len(), left);
+    assert!(left < reference.triage().unwrap().index.len());
+}
