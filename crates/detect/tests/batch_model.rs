@@ -162,6 +162,52 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// A finding's evidence (context attributes, the image as the point named it) is the
+    /// one of its first point in the current window; among points of the same second, the
+    /// first observed.
+    #[test]
+    fn evidence_is_the_first_current_points(
+        points in prop::collection::vec(
+            (0usize..3, 0usize..3, -(2 * 3_600i64)..60, 0usize..4),
+            0..60,
+        )
+    ) {
+        let w = Windows::default();
+        let at = 1_700_000_000;
+        let nodes = ["n1", "n2", "n3"];
+        let images = ["docker.io/library/nginx", "ghcr.io/acme/api", "quay.io/x/y"];
+        let pods = ["web-0", "web-1", "api-7d4b9c6f8d-x2x7q", "job-x7k2p"];
+        let mut scan = BatchScan::new(w, at);
+        let mut model: HashMap<(usize, usize), (UnixSecs, usize)> = HashMap::new();
+        for (n, i, offset, pod) in points {
+            let t = at + offset;
+            let key = KeyRef { host: nodes[n], cluster: "c", node: nodes[n], image: images[i].into() };
+            let mut context = unseen_model::Context::default();
+            context.0[unseen_model::ctx::POD_NAME] = Some(pods[pod]);
+            // The raw name differs from the key's image for one pod, as `nginx:1` would.
+            let raw = if pod == 3 { "raw-spelling" } else { images[i] };
+            let placement = scan.observe_with(key, t, None, Some((&context, raw)));
+            if placement == Placement::Current {
+                let e = model.entry((n, i)).or_insert((t, pod));
+                if t < e.0 {
+                    *e = (t, pod);
+                }
+            }
+        }
+        for d in scan.finish() {
+            let n = nodes.iter().position(|x| *x == d.key.node).unwrap();
+            let i = images.iter().position(|x| *x == d.key.image).unwrap();
+            let (t, pod) = model[&(n, i)];
+            prop_assert_eq!(t, d.first_seen);
+            prop_assert_eq!(d.context.get(unseen_model::ctx::POD_NAME), Some(pods[pod]));
+            prop_assert_eq!(d.image_raw.as_deref(), (pod == 3).then_some("raw-spelling"));
+        }
+    }
+}
+
 #[test]
 fn many_keys() {
     // Enough keys to grow the tables many times, with repeats, in both windows.
