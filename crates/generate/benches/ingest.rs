@@ -146,10 +146,18 @@ impl Visitor for Scan<'_> {
     fn point(&mut self, point: PointRef<'_>) {
         self.points += 1;
         if let Ok(key) = key_of(&point.dims, self.mode) {
-            self.scan.observe(
+            // As `unseen scan` does: the evidence of default-mode findings comes along.
+            let evidence = (!self.mode.strict).then(|| {
+                (
+                    &point.dims.context,
+                    point.dims.image_name.unwrap_or_default(),
+                )
+            });
+            self.scan.observe_with(
                 key,
                 unix_secs_from_nanos(point.time_unix_nano),
                 point.dims.host_name,
+                evidence,
             );
         }
     }
@@ -200,13 +208,28 @@ fn bodies_to_findings(bodies: &[bytes::Bytes], at: i64) -> u64 {
     findings(v, &mode, at)
 }
 
+/// The findings as `unseen scan` makes them: what the baseline window knew, then the
+/// detections through the triage (`Decider::batch`).
 fn findings(v: Scan<'_>, mode: &KeyMode, at: i64) -> u64 {
-    let findings: Vec<_> = v
-        .scan
-        .finish()
-        .iter()
-        .map(|d| unseen_findings::build(&SEED_RULE, mode.name(), d, at))
-        .collect();
+    let mut known = Vec::new();
+    v.scan
+        .for_each_baseline_key(|c, n, i| known.push((c.to_string(), n.to_string(), i.to_string())));
+    let settings = unseen_findings::TriageSettings::default();
+    let decider = unseen_findings::Decider {
+        rule: &SEED_RULE,
+        mode,
+        windows: Windows::default(),
+        settings: &settings,
+        now: at,
+        report: true,
+    };
+    let detections = v.scan.finish();
+    let findings = decider.batch(
+        &detections,
+        known
+            .iter()
+            .map(|(c, n, i)| (c.as_str(), n.as_str(), i.as_str())),
+    );
     black_box(findings.len());
     v.points
 }
