@@ -43,6 +43,10 @@ pub fn describe() {
         "Keys forgotten because their last sighting is past the horizon (B - R)."
     );
     describe_counter!(FINDINGS, "Findings produced (before delivery to sinks).");
+    describe_counter!(
+        INCIDENT_RECORDS,
+        "Incident records (an incident opened, or closed) produced for the alerting sinks."
+    );
     describe_histogram!(
         COMMIT_SECONDS,
         Unit::Seconds,
