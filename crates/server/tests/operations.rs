@@ -118,6 +118,7 @@ async fn health_readiness_and_metrics_without_names_from_the_data() {
         "unseen_commit_duration_seconds",
         "unseen_commit_queue_depth",
         "unseen_findings_total",
+        "unseen_incident_records_total",
         "unseen_findings_delivered_total",
     ] {
         assert!(
