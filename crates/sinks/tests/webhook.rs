@@ -72,6 +72,58 @@ async fn delivers_everything_after_an_outage_and_errors() {
     }
 }
 
+/// Default mode: the webhook is an alerting sink and receives the incidents (opened,
+/// then closed), never the findings one by one; the findings file receives the findings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_gets_incidents_and_the_file_gets_findings() {
+    use unseen_store::conformance::{sighting, triage_opts};
+    use unseen_store::StateStore;
+    for backend in Backend::all() {
+        let store = backend.store();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("findings.jsonl");
+        let addr = closed_port();
+        let rx = Receiver::new(vec![]);
+        let (_, stop_rx, _) = serve(rx.clone(), addr).await;
+        let run = start(
+            store.clone(),
+            vec![SinkConfig::File { path: path.clone() }, webhook(addr)],
+        );
+        // One image rolled out to three nodes, then a point past the rollout window.
+        let node = |n: &str| unseen_normalize::Key {
+            host: n.into(),
+            cluster: "a".into(),
+            node: n.into(),
+            image: "registry.example/team/new".into(),
+        };
+        let rollout: Vec<_> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| sighting(&node(n), 10_000))
+            .collect();
+        let first = store.apply(&rollout, &triage_opts(10_000)).unwrap();
+        let findings: Vec<String> = first.findings().map(|f| f.finding_id.clone()).collect();
+        let incident = first.records[1].1.incident().unwrap().incident_id.clone();
+        store
+            .apply(&[sighting(&node("n1"), 10_400)], &triage_opts(10_400))
+            .unwrap();
+        run.notify.notify_waiters();
+        wait_until("both sinks drained", LIMIT, || {
+            pending_count(store.as_ref(), "webhook") == 0
+                && pending_count(store.as_ref(), "file") == 0
+        })
+        .await;
+        run.stop().await;
+        stop_rx.cancel();
+        assert_eq!(
+            rx.accepted_ids(),
+            [format!("{incident} Open"), format!("{incident} Closed")],
+            "{}",
+            backend.name()
+        );
+        assert_eq!(file_ids(&path), findings, "{}", backend.name());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_respected() {
     let rx = Receiver::new(vec![

@@ -304,9 +304,16 @@ impl Receiver {
 
 async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
     let at = Instant::now();
-    let findings: Vec<Finding> =
-        serde_json::from_slice(&body).expect("body is a JSON array of findings");
-    let ids = ids(&findings);
+    let records: Vec<unseen_store::Record> =
+        serde_json::from_slice(&body).expect("body is a JSON array of records");
+    // Findings by id; incidents as `<incident_id> <state>`.
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| match r {
+            unseen_store::Record::Finding(f) => f.finding_id.clone(),
+            unseen_store::Record::Incident(i) => format!("{} {:?}", i.incident_id, i.state),
+        })
+        .collect();
     let too_big = rx.max_batch.lock().unwrap().is_some_and(|m| ids.len() > m);
     let reply = if too_big {
         Reply::Status(413)
