@@ -1,7 +1,7 @@
 //! The differential oracle: one input through the fast decoders (`unseen_ingest::read_source`
 //! and `read_request`, what `unseen` runs) and through the plain ones they replaced
 //! (`unseen_ingest::reference`, the `reference` feature), which must agree exactly: the same
-//! points (time and every dimension, in order), the same issues (kind, location, message), the
+//! points (time, every dimension and every evidence attribute, in order), the same issues (kind, location, message), the
 //! same counts, the same result, and the same findings once the points go through the rule.
 //!
 //! Shared, as source, by the `differential` fuzz target (through this crate) and by the
@@ -76,8 +76,8 @@ pub const LIMITS: [Limits; 2] = [
 /// their own: frames and rows then arrive in pieces.
 const BUFFERS: [usize; 3] = [1, 61, 1000];
 
-/// A point, owned: the time and the four dimensions (host, cluster, node, image).
-/// Everything a decoder said about one input.
+/// Everything a decoder said about one input; a point owned: the time, the four dimensions
+/// (host, cluster, node, image) and the evidence (`Dims::context`).
 type Seen = unseen_ingest::reference::Recorded;
 type Point = unseen_ingest::reference::RecordedPoint;
 
@@ -93,6 +93,8 @@ struct Outcome {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
     pub points: u64,
+    /// Evidence attributes present on the points.
+    pub evidence: u64,
     pub issues: u64,
     pub findings: u64,
     /// Runs that ended in a `SourceError` (an unusable source).
@@ -102,6 +104,7 @@ pub struct Summary {
 impl Summary {
     pub fn add(&mut self, other: Summary) {
         self.points += other.points;
+        self.evidence += other.evidence;
         self.issues += other.issues;
         self.findings += other.findings;
         self.errors += other.errors;
@@ -141,6 +144,7 @@ pub fn check(input: &[u8]) -> Result<Summary, String> {
         })?;
         summary.add(Summary {
             points: fast.seen.points.len() as u64,
+            evidence: fast.seen.points.iter().flat_map(|p| &p.2).flatten().count() as u64,
             issues: fast.seen.issues.len() as u64,
             findings: fast_findings.len() as u64,
             errors: u64::from(fast.result.is_err()),
@@ -249,13 +253,13 @@ fn findings(points: &[Point]) -> Vec<Finding> {
     for mode in &modes {
         for at in [newest + 1, newest + 2 * 86_400] {
             let mut scan = BatchScan::new(Windows::default(), at);
-            for (time, [host, cluster, node, image]) in points {
+            for (time, [host, cluster, node, image], context) in points {
                 let dims = unseen_model::Dims {
                     host_name: host.as_deref(),
                     cluster_name: cluster.as_deref(),
                     node_name: node.as_deref(),
                     image_name: image.as_deref(),
-                    ..Default::default()
+                    context: unseen_model::Context(context.each_ref().map(Option::as_deref)),
                 };
                 if let Ok(key) = key_of(&dims, mode) {
                     scan.observe(key, unix_secs_from_nanos(*time), dims.host_name);

@@ -15,11 +15,13 @@ struct Count {
 
 impl Visitor for Count {
     fn point(&mut self, point: PointRef<'_>) {
-        // Decoders never hand on a point without a time, nor a dimension over the limit.
+        // Decoders never hand on a point without a time, nor a dimension or an evidence
+        // attribute over the limit.
         assert_ne!(point.time_unix_nano, 0);
         let d = point.dims;
         for value in [d.host_name, d.cluster_name, d.node_name, d.image_name]
             .into_iter()
+            .chain(d.context.0)
             .flatten()
         {
             assert!(value.len() <= LIMITS.max_dimension_bytes);

@@ -2,6 +2,12 @@
 //! allowed, or RFC 3339), one column per dimension under its dotted name, an optional
 //! `metric_name` column, and value columns that the rule does not need.
 //!
+//! The dimension columns read are those of `otlp::ATTRS`, each when present: the rule's
+//! four keys, and the evidence (`k8s.namespace.name`, `k8s.pod.name`, ...; an export from a
+//! search `by` them). An empty cell is an absent dimension, as in Splunk. A key cell that is
+//! not UTF-8 or over `limits.max_dimension_bytes` makes the row a malformed point; an
+//! evidence cell that is either is absent, and the point is kept.
+//!
 //! Two parsers, one result. Most rows of an export are plain: no `"`, no `\r` but the
 //! one of a `\r\n`, ending with `\n` in the read buffer. Those are split in place, sixteen
 //! bytes at a time (SSE2 compares on x86_64, integer tricks elsewhere) for the `\n` and the
@@ -24,7 +30,7 @@ use std::io::{self, BufRead};
 
 use unseen_model::{attr, Dims, PointRef};
 
-use crate::otlp::{self, KEYS};
+use crate::otlp::{self, ATTRS, KEY_SLOTS};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
@@ -100,9 +106,9 @@ struct Columns {
     count: usize,
     time: usize,
     metric_name: Option<usize>,
-    /// Index of each of [`KEYS`], when present.
-    dims: [Option<usize>; 4],
-    /// The first and the last of `dims`, when any is present.
+    /// (slot, column) of each of [`ATTRS`] that is present, in slot order.
+    dims: Vec<(usize, usize)>,
+    /// The first and the last column of `dims`, when any is present.
     dims_span: Option<(usize, usize)>,
 }
 
@@ -132,14 +138,19 @@ impl Columns {
                 shown.join(", ")
             )));
         };
-        let dims = KEYS.map(find);
-        let present = || dims.iter().flatten().copied();
+        let dims: Vec<(usize, usize)> = ATTRS
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, name)| Some((slot, find(name)?)))
+            .collect();
+        let present = || dims.iter().map(|&(_, column)| column);
+        let dims_span = present().min().zip(present().max());
         Ok(Columns {
             count: names.len(),
             time,
             metric_name: find(METRIC_NAME),
             dims,
-            dims_span: present().min().zip(present().max()),
+            dims_span,
         })
     }
 }
@@ -176,40 +187,37 @@ fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink:
         },
     };
     // Validating the cells from the first dimension to the last at once is cheaper than
-    // four cells one by one; when those bytes are not all UTF-8 (perhaps in a column the
-    // rule does not read), each cell is checked alone.
+    // cell by cell; when those bytes are not all UTF-8 (perhaps in a column the rule does
+    // not read), each cell is checked alone.
     let text = columns
         .dims_span
         .and_then(|(first, last)| rows.text(first, last));
+    let limit = sink.limits.max_dimension_bytes;
     let mut dims = Dims::default();
-    for (slot, (key, index)) in KEYS.iter().zip(columns.dims).enumerate() {
-        let Some(index) = index else { continue };
+    for &(slot, index) in &columns.dims {
+        let key = slot < KEY_SLOTS;
         let text = match rows.field_text(text, index) {
             Some(text) => text,
             None => match std::str::from_utf8(rows.field(index)) {
                 Ok(text) => text,
-                Err(_) => return point_issue(sink, otlp::bad_utf8("column", key)),
+                Err(_) if key => return point_issue(sink, otlp::bad_utf8("column", ATTRS[slot])),
+                // Evidence that is not UTF-8 is absent.
+                Err(_) => continue,
             },
         };
         if text.is_empty() {
             continue; // an empty cell is an absent dimension, as in Splunk
         }
-        // `check_dimension` checks the size only: call it only for a value over the limit.
-        let limit = sink.limits.max_dimension_bytes;
         if text.len() > limit {
-            if let Err(message) = otlp::check_dimension("column", key, text, limit) {
+            if !key {
+                continue; // evidence over the limit is absent
+            }
+            if let Err(message) = otlp::check_dimension("column", ATTRS[slot], text, limit) {
                 return point_issue(sink, message);
             }
         }
-        // `KEYS` order; written field by field, not through `Dims::set`, which matches
-        // the key's text.
-        let value = match slot {
-            0 => &mut dims.host_name,
-            1 => &mut dims.cluster_name,
-            2 => &mut dims.node_name,
-            _ => &mut dims.image_name,
-        };
-        *value = Some(text);
+        // By slot, not through `Dims::set`, which matches the key's text.
+        otlp::set(&mut dims, slot, Some(text));
     }
     sink.point(PointRef {
         time_unix_nano,

@@ -10,9 +10,14 @@
 //! - unknown fields ignored, `null` read as the default, enums never looked at.
 //!
 //! This is the hot path of `scan`, so strings are borrowed from the line where they have no
-//! escapes, an attribute list keeps only the four keys the rule uses (no `Vec` of
-//! attributes), and points of other metrics are only counted when the metric's name comes
-//! before its data (the Collector writes `name` first).
+//! escapes, an attribute list keeps only the attributes the decoders read (`otlp::ATTRS`:
+//! the four keys the rule uses and the evidence; a resource's in one slot each, a point's,
+//! usually none, in a list that allocates only when there is one), and points of other
+//! metrics are only counted when the metric's name comes before its data (the Collector
+//! writes `name` first).
+//!
+//! An evidence attribute that is over `limits.max_dimension_bytes` is absent from the
+//! point, which is kept; a key attribute over it rejects the point (see `otlp`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -23,7 +28,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor as
 use serde::Deserialize;
 use unseen_model::attr;
 
-use crate::otlp::{self, AttrSlots, DataKind, MetricPath, Slot};
+use crate::otlp::{self, AttrSlots, DataKind, MetricPath, Offer, PointAttrs};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
@@ -148,8 +153,8 @@ pub(crate) fn read_line_bounded(
 /// Walks a decoded request: points of `k8s.container.ready` are checked and handed on,
 /// points of other metrics counted.
 pub(crate) fn visit<V: Visitor>(request: &Request<'_>, position: Position, sink: &mut Sink<'_, V>) {
+    let no_attributes = AttrSlots::default();
     for (ri, rm) in request.resource_metrics.iter().flatten().enumerate() {
-        let no_attributes = AttrSlots::default();
         let resource = rm
             .resource
             .as_ref()
@@ -236,7 +241,7 @@ struct ResourceMetrics<'a> {
 #[derive(Deserialize)]
 struct Resource<'a> {
     #[serde(borrow, default)]
-    attributes: Attributes<'a>,
+    attributes: Attributes<AttrSlots<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -265,7 +270,7 @@ enum NumberData<'a> {
 #[derive(Deserialize)]
 struct NumberDataPoint<'a> {
     #[serde(borrow, default)]
-    attributes: Attributes<'a>,
+    attributes: Attributes<PointAttrs<'a>>,
     #[serde(rename = "timeUnixNano", alias = "time_unix_nano", default)]
     time_unix_nano: U64,
 }
@@ -476,44 +481,45 @@ impl PartialEq<u64> for U64 {
     }
 }
 
-/// An attribute list, reduced while it is read to the four keys the rule uses.
+/// An attribute list, reduced while it is read to the attributes the decoders read: a
+/// resource's ([`AttrSlots`]) or a point's ([`PointAttrs`]).
 #[derive(Default)]
-struct Attributes<'a>(AttrSlots<'a>);
+struct Attributes<T>(T);
 
-impl<'a> std::ops::Deref for Attributes<'a> {
-    type Target = AttrSlots<'a>;
-    fn deref(&self) -> &AttrSlots<'a> {
+impl<T> std::ops::Deref for Attributes<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         &self.0
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Attributes<'a> {
+impl<'de: 'a, 'a, T: Offer<'a>> Deserialize<'de> for Attributes<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct AttributesVisitor<'a>(PhantomData<Attributes<'a>>);
+        struct AttributesVisitor<'a, T>(PhantomData<(&'a (), T)>);
 
-        impl<'de: 'a, 'a> DeVisitor<'de> for AttributesVisitor<'a> {
-            type Value = Attributes<'a>;
+        impl<'de: 'a, 'a, T: Offer<'a>> DeVisitor<'de> for AttributesVisitor<'a, T> {
+            type Value = Attributes<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array of attributes")
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Attributes<'a>, A::Error> {
-                let mut slots = AttrSlots::default();
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Attributes<T>, A::Error> {
+                let mut slots = T::default();
                 while let Some(kv) = seq.next_element::<KeyValue<'a>>()? {
                     if let (Some(index), Some(value)) = (kv.index, kv.value) {
-                        slots.offer(index, Slot::Str(value.0));
+                        slots.offer(index, value.0);
                     }
                 }
                 Ok(Attributes(slots))
             }
 
-            fn visit_unit<E: de::Error>(self) -> Result<Attributes<'a>, E> {
-                Ok(Attributes::default())
+            fn visit_unit<E: de::Error>(self) -> Result<Attributes<T>, E> {
+                Ok(Attributes(T::default()))
             }
 
-            fn visit_none<E: de::Error>(self) -> Result<Attributes<'a>, E> {
-                Ok(Attributes::default())
+            fn visit_none<E: de::Error>(self) -> Result<Attributes<T>, E> {
+                Ok(Attributes(T::default()))
             }
         }
 
@@ -521,8 +527,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Attributes<'a> {
     }
 }
 
-/// One attribute: the slot of its key (if the rule uses it) and its string value (if it
-/// is a string). Values of other keys are skipped unread.
+/// One attribute: the slot of its key (if the decoders read it) and its string value (if
+/// it is a string). Values of other keys are skipped unread.
 struct KeyValue<'a> {
     index: Option<usize>,
     value: Option<Str<'a>>,
@@ -658,7 +664,7 @@ mod tests {
         let request: Request<'_> = serde_json::from_slice(line).unwrap();
         let rm = &request.resource_metrics.as_ref().unwrap()[0];
         let slots = &rm.resource.as_ref().unwrap().attributes.0 .0;
-        assert!(matches!(&slots[2], Slot::Str(Cow::Borrowed("plain"))));
-        assert!(matches!(&slots[3], Slot::Str(Cow::Owned(s)) if s == "escaped"));
+        assert!(matches!(&slots[2], Some(Cow::Borrowed("plain"))));
+        assert!(matches!(&slots[3], Some(Cow::Owned(s)) if s == "escaped"));
     }
 }

@@ -1,6 +1,9 @@
 //! Decoders for the inputs unseen reads: they turn bytes into `k8s.container.ready`
 //! sightings ([`PointRef`]) and nothing else.
 //!
+//! Each point carries its key dimensions and its evidence attributes ([`unseen_model::Dims`],
+//! with `context`), resolved the same way in every format (see `otlp.rs`).
+//!
 //! Every decoder streams: memory is bounded by one record (one JSON line, one protobuf
 //! message, one CSV row), never by the file. A bad record is reported to the
 //! [`Visitor`] with its location and decoding goes on; only an unreadable source
@@ -141,7 +144,8 @@ pub struct Issue {
 pub enum IssueKind {
     /// The whole record could not be decoded; none of its points were read.
     MalformedRecord,
-    /// One `k8s.container.ready` point was unusable (no time, a dimension over the size limit).
+    /// One `k8s.container.ready` point was unusable (no time, a key dimension over the size
+    /// limit or not UTF-8). Evidence attributes never make a point unusable.
     MalformedPoint,
 }
 
@@ -175,7 +179,10 @@ pub struct SourceStats {
 pub struct Limits {
     /// Largest record (JSON line, protobuf message, CSV row, YAML file), in bytes.
     pub max_record_bytes: usize,
-    /// Largest dimension value the rule keeps (image names and the like), in bytes.
+    /// Largest dimension value the rule keeps (image names and the like), in bytes. A point
+    /// with a longer key attribute (host, cluster, node, image) is a
+    /// [`IssueKind::MalformedPoint`]; a longer evidence attribute (`Dims::context`) is
+    /// absent from the point, which is kept: evidence never costs a sighting.
     pub max_dimension_bytes: usize,
 }
 

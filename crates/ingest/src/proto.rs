@@ -40,15 +40,19 @@
 //! (the read-ahead plus the top-level field being walked, [`Frame`]) and walked as it
 //! arrives, so that the walk reads bytes that were just copied and are still in the core's
 //! cache, and memory is one top-level field rather than one frame. When a
-//! `ResourceMetrics` ends, the four values of each of its ready points (its own attribute
-//! over its resource's) are copied out of the window into one text buffer, checked for
-//! UTF-8 in one go when the points are visited.
+//! `ResourceMetrics` ends, the values its ready points use (the attributes of `otlp::ATTRS`:
+//! the rule's four keys and the evidence) are copied out of the window into one text buffer:
+//! the resource's once, each point's own (usually none) after them. They are checked for
+//! UTF-8 in one go when the points are visited, each point's own value over its resource's.
+//! A key value that is not UTF-8 rejects the point; an evidence value that is not (or is
+//! over `limits.max_dimension_bytes`) is absent, and the point is kept.
 
 use std::io::{self, BufRead, Read};
 
 use unseen_model::attr;
+use unseen_model::Dims;
 
-use crate::otlp::{self, DataKind, MetricPath, Value};
+use crate::otlp::{self, DataKind, MetricPath, Value, KEY_SLOTS, SLOTS};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
@@ -293,9 +297,30 @@ impl Span {
     }
 }
 
-/// The four relevant attributes of one attribute list: where the first string value of
-/// each is (checked for UTF-8 only when a point uses it).
-type RawSlots = [Option<Span>; 4];
+/// One relevant attribute of an attribute list: its slot (`otlp::ATTRS` order) and where its
+/// first string value is (checked for UTF-8 only when a point uses it).
+type Entry = (usize, Span);
+
+/// The relevant attributes of one attribute list, in the order found: a range of
+/// `Walk::resources` or `Walk::own`. Only what is there, not a slot per attribute: copied,
+/// kept and read per point, so the fewer bytes the better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entries {
+    start: usize,
+    end: usize,
+}
+
+impl Entries {
+    #[inline(always)]
+    fn of(self, list: &[Entry]) -> &[Entry] {
+        list.get(self.start..self.end).unwrap_or_default()
+    }
+
+    #[inline(always)]
+    fn of_mut(self, list: &mut [Entry]) -> &mut [Entry] {
+        list.get_mut(self.start..self.end).unwrap_or_default()
+    }
+}
 
 /// What the walk found, in input order, to hand on once the whole message decoded.
 #[derive(Debug, Clone, Copy)]
@@ -303,10 +328,11 @@ enum Event {
     /// A gauge or sum point of `k8s.container.ready`.
     Point {
         time_unix_nano: u64,
-        /// The point's own attributes (in the frame) while its `ResourceMetrics` is
-        /// walked; then its four values, its own attributes over its resource's, copied
-        /// to `Walk::text`.
-        values: RawSlots,
+        /// Its resource's values in `Walk::resources`, set when its `ResourceMetrics` ends.
+        resource: Entries,
+        /// Its own values in `Walk::own`: where they are in the frame while its
+        /// `ResourceMetrics` is walked, then in `Walk::text`.
+        own: Entries,
         path: MetricPath,
         kind: DataKind,
         index: usize,
@@ -337,9 +363,14 @@ enum Outcome {
 #[derive(Default)]
 struct Walk {
     events: Vec<Event>,
-    /// The ready points' values, one after the other: copied while they are in the
+    /// The values the ready points use, one after the other: copied while they are in the
     /// cache, checked for UTF-8 in one go, and compact for the visitor to read.
     text: Vec<u8>,
+    /// The values of each resource with ready points (in the frame while its
+    /// `ResourceMetrics` is walked, then in `text`), each resource's a range.
+    resources: Vec<Entry>,
+    /// The ready points' own values (likewise), each point's a range.
+    own: Vec<Entry>,
     other_points: u64,
     /// The first error in the metrics' data, in the order the data is prepared (metric by
     /// metric; gauge, sum, histogram, exponential histogram, summary).
@@ -374,6 +405,8 @@ impl Walk {
     fn reset(&mut self) {
         self.events.clear();
         self.text.clear();
+        self.resources.clear();
+        self.own.clear();
         self.other_points = 0;
         self.data_error = None;
         self.pos = 0;
@@ -425,6 +458,8 @@ impl Walk {
             let before = (
                 self.events.len(),
                 self.text.len(),
+                self.resources.len(),
+                self.own.len(),
                 self.other_points,
                 self.data_error.is_some(),
             );
@@ -432,9 +467,11 @@ impl Walk {
                 if frame.read() == frame.len {
                     return Ok(Some(Outcome::Malformed(error.to_string())));
                 }
-                let (events, text, other_points, data_error) = before;
+                let (events, text, resources, own, other_points, data_error) = before;
                 self.events.truncate(events);
                 self.text.truncate(text);
+                self.resources.truncate(resources);
+                self.own.truncate(own);
                 self.other_points = other_points;
                 if !data_error {
                     self.data_error = None;
@@ -495,13 +532,16 @@ impl Walk {
     fn resource_metrics(&mut self, cur: &mut Cursor<'_>, wire: u8, ctx: u32) -> wire::Result<()> {
         let end = cur.enter(wire, ctx)?;
         let ctx = ctx - 1;
-        let mut resource: RawSlots = [None; 4];
+        // The resource's values (where they are in the window): `resource[slot]` for each
+        // bit `slot` of `found` (the first string value of each wins).
+        let mut resource = [Span { start: 0, len: 0 }; SLOTS];
+        let mut found = 0;
         let events = self.events.len();
         let mut si = 0;
         while cur.pos() < end {
             let (tag, wire) = cur.key()?;
             match tag {
-                1 => self::resource(cur, wire, ctx, &mut resource)
+                1 => self::resource(cur, wire, ctx, &mut resource, &mut found)
                     .map_err(|e| e.push(RESOURCE_METRICS, "resource"))?,
                 2 => {
                     self.scope_metrics(cur, wire, ctx, si)
@@ -512,20 +552,28 @@ impl Walk {
             }
         }
         cur.leave(end)?;
-        // The resource is complete (it may come after the metrics): resolve the points'
-        // values and copy them out.
+        // The resource is complete (it may come after the metrics): copy out its values,
+        // once for all its points, and each point's own.
+        let window = cur.buf();
+        let mut copied = None;
         for event in &mut self.events[events..] {
-            if let Event::Point { values, .. } = event {
-                for (value, resource) in values.iter_mut().zip(resource) {
-                    *value = value.or(resource).map(|value| {
-                        let start = self.text.len();
-                        self.text
-                            .extend_from_slice(&cur.buf()[value.start..value.end()]);
-                        Span {
-                            start,
-                            len: value.len,
-                        }
-                    });
+            if let Event::Point {
+                resource: values,
+                own,
+                ..
+            } = event
+            {
+                *values = *copied.get_or_insert_with(|| {
+                    copy_resource(
+                        &mut self.text,
+                        &mut self.resources,
+                        window,
+                        &resource,
+                        found,
+                    )
+                });
+                for (_, value) in own.of_mut(&mut self.own) {
+                    *value = copy(&mut self.text, window, *value);
                 }
             }
         }
@@ -693,11 +741,13 @@ impl Walk {
         while !cur.at_end() {
             let (tag, wire) = cur.key()?;
             if tag == 1 {
-                let (time_unix_nano, attributes) = number_point(frame, &mut cur, wire, ctx)
+                let (time_unix_nano, own) = number_point(frame, &mut cur, wire, ctx, &mut self.own)
                     .map_err(|e| e.push(NUMBER_DATA, "data_points"))?;
                 self.events.push(Event::Point {
                     time_unix_nano,
-                    values: attributes,
+                    // Set when the `ResourceMetrics` ends.
+                    resource: Entries { start: 0, end: 0 },
+                    own,
                     path,
                     kind,
                     index,
@@ -725,23 +775,36 @@ impl Walk {
             match *event {
                 Event::Point {
                     time_unix_nano,
-                    values,
+                    resource,
+                    own,
                     path,
                     kind,
                     index,
                 } => {
-                    let values = values.map(|value| {
-                        let value = value?;
-                        Some(match valid.get(value.start..value.end()) {
-                            Some(text) => Value::Str(text),
-                            None => match std::str::from_utf8(&self.text[value.start..value.end()])
-                            {
+                    let text = |span: Span| match valid.get(span.start..span.end()) {
+                        Some(text) => Ok(text),
+                        None => std::str::from_utf8(&self.text[span.start..span.end()]),
+                    };
+                    let limit = sink.limits.max_dimension_bytes;
+                    let mut keys: otlp::Keys<'_> = [None; KEY_SLOTS];
+                    let mut dims = Dims::default();
+                    // Its resource's values, then its own over them.
+                    let values = resource.of(&self.resources).iter();
+                    for &(slot, span) in values.chain(own.of(&self.own)) {
+                        if let Some(key) = keys.get_mut(slot) {
+                            *key = Some(match text(span) {
                                 Ok(text) => Value::Str(text),
                                 Err(_) => Value::BadUtf8,
-                            },
-                        })
-                    });
-                    otlp::ready_values(sink, position, time_unix_nano, values, || {
+                            });
+                        } else if let Some(value) = dims.context.0.get_mut(slot - KEY_SLOTS) {
+                            // Evidence over the limit or not UTF-8 is absent.
+                            *value = match span.len <= limit {
+                                true => text(span).ok(),
+                                false => None,
+                            };
+                        }
+                    }
+                    otlp::ready_values(sink, position, time_unix_nano, keys, dims, || {
                         path.point(kind, index)
                     });
                 }
@@ -770,7 +833,13 @@ fn field_end(frame: &[u8], pos: usize) -> Option<usize> {
 
 /// A `Resource`; a second one in the same `ResourceMetrics` adds its attributes (prost
 /// merges an optional message field that appears twice).
-fn resource(cur: &mut Cursor<'_>, wire: u8, ctx: u32, slots: &mut RawSlots) -> wire::Result<()> {
+fn resource(
+    cur: &mut Cursor<'_>,
+    wire: u8,
+    ctx: u32,
+    values: &mut [Span; SLOTS],
+    found: &mut u32,
+) -> wire::Result<()> {
     let end = cur.enter(wire, ctx)?;
     let ctx = ctx - 1;
     while cur.pos() < end {
@@ -782,9 +851,14 @@ fn resource(cur: &mut Cursor<'_>, wire: u8, ctx: u32, slots: &mut RawSlots) -> w
             _ => cur.key()?,
         };
         if tag == 1 {
-            let found = key_value(cur, wire, ctx).map_err(|e| e.push(RESOURCE, "attributes"))?;
-            if let Some((index, value)) = found {
-                offer(slots, index, Span::of(cur.buf(), value));
+            let attribute =
+                key_value(cur, wire, ctx).map_err(|e| e.push(RESOURCE, "attributes"))?;
+            if let Some((index, value)) = attribute {
+                let bit = 1 << index;
+                if *found & bit == 0 {
+                    *found |= bit;
+                    values[index] = Span::of(cur.buf(), value);
+                }
             }
         } else {
             cur.skip(wire, tag, ctx)?;
@@ -793,16 +867,21 @@ fn resource(cur: &mut Cursor<'_>, wire: u8, ctx: u32, slots: &mut RawSlots) -> w
     cur.leave(end)
 }
 
+/// A `NumberDataPoint`: its time, and its own relevant attributes, pushed to `own` (where
+/// they are in `frame`).
 fn number_point(
     frame: &[u8],
     cur: &mut Cursor<'_>,
     wire: u8,
     ctx: u32,
-) -> wire::Result<(u64, RawSlots)> {
+    own: &mut Vec<Entry>,
+) -> wire::Result<(u64, Entries)> {
     let end = cur.enter(wire, ctx)?;
     let ctx = ctx - 1;
     let mut time_unix_nano = 0;
-    let mut attributes: RawSlots = [None; 4];
+    let start = own.len();
+    // Bit `slot`: the point has a value for it already (the first string value wins).
+    let mut found = 0;
     while cur.pos() < end {
         let (tag, wire) = cur.key()?;
         match tag {
@@ -812,29 +891,96 @@ fn number_point(
                     .map_err(|e| e.push(NUMBER_DATA_POINT, "time_unix_nano"))?
             }
             7 => {
-                let found = key_value(cur, wire, ctx)
+                let attribute = key_value(cur, wire, ctx)
                     .map_err(|e| e.push(NUMBER_DATA_POINT, "attributes"))?;
-                if let Some((index, value)) = found {
-                    offer(&mut attributes, index, Span::of(frame, value));
+                if let Some((index, value)) = attribute {
+                    offer(own, &mut found, index, Span::of(frame, value));
                 }
             }
             _ => cur.skip(wire, tag, ctx)?,
         }
     }
     cur.leave(end)?;
-    Ok((time_unix_nano, attributes))
+    Ok((
+        time_unix_nano,
+        Entries {
+            start,
+            end: own.len(),
+        },
+    ))
 }
 
-/// Keeps the first string value of each relevant key (pdata's `Map.Get`).
+/// Copies a resource's values (`values[slot]` for each bit `slot` of `found`) out of the
+/// window to the end of `text`, and lists them in `list`: where they are in it.
 #[inline(always)]
-fn offer(slots: &mut RawSlots, index: usize, value: Span) {
-    if let Some(slot @ None) = slots.get_mut(index) {
-        *slot = Some(value);
+fn copy_resource(
+    text: &mut Vec<u8>,
+    list: &mut Vec<Entry>,
+    window: &[u8],
+    values: &[Span; SLOTS],
+    found: u32,
+) -> Entries {
+    let start = list.len();
+    let count = found.count_ones() as usize;
+    text.reserve(count * CHUNK);
+    list.reserve(count);
+    let mut bits = found;
+    while bits != 0 {
+        let slot = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        if let Some(&value) = values.get(slot) {
+            list.push((slot, copy(text, window, value)));
+        }
+    }
+    Entries {
+        start,
+        end: list.len(),
     }
 }
 
+/// Copies a value out of the window to the end of `text`: where it is there.
+///
+/// Most values are short, and for them a `memcpy` call costs more than the copy: a value
+/// of up to [`CHUNK`] bytes (when the window has that many from its start) is copied as a
+/// whole chunk, a copy of fixed size that compiles to a few vector moves, and the bytes
+/// after the value are cut off again.
+#[inline(always)]
+fn copy(text: &mut Vec<u8>, window: &[u8], value: Span) -> Span {
+    let start = text.len();
+    let chunk = window
+        .get(value.start..)
+        .and_then(<[u8]>::first_chunk::<CHUNK>);
+    match chunk {
+        Some(chunk) if value.len <= CHUNK => {
+            text.extend_from_slice(chunk);
+            text.truncate(start + value.len);
+        }
+        _ => text.extend_from_slice(&window[value.start..value.end()]),
+    }
+    Span {
+        start,
+        len: value.len,
+    }
+}
+
+/// See [`copy`]: longer than most names, image references and container IDs.
+const CHUNK: usize = 64;
+
+/// Keeps the first string value of each relevant key (pdata's `Map.Get`): `found` has bit
+/// `slot` set once `list` has a value for it.
+#[inline(always)]
+fn offer(list: &mut Vec<Entry>, found: &mut u32, index: usize, value: Span) {
+    let bit = 1 << index;
+    if *found & bit == 0 {
+        *found |= bit;
+        list.push((index, value));
+    }
+}
+
+const _: () = assert!(SLOTS <= 32, "a bit per slot in a `u32`");
+
 /// What a `KeyValue` offers: the slot index of its key and its string value, when its key
-/// is one the rule uses and its value has a `string_value`.
+/// is one the decoders read (`otlp::ATTRS`) and its value has a `string_value`.
 type Found<'a> = Option<(usize, &'a [u8])>;
 
 /// A `KeyValue`: what it offers.

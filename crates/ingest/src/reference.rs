@@ -16,16 +16,16 @@
 
 use std::io::{BufRead, Read};
 
-use unseen_model::PointRef;
+use unseen_model::{PointRef, CONTEXT_LEN};
 
 use crate::sink::{Fatal, Sink};
 use crate::{
     csv, proto, BodyEncoding, Format, Issue, Limits, Position, SourceError, SourceStats, Visitor,
 };
 
-/// One point as the checks compare it: its time and its four dimensions (host, cluster,
-/// node, image), owned.
-pub type RecordedPoint = (u64, [Option<String>; 4]);
+/// One point as the checks compare it, owned: its time, its four key dimensions (host,
+/// cluster, node, image) and its evidence (`Dims::context`, in `CONTEXT_ATTRS` order).
+pub type RecordedPoint = (u64, [Option<String>; 4], [Option<String>; CONTEXT_LEN]);
 
 /// A [`Visitor`] that keeps everything it is told, in order: what two decoders are
 /// compared on.
@@ -47,6 +47,7 @@ impl Visitor for Recorded {
                 own(d.node_name),
                 own(d.image_name),
             ],
+            d.context.0.map(own),
         ));
     }
 

@@ -1,7 +1,8 @@
 //! The pdata "golden" YAML form (`pkg/golden` in the Collector's contrib repository): OTLP/JSON
 //! rendered as YAML. It exists for test fixtures, so it is read whole, and goes
 //! YAML -> `serde_json::Value` -> the same structs and visiting code as OTLP/JSON lines. A
-//! file of several YAML documents (`---`) is one request per document.
+//! file of several YAML documents (`---`) is one request per document. Dimensions and
+//! evidence are therefore read exactly as in OTLP/JSON.
 
 use std::io::BufRead;
 

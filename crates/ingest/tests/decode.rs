@@ -12,6 +12,7 @@ fn p(time: u64, node: Option<&str>, image: Option<&str>) -> Point {
         cluster: None,
         node: node.map(str::to_string),
         image: image.map(str::to_string),
+        ..Point::default()
     }
 }
 
@@ -174,6 +175,7 @@ fn csv_reads_splunk_exports() {
                 cluster: Some("c".into()),
                 node: Some("n".into()),
                 image: Some("docker.io/library/nginx".into()),
+                ..Point::default()
             },
             Point {
                 time: t,
@@ -181,6 +183,7 @@ fn csv_reads_splunk_exports() {
                 cluster: None,
                 node: Some("n".into()),
                 image: Some("img".into()),
+                ..Point::default()
             },
             Point {
                 time: t,
@@ -188,6 +191,7 @@ fn csv_reads_splunk_exports() {
                 cluster: Some("quoted \"x\"".into()),
                 node: Some("multi\nline".into()),
                 image: Some("img".into()),
+                ..Point::default()
             },
             Point {
                 time: t + 1_000_000_000,
@@ -195,6 +199,7 @@ fn csv_reads_splunk_exports() {
                 cluster: Some("c".into()),
                 node: Some("n".into()),
                 image: Some("img".into()),
+                ..Point::default()
             },
         ]
     );

@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use proptest::prelude::*;
 use prost::Message;
 use unseen_ingest::{Format, Limits};
+use unseen_model::CONTEXT_ATTRS;
 
 /// Small enough that some generated values are over it.
 const DIM_LIMIT: usize = 8;
@@ -67,6 +68,14 @@ fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
         Just("container.image.name"),
         Just("k8s.pod.name"),
         Just("container.image.tag"),
+        // Evidence sharing a length with a key (16, 20) or with each other (12, 18, 19).
+        Just("k8s.cronjob.name"),
+        Just("k8s.statefulset.name"),
+        Just("container.id"),
+        Just("k8s.namespace.name"),
+        Just("k8s.container.name"),
+        Just("k8s.replicaset.name"),
+        Just("k8s.pod.uid"),
     ];
     prop::collection::vec(
         (key, any_value()).prop_map(|(key, value)| KeyValue {
@@ -74,7 +83,7 @@ fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
             value,
             ..Default::default()
         }),
-        0..5,
+        0..7,
     )
 }
 
@@ -240,6 +249,12 @@ fn reference(requests: &[ExportMetricsServiceRequest]) -> Expected {
                             cluster: owned(keys[1]),
                             node: owned(keys[2]),
                             image: owned(keys[3]),
+                            // Evidence over the limit is absent; the point stays.
+                            context: CONTEXT_ATTRS.map(|key| {
+                                dim(key)
+                                    .filter(|v| v.len() <= DIM_LIMIT)
+                                    .map(str::to_string)
+                            }),
                         });
                     }
                 }
@@ -562,17 +577,21 @@ fn dim() -> impl Strategy<Value = Option<String>> {
 struct Row {
     secs: u64,
     time_style: u8,
-    dims: [Option<String>; 4],
+    /// The four keys, then three evidence attributes (`COLUMNS` order).
+    dims: [Option<String>; 7],
 }
 
 fn row() -> impl Strategy<Value = Row> {
-    (1u64..4_000_000_000, 0u8..3, [dim(), dim(), dim(), dim()]).prop_map(
-        |(secs, time_style, dims)| Row {
+    (
+        1u64..4_000_000_000,
+        0u8..3,
+        [dim(), dim(), dim(), dim(), dim(), dim(), dim()],
+    )
+        .prop_map(|(secs, time_style, dims)| Row {
             secs,
             time_style,
             dims,
-        },
-    )
+        })
 }
 
 fn csv_cell(s: &str) -> String {
@@ -583,8 +602,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn csv_and_json_lines_agree(rows in prop::collection::vec(row(), 0..20), column_order in Just([3usize, 0, 2, 1])) {
-        const KEYS: [&str; 4] = ["host.name", "k8s.cluster.name", "k8s.node.name", "container.image.name"];
+    fn csv_and_json_lines_agree(rows in prop::collection::vec(row(), 0..20), column_order in Just([3usize, 5, 0, 2, 6, 1, 4])) {
+        const KEYS: [&str; 7] = [
+            "host.name",
+            "k8s.cluster.name",
+            "k8s.node.name",
+            "container.image.name",
+            "k8s.namespace.name",
+            "k8s.pod.name",
+            "container.image.tag",
+        ];
         let mut csv = String::from("_value,");
         csv += &column_order.iter().map(|&i| KEYS[i]).collect::<Vec<_>>().join(",");
         csv += ",_time\r\n";

@@ -9,6 +9,7 @@ use common::*;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use unseen_ingest::{Format, SourceStats};
+use unseen_model::{ctx, CONTEXT_LEN};
 
 fn images(points: &[Point]) -> BTreeSet<&str> {
     points.iter().filter_map(|p| p.image.as_deref()).collect()
@@ -76,6 +77,44 @@ fn k8sclusterreceiver_e2e_fixture() {
     }
     // Input order is kept: the first container resource is etcd's.
     assert_eq!(out.points[0].image.as_deref(), Some("registry.k8s.io/etcd"));
+    // Its evidence, from its resource (the receiver sets no owner on a container's).
+    let mut context: [Option<String>; CONTEXT_LEN] = Default::default();
+    for (slot, value) in [
+        (ctx::NAMESPACE, "kube-system"),
+        (ctx::POD_NAME, "etcd-kind-control-plane"),
+        (ctx::POD_UID, "16463557-8966-458d-b356-54f16895a1dd"),
+        (ctx::CONTAINER_NAME, "etcd"),
+        (
+            ctx::CONTAINER_ID,
+            "065c7c8b8e35d285df3e05ada86520ab9a55dd5cb25331c1fb0e39739ae7fdfa",
+        ),
+        (ctx::IMAGE_TAG, "3.5.4-0"),
+    ] {
+        context[slot] = Some(value.to_string());
+    }
+    assert_eq!(out.points[0].context, context);
+    for p in &out.points {
+        for slot in [
+            ctx::NAMESPACE,
+            ctx::POD_NAME,
+            ctx::POD_UID,
+            ctx::CONTAINER_NAME,
+            ctx::CONTAINER_ID,
+            ctx::IMAGE_TAG,
+        ] {
+            assert!(p.ctx(slot).is_some_and(|v| !v.is_empty()), "{p:?}");
+        }
+        for slot in [
+            ctx::DEPLOYMENT,
+            ctx::STATEFULSET,
+            ctx::DAEMONSET,
+            ctx::JOB,
+            ctx::CRONJOB,
+            ctx::REPLICASET,
+        ] {
+            assert_eq!(p.ctx(slot), None, "{p:?}");
+        }
+    }
 }
 
 #[test]
@@ -112,6 +151,10 @@ fn splunk_chart_cluster_receiver_fixture() {
         assert_eq!(p.host, None);
         assert_eq!(p.cluster.as_deref(), Some("dev-operator"));
         assert_eq!(p.node.as_deref(), Some("kind-control-plane"));
+        // The chart's capture carries the attributes on the data points.
+        assert!(p.ctx(ctx::NAMESPACE).is_some(), "{p:?}");
+        assert!(p.ctx(ctx::POD_NAME).is_some(), "{p:?}");
+        assert!(p.ctx(ctx::CONTAINER_ID).is_some(), "{p:?}");
     }
 }
 

@@ -184,17 +184,22 @@ fn string_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
 }
 
 /// Every gauge and sum point of `requests` as a Splunk CSV export: a row per point, its own
-/// attributes over its resource's, its time `shift` seconds later. `quoted`: every cell
-/// quoted, CRLF, RFC 3339 times (the csv-core path); otherwise bare cells, `\n` and Unix
-/// seconds with nanoseconds (the in-place path).
+/// attributes (the keys and some evidence) over its resource's, its time `shift` seconds
+/// later. `quoted`: every cell quoted, CRLF, RFC 3339 times (the csv-core path); otherwise
+/// bare cells, `\n` and Unix seconds with nanoseconds (the in-place path).
 fn csv(requests: &[ExportMetricsServiceRequest], quoted: bool, shift: u64) -> Vec<u8> {
-    const COLUMNS: [&str; 7] = [
+    const COLUMNS: [&str; 11] = [
         "_time",
         "metric_name",
         "host.name",
         "k8s.cluster.name",
         "k8s.node.name",
         "container.image.name",
+        // Evidence, as an export `by` them has it.
+        "k8s.namespace.name",
+        "k8s.pod.name",
+        "container.id",
+        "k8s.deployment.name",
         "_value",
     ];
     let newline = if quoted { "\r\n" } else { "\n" };
@@ -223,7 +228,7 @@ fn csv(requests: &[ExportMetricsServiceRequest], quoted: bool, shift: u64) -> Ve
                     format!("{secs}.{nanos:09}")
                 };
                 let mut row = vec![cell(&time), cell(&m.name)];
-                for key in &COLUMNS[2..6] {
+                for key in &COLUMNS[2..10] {
                     let value =
                         string_attr(&p.attributes, key).or_else(|| string_attr(resource, key));
                     row.push(cell(&value.unwrap_or_default()));
@@ -298,6 +303,8 @@ fn real_data_agrees() {
             let s = summary(&by_mode, mode);
             assert!(s.points > 0, "{source}, {mode:?}: no points: {s:?}");
             assert!(s.findings > 0, "{source}, {mode:?}: no findings: {s:?}");
+            // The evidence is compared too, not only absent on both sides.
+            assert!(s.evidence > 0, "{source}, {mode:?}: no evidence: {s:?}");
         }
     }
 }

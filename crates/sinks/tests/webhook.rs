@@ -77,7 +77,6 @@ async fn delivers_everything_after_an_outage_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_gets_incidents_and_the_file_gets_findings() {
     use unseen_store::conformance::{sighting, triage_opts};
-    use unseen_store::StateStore;
     for backend in Backend::all() {
         let store = backend.store();
         let dir = tempfile::tempdir().unwrap();

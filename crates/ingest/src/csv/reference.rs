@@ -1,6 +1,7 @@
 //! The CSV reader as it was before plain rows were split in place: every row through
-//! `csv-core`, input straight from the `BufRead`. Kept verbatim (but for this comment and
-//! the imports) as the reference that the new reader is held to: by the
+//! `csv-core`, input straight from the `BufRead`. Kept verbatim (but for this comment, the
+//! imports, and the evidence columns, read plainly through `Dims::set`) as the reference
+//! that the new reader is held to: by the
 //! tests, and, with the `reference` feature, by [`crate::reference`] (the differential fuzz
 //! target and its corpus test). Never on the run-time path.
 
@@ -8,7 +9,7 @@ use std::io::{self, BufRead};
 
 use unseen_model::{attr, Dims, PointRef};
 
-use crate::otlp::{self, KEYS};
+use crate::otlp::{self, ATTRS};
 use crate::sink::{self, Fatal, Sink};
 use crate::{IssueKind, Position, Visitor};
 
@@ -61,8 +62,8 @@ struct Columns {
     count: usize,
     time: usize,
     metric_name: Option<usize>,
-    /// Index of each of [`KEYS`], when present.
-    dims: [Option<usize>; 4],
+    /// Index of each of [`ATTRS`], when present.
+    dims: [Option<usize>; otlp::SLOTS],
 }
 
 impl Columns {
@@ -95,7 +96,7 @@ impl Columns {
             count: names.len(),
             time,
             metric_name: find(METRIC_NAME),
-            dims: KEYS.map(find),
+            dims: ATTRS.map(find),
         })
     }
 }
@@ -127,11 +128,20 @@ fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink:
         Err(message) => return point_issue(sink, TIME, message),
     };
     let mut dims = Dims::default();
-    for (key, index) in KEYS.iter().zip(columns.dims) {
+    for (key, index) in ATTRS.iter().zip(columns.dims) {
         let Some(index) = index else { continue };
         let cell = rows.field(index);
         if cell.is_empty() {
             continue; // an empty cell is an absent dimension, as in Splunk
+        }
+        if unseen_model::Context::slot(key).is_some() {
+            // Evidence: absent when it is not UTF-8 or over the limit; the point stays.
+            if let Ok(value) = std::str::from_utf8(cell) {
+                if value.len() <= sink.limits.max_dimension_bytes {
+                    dims.set(key, value);
+                }
+            }
+            continue;
         }
         let Ok(value) = std::str::from_utf8(cell) else {
             return point_issue(sink, key, otlp::bad_utf8("column", key));

@@ -120,6 +120,8 @@ const PIECES: &[&[u8]] = &[
     b"_time",
     b"k8s.node.name",
     b"container.image.name",
+    b"k8s.namespace.name",
+    b"container.id",
     b"\xef\xbb\xbf",
     b"\xff",
     b"\xc3\xa9",
@@ -134,6 +136,9 @@ const COLUMNS: &[&str] = &[
     "k8s.node.name",
     "container.image.name",
     "_value",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "container.image.tag",
 ];
 
 /// A cell: plain, quoted (with `""`, commas and newlines inside), empty or odd.
@@ -174,7 +179,7 @@ fn csv_file() -> impl Strategy<Value = Vec<u8>> {
         1usize..=COLUMNS.len(),
         any::<bool>(),
         prop::collection::vec(
-            (prop::collection::vec(cell(), 0..9), terminator.clone()),
+            (prop::collection::vec(cell(), 0..12), terminator.clone()),
             0..12,
         ),
         terminator,
@@ -214,7 +219,7 @@ fn csv_file() -> impl Strategy<Value = Vec<u8>> {
         );
     let pieces =
         prop::collection::vec(prop::sample::select(PIECES.to_vec()), 0..60).prop_map(|pieces| {
-            let mut out = b"_time,k8s.node.name,container.image.name\n".to_vec();
+            let mut out = b"_time,k8s.node.name,container.image.name,k8s.pod.name\n".to_vec();
             out.extend(pieces.concat());
             out
         });

@@ -229,11 +229,15 @@ fn prepare(request: &ExportMetricsServiceRequest) -> Result<PreparedRequest<'_>,
     Ok((resources, prepared))
 }
 
-/// The four relevant attributes of a list, borrowed from the frame.
+/// The relevant attributes of a list (`otlp::ATTRS`), borrowed from the frame.
 fn slots(attributes: &[KeyValue]) -> AttrSlots<'_> {
     let mut slots = AttrSlots::default();
     for kv in attributes {
-        let Some(index) = otlp::key_index(&kv.key) else {
+        // A plain search of the table, not `otlp::key_index`: the tests hold that to this.
+        let Some(index) = otlp::ATTRS
+            .iter()
+            .position(|name| name.as_bytes() == kv.key)
+        else {
             continue;
         };
         let Some(value) = kv.value.as_ref().and_then(|v| v.string_value.as_ref()) else {
@@ -365,7 +369,7 @@ struct KeyValue {
     value: Option<AnyValue>,
 }
 
-/// Only `string_value`; bytes so that the UTF-8 check happens only for the four keys.
+/// Only `string_value`; bytes so that the UTF-8 check happens only for the relevant keys.
 #[derive(Clone, PartialEq, Message)]
 struct AnyValue {
     #[prost(bytes = "bytes", optional, tag = "1")]
@@ -385,7 +389,7 @@ enum Slot<'a> {
 }
 
 #[derive(Debug, Clone, Default)]
-struct AttrSlots<'a>([Slot<'a>; 4]);
+struct AttrSlots<'a>([Slot<'a>; otlp::SLOTS]);
 
 impl<'a> AttrSlots<'a> {
     fn offer(&mut self, index: usize, value: Slot<'a>) {
@@ -401,13 +405,21 @@ fn resolve<'a>(
     limit: usize,
 ) -> Result<unseen_model::Dims<'a>, String> {
     let mut dims = unseen_model::Dims::default();
-    for (index, key) in otlp::KEYS.iter().enumerate() {
+    for (index, key) in otlp::ATTRS.iter().enumerate() {
         let value = match (&point.0[index], &resource.0[index]) {
             (Slot::Unset, slot) | (slot, _) => slot,
         };
+        // Evidence that is not UTF-8 or over the limit is absent; the point stays.
+        let evidence = unseen_model::Context::slot(key).is_some();
         match value {
             Slot::Unset => {}
+            Slot::BadUtf8 if evidence => {}
             Slot::BadUtf8 => return Err(otlp::bad_utf8("attribute", key)),
+            Slot::Str(value) if evidence => {
+                if value.len() <= limit {
+                    dims.set(key, value);
+                }
+            }
             Slot::Str(value) => {
                 otlp::check_dimension("attribute", key, value, limit)?;
                 dims.set(key, value);

@@ -374,7 +374,7 @@ fn put_bytes(rng: &mut Rng, out: &mut Vec<u8>, bytes: &[u8], bad: bool) {
     out.extend_from_slice(bytes);
 }
 
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 13] = [
     "host.name",
     "k8s.cluster.name",
     "k8s.node.name",
@@ -382,6 +382,14 @@ const KEYS: [&str; 7] = [
     "k8s.pod.name",
     "container.image.tag",
     "",
+    // Evidence sharing a length with a key (16, 20) or with each other (12, 18).
+    "k8s.cronjob.name",
+    "k8s.statefulset.name",
+    "container.id",
+    "k8s.namespace.name",
+    "k8s.daemonset.name",
+    // Almost an attribute read.
+    "k8s.pod.uuid",
 ];
 const STRINGS: [&[u8]; 9] = [
     b"",

@@ -2,16 +2,18 @@
 #![allow(dead_code)]
 
 use unseen_ingest::{read_source, Format, Issue, Limits, SourceError, SourceStats, Visitor};
-use unseen_model::PointRef;
+use unseen_model::{PointRef, CONTEXT_LEN};
 
 /// A point with owned strings, comparable across decoders.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Point {
     pub time: u64,
     pub host: Option<String>,
     pub cluster: Option<String>,
     pub node: Option<String>,
     pub image: Option<String>,
+    /// The evidence attributes (`Dims::context`), in `CONTEXT_ATTRS` order.
+    pub context: [Option<String>; CONTEXT_LEN],
 }
 
 impl Point {
@@ -22,7 +24,13 @@ impl Point {
             cluster: p.dims.cluster_name.map(str::to_string),
             node: p.dims.node_name.map(str::to_string),
             image: p.dims.image_name.map(str::to_string),
+            context: p.dims.context.0.map(|v| v.map(str::to_string)),
         }
+    }
+
+    /// Evidence slot `slot` (`unseen_model::ctx`).
+    pub fn ctx(&self, slot: usize) -> Option<&str> {
+        self.context[slot].as_deref()
     }
 }
 
