@@ -30,47 +30,19 @@ pub(crate) const SLOTS: usize = KEY_SLOTS + CONTEXT_LEN;
 
 /// The attributes the decoders read, in slot order: the four the rule keys on (the fields
 /// of [`Dims`], in their order), then the evidence, slot `KEY_SLOTS + i` being
-/// `CONTEXT_ATTRS[i]` (checked at compile time).
-pub(crate) const ATTRS: [&str; SLOTS] = [
-    attr::HOST_NAME,
-    attr::CLUSTER_NAME,
-    attr::NODE_NAME,
-    attr::IMAGE_NAME,
-    attr::NAMESPACE_NAME,
-    attr::POD_NAME,
-    attr::POD_UID,
-    attr::CONTAINER_NAME,
-    attr::CONTAINER_ID,
-    attr::IMAGE_TAG,
-    attr::DEPLOYMENT_NAME,
-    attr::STATEFULSET_NAME,
-    attr::DAEMONSET_NAME,
-    attr::JOB_NAME,
-    attr::CRONJOB_NAME,
-    attr::REPLICASET_NAME,
-];
-
-const fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-const _: () = {
+/// `CONTEXT_ATTRS[i]` (built from the model's list, so the two cannot drift apart).
+pub(crate) const ATTRS: [&str; SLOTS] = {
+    let mut attrs = [""; SLOTS];
+    attrs[0] = attr::HOST_NAME;
+    attrs[1] = attr::CLUSTER_NAME;
+    attrs[2] = attr::NODE_NAME;
+    attrs[3] = attr::IMAGE_NAME;
     let mut i = 0;
     while i < CONTEXT_LEN {
-        assert!(same(ATTRS[KEY_SLOTS + i], CONTEXT_ATTRS[i]));
+        attrs[KEY_SLOTS + i] = CONTEXT_ATTRS[i];
         i += 1;
     }
+    attrs
 };
 
 /// The slot of an evidence attribute.
