@@ -165,7 +165,7 @@ impl BatchScan {
         }
         let at = self.entry(&key);
         if let (Placement::Current, Some((context, raw))) = (placement, evidence) {
-            if self.entries[at].count & IN_BASELINE == 0 {
+            if self.entries[at].count & IN_BASELINE == 0 && self.before_current(at, t) {
                 self.keep_evidence(at as u32, t, context, raw, &key.image);
             }
         }
@@ -185,6 +185,23 @@ impl BatchScan {
             _ => {}
         }
         placement
+    }
+
+    /// Whether `t` is before every current-window point of entry `at` so far (or it has
+    /// none): only then can the point's evidence be the finding's. Answered from the
+    /// entry itself, so that the many later points of a key cost no lookup of its
+    /// evidence.
+    #[inline]
+    fn before_current(&self, at: usize, t: UnixSecs) -> bool {
+        let entry = &self.entries[at];
+        if entry.count & WIDE == 0 {
+            let offset = self.at.checked_sub(t).and_then(|d| u32::try_from(d).ok());
+            return entry.count & MAX_COMPACT_COUNT == 0
+                || offset.is_none_or(|offset| offset > entry.first);
+        }
+        self.wide
+            .get(&(at as u32))
+            .is_none_or(|w| w.current_count == 0 || t < w.current_first)
     }
 
     /// Keeps the evidence of the earliest current-window point of entry `at`.

@@ -170,7 +170,10 @@ pub struct Index {
     /// The images of `entries`, by registry and length: a fleet-new image is compared
     /// (for look-alikes) only with images of its registry within two characters of its
     /// length, so that a fleet's first day, when every image is new, is not quadratic.
-    by_length: HashMap<(String, usize), Vec<String>>,
+    /// Each with the start of its current run (kept equal to its entry's), so that the
+    /// images not established yet (all of them on a first day) are passed over by an
+    /// integer compare rather than a lookup each.
+    by_length: HashMap<(String, usize), Vec<(String, UnixSecs)>>,
     /// Entries changed since the last [`Index::take_dirty`]: what a store must write.
     dirty: HashSet<IndexKey>,
 }
@@ -198,14 +201,14 @@ impl Index {
             entries: entries.into_iter().collect(),
             ..Index::default()
         };
-        let images: Vec<String> = index
+        let images: Vec<(String, UnixSecs)> = index
             .entries
-            .keys()
-            .filter(|k| k.kind == IndexKind::Image)
-            .map(|k| k.a.clone())
+            .iter()
+            .filter(|(k, _)| k.kind == IndexKind::Image)
+            .map(|(k, s)| (k.a.clone(), s.episode_start))
             .collect();
-        for image in images {
-            index.add_image(image);
+        for (image, start) in images {
+            index.add_image(image, start);
         }
         index
     }
@@ -215,16 +218,31 @@ impl Index {
         Some((registry.to_string(), image.len()))
     }
 
-    fn add_image(&mut self, image: String) {
+    fn add_image(&mut self, image: String, start: UnixSecs) {
         if let Some(bucket) = Self::length_bucket(&image) {
-            self.by_length.entry(bucket).or_default().push(image);
+            self.by_length
+                .entry(bucket)
+                .or_default()
+                .push((image, start));
+        }
+    }
+
+    /// The image's run started anew (or earlier, a late point): rare, so a search of its
+    /// bucket is cheap enough.
+    fn restart_image(&mut self, image: &str, start: UnixSecs) {
+        if let Some(bucket) = Self::length_bucket(image) {
+            let images = self.by_length.get_mut(&bucket).into_iter().flatten();
+            for (i, s) in images.filter(|(i, _)| i == image) {
+                debug_assert_eq!(i, image);
+                *s = start;
+            }
         }
     }
 
     fn remove_image(&mut self, image: &str) {
         if let Some(bucket) = Self::length_bucket(image) {
             if let Some(images) = self.by_length.get_mut(&bucket) {
-                images.retain(|i| i != image);
+                images.retain(|(i, _)| i != image);
                 if images.is_empty() {
                     self.by_length.remove(&bucket);
                 }
@@ -293,10 +311,12 @@ impl Index {
                     })
                 };
                 let len = key.image.len();
+                let registry = registry.to_string();
                 let candidates = (len.saturating_sub(2)..=len + 2)
-                    .filter_map(|l| self.by_length.get(&(registry.to_string(), l)))
+                    .filter_map(|l| self.by_length.get(&(registry.clone(), l)))
                     .flatten()
-                    .map(String::as_str)
+                    .filter(|(_, start)| t.saturating_sub(*start) >= recent)
+                    .map(|(image, _)| image.as_str())
                     .filter(|image| established(image));
                 look_alike(&key.image, candidates).map(str::to_string)
             }
@@ -353,11 +373,18 @@ impl Index {
             return;
         }
         match self.entries.get_mut(&probe) {
-            Some(state) => *state = next,
+            Some(state) => {
+                *state = next;
+                if kind == IndexKind::Image
+                    && prev.map(|p| p.episode_start) != Some(next.episode_start)
+                {
+                    self.restart_image(a, next.episode_start);
+                }
+            }
             None => {
                 self.entries.insert(IndexKey::new(kind, a, b), next);
                 if kind == IndexKind::Image {
-                    self.add_image(a.to_string());
+                    self.add_image(a.to_string(), next.episode_start);
                 }
             }
         }
@@ -529,6 +556,47 @@ mod tests {
         let n = index.novelty(&key("prod", "n2", "docker.io/library/ngnix"), gone, &w);
         assert_eq!(n.look_alike, None);
         assert!(index.by_length.is_empty());
+    }
+
+    proptest::proptest! {
+        /// The length buckets and the run starts they keep are only a shortcut: the
+        /// look-alike is the one a search of every known image gives, whatever the order
+        /// of the sightings (late ones, returns after the gap, forgetting).
+        #[test]
+        fn look_alikes_are_those_of_a_search_of_every_image(
+            steps in proptest::collection::vec((0usize..4, 0i64..8, 0u8..6), 1..40),
+        ) {
+            let w = Windows::default();
+            let images = ["docker.io/acme/api", "docker.io/acme/apj", "docker.io/acme/aqi", "docker.io/acme/ap"];
+            let hour = w.recent as i64;
+            let mut index = Index::default();
+            for (image, at, action) in steps {
+                // Times in hours, some of them past the gap of others.
+                let t = T + at * hour + if action == 5 { w.gap() as i64 } else { 0 };
+                let probe = key("prod", "n", images[image]);
+                if action == 0 {
+                    index.forget(t, &w);
+                    continue;
+                }
+                let fast = index.novelty(&probe, t, &w).look_alike;
+                let established: Vec<&str> = images
+                    .iter()
+                    .copied()
+                    .filter(|i| {
+                        index.get(IndexKind::Image, i, "").is_some_and(|s| {
+                            known(Some(s), t, &w) && t.saturating_sub(s.episode_start) >= hour
+                        })
+                    })
+                    .collect();
+                let scope = index.novelty(&probe, t, &w).scope;
+                let slow = (scope == Scope::Fleet)
+                    .then(|| look_alike(images[image], established))
+                    .flatten()
+                    .map(str::to_string);
+                proptest::prop_assert_eq!(fast, slow);
+                index.observe(&probe, t, &w);
+            }
+        }
     }
 
     #[test]

@@ -62,6 +62,17 @@ pub struct ImageRef {
 /// `sha256`, tag of 64 hex digits), whose form is `sha256:<hex>`. A value that is not a
 /// valid reference is returned unchanged.
 pub fn canonical<'a>(name: &'a str, tag: Option<&str>) -> Cow<'a, str> {
+    // What real exports nearly always hold, in one pass: every point's key pays for this.
+    if let Some(name_len) = canonical_prefix(name) {
+        return Cow::Borrowed(&name[..name_len]);
+    }
+    canonical_general(name, tag)
+}
+
+/// [`canonical`] without its fast path (public for the property test that holds the two
+/// to one answer).
+#[doc(hidden)]
+pub fn canonical_general<'a>(name: &'a str, tag: Option<&str>) -> Cow<'a, str> {
     if let Some(hex) = quirk_digest_hex(name, tag) {
         return Cow::Owned(format!("sha256:{hex}"));
     }
@@ -201,6 +212,83 @@ impl Split<'_> {
             Some(d) => !self.is_docker_hub() && !d.bytes().any(|b| b.is_ascii_uppercase()),
         }
     }
+}
+
+/// The fast path of [`canonical`]: for `domain/path[:tag]` already in canonical spelling
+/// (a lower-case domain with a `.` or a port, not an alias of Docker Hub; a path of valid
+/// components, two or more on Docker Hub; a valid tag or none; no digest), the length of
+/// `domain/path`, found in one scan. `None` for anything else, which the general path
+/// then reads (it is never wrong to answer `None`).
+fn canonical_prefix(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let lower_alnum = |i: usize| b.get(i).is_some_and(|&c| is_lower_alnum(c));
+    // The domain: labels of `[a-z0-9-]` (no `-` at either end) joined by `.`, then an
+    // optional `:port`, then `/`.
+    let mut i = 0;
+    let mut looks_like_domain = false;
+    loop {
+        let start = i;
+        while lower_alnum(i) || b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        if i == start || b[start] == b'-' || b[i - 1] == b'-' {
+            return None;
+        }
+        match b.get(i) {
+            Some(b'.') => {
+                looks_like_domain = true;
+                i += 1;
+            }
+            Some(b':') => {
+                looks_like_domain = true;
+                i += 1;
+                let port = i;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                if i == port || b.get(i) != Some(&b'/') {
+                    return None;
+                }
+                break;
+            }
+            Some(b'/') => break,
+            _ => return None,
+        }
+    }
+    let domain = &s[..i];
+    if !looks_like_domain || DOCKER_HUB_ALIASES.contains(&domain) {
+        return None;
+    }
+    i += 1;
+    // The path: components `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` joined by `/`.
+    let mut components = 1;
+    let name_len = loop {
+        let run = i;
+        while lower_alnum(i) {
+            i += 1;
+        }
+        if i == run {
+            return None;
+        }
+        match b.get(i) {
+            None => break i,
+            Some(b'/') => {
+                components += 1;
+                i += 1;
+            }
+            Some(b'.') => i += 1,
+            Some(b'_') => i += 1 + usize::from(b.get(i + 1) == Some(&b'_')),
+            Some(b'-') => {
+                while b.get(i) == Some(&b'-') {
+                    i += 1;
+                }
+            }
+            Some(b':') if is_tag(&s[i + 1..]) => break i,
+            _ => return None,
+        }
+        // After a separator, the next run must start at once (checked at the loop's top).
+    };
+    (domain != DOCKER_HUB || components >= 2).then_some(name_len)
 }
 
 /// Splits a valid reference into its parts; None for anything else.
@@ -375,6 +463,32 @@ mod tests {
     use super::*;
 
     const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// The common spellings take the one-pass path (the property test holds its answers to
+    /// the general path's); the rest are left to the general path.
+    #[test]
+    fn canonical_spellings_take_the_fast_path() {
+        for (name, len) in [
+            ("docker.io/library/nginx", Some(23)),
+            ("docker.io/library/nginx:1.25-alpine", Some(23)),
+            ("registry.k8s.io/ingress-nginx/controller:v1.9", Some(40)),
+            ("localhost.localdomain:5000/a__b/c-d--e", Some(38)),
+            ("quay.io/a.b_c/d", Some(15)),
+            ("nginx", None),
+            ("docker.io/nginx", None),
+            ("index.docker.io/library/nginx", None),
+            ("Quay.io/a/b", None),
+            ("localhost/app", None),
+            ("quay.io/a/b@sha256:abc", None),
+            ("quay.io/a/b:", None),
+            ("quay.io/a___b", None),
+            ("quay.io/a._b", None),
+            ("-quay.io/a", None),
+            ("quay.io:/a", None),
+        ] {
+            assert_eq!(canonical_prefix(name), len, "{name}");
+        }
+    }
 
     struct Case {
         name: String,

@@ -65,8 +65,21 @@ fn osa<T: Eq>(a: &[T], b: &[T], max: usize) -> Option<usize> {
     if a.len().abs_diff(b.len()) > max {
         return None;
     }
-    if a == b {
-        return Some(0);
+    // A common prefix or suffix costs no edit (an optimal alignment matches it as it is,
+    // transpositions included): what is left of two similar names is a few characters,
+    // not a table of their whole lengths.
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[..a.len() - suffix], &b[..b.len() - suffix]);
+    if a.is_empty() || b.is_empty() {
+        // Only insertions (or nothing) are left, and their number is within `max`.
+        return Some(a.len().max(b.len()));
     }
     // Three rows of the table: i-2, i-1 and i. A row's minimum never decreases from one
     // row to the next, so once it exceeds `max` the distance does too.

@@ -190,6 +190,14 @@ fn invalid() -> impl Strategy<Value = String> {
 
 proptest! {
     #[test]
+    fn the_fast_path_agrees_with_the_general_one(
+        x in prop_oneof![reference_ish(), invalid(), (pair(), spelling()).prop_map(|(p, s)| spell(&p, &s))],
+        t in tag_attribute(),
+    ) {
+        prop_assert_eq!(canonical(&x, t.as_deref()), unseen_normalize::image::canonical_general(&x, t.as_deref()));
+    }
+
+    #[test]
     fn idempotent_on_any_string(x in reference_ish(), t in tag_attribute()) {
         let c = canonical(&x, t.as_deref());
         prop_assert_eq!(&canonical(&c, None), &c);
