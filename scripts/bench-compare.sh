@@ -26,7 +26,8 @@ else
   git -C "$BASE" checkout --quiet --detach "$REV"
 fi
 BASE_REV=$(git -C "$BASE" rev-parse --short HEAD)
-HEAD_REV="$(git -C "$ROOT" rev-parse --short HEAD)$([ -n "$(git -C "$ROOT" status --porcelain)" ] && echo '+changes')"
+HEAD_REV=$(git -C "$ROOT" rev-parse --short HEAD)
+if [ -n "$(git -C "$ROOT" status --porcelain)" ]; then HEAD_REV="$HEAD_REV+changes"; fi
 
 # Builds first (both release binaries and both benches), so that no round pays for one.
 log "build $BASE_REV and $HEAD_REV"

@@ -35,6 +35,9 @@ pub enum Command {
     /// Replay history through the streaming path of `serve`, in process: the baseline
     /// before --from, then one line per day of findings, incidents and notifications.
     Backtest(crate::backtest::BacktestArgs),
+    /// Edit and try a suppression rules file: add, list, remove rules, and test them
+    /// against recorded findings.
+    Suppress(crate::suppress::SuppressArgs),
 }
 
 /// Key and window options shared by every command that evaluates the rule.
@@ -71,6 +74,10 @@ pub struct ScanArgs {
     /// `json`: one finding per line; `table`: for people [default: table on a terminal, json otherwise]
     #[arg(long, value_enum)]
     pub output: Option<OutputArg>,
+    /// Suppression rules (TOML, `[[suppress]]` tables): matching findings are marked
+    /// `suppressed` (see `unseen suppress`).
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Option<PathBuf>,
     /// Exit with status 3 if any record or point was malformed.
     #[arg(long)]
     pub fail_on_error: bool,

@@ -123,6 +123,7 @@ pub fn run(args: BacktestArgs) -> Result<Outcome> {
             mode: mode.clone(),
             now: from,
             report: false,
+            suppressions: Default::default(),
             max_keys: u64::MAX,
         },
         from,

@@ -63,6 +63,7 @@ pub fn run(args: BaselineArgs) -> Result<crate::scan::Outcome> {
             mode: settings.mode.clone(),
             now,
             report: false,
+            suppressions: Default::default(),
             max_keys: settings.limits.max_keys,
         },
         max_clock_skew: settings.limits.max_clock_skew,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
-use unseen_findings::{RiskModifiers, TriageSettings};
+use unseen_findings::{RiskModifiers, Suppressions, TriageSettings};
 use unseen_model::{format_duration, parse_duration, Windows};
 use unseen_normalize::KeyMode;
 use unseen_server::{Config, Limits};
@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// [default: 24h]
     #[arg(long, value_name = "DURATION", env = "UNSEEN_DIGEST_WINDOW")]
     pub digest_window: Option<String>,
+    /// Suppression rules file (TOML, `[[suppress]]` tables), reloaded when it changes;
+    /// its rules come after the config's `[[suppress]]` tables.
+    #[arg(long, value_name = "FILE", env = "UNSEEN_SUPPRESSIONS")]
+    pub suppressions: Option<PathBuf>,
     /// Log format [default: text]
     #[arg(long, value_enum, value_name = "FORMAT", env = "UNSEEN_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -136,10 +140,14 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     pub rollout_window: Option<String>,
     pub digest_window: Option<String>,
-    /// Risk modifiers (`[risk]`, file only): added to the rule's score in default mode.
-    pub risk: Option<RiskModifiers>,
+    pub suppressions: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    /// Risk modifiers (`[risk]`, file only): added to the rule's score in default mode.
+    pub risk: Option<RiskModifiers>,
+    /// Suppression rules (`[[suppress]]` tables, file only), always in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppress: Vec<toml::Table>,
 }
 
 impl FileConfig {
@@ -184,6 +192,8 @@ impl FileConfig {
             rollout_window: pick(&a.rollout_window, self.rollout_window),
             digest_window: pick(&a.digest_window, self.digest_window),
             risk: self.risk,
+            suppressions: pick(&a.suppressions, self.suppressions),
+            suppress: self.suppress,
             log_format: pick(&a.log_format, self.log_format),
             log_level: pick(&a.log_level, self.log_level),
         }
@@ -207,6 +217,9 @@ pub struct Settings {
     pub limits: Limits,
     pub shutdown_grace: Duration,
     pub triage: TriageSettings,
+    /// The config's own rules (checked), and the rules file.
+    pub suppress: Suppressions,
+    pub suppressions: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -343,6 +356,8 @@ impl Settings {
                 )?,
                 risk: c.risk.unwrap_or_default(),
             },
+            suppress: Suppressions::from_tables("config `[[suppress]]`", c.suppress.clone())?,
+            suppressions: c.suppressions.clone(),
             log_format: c.log_format.unwrap_or(LogFormat::Text),
             log_level: c.log_level.unwrap_or_else(|| "info".to_string()),
         })
@@ -369,6 +384,8 @@ impl Settings {
             sinks,
             limits: self.limits,
             shutdown_grace: self.shutdown_grace,
+            suppressions: self.suppress.clone(),
+            suppressions_file: self.suppressions.clone(),
         }
     }
 
@@ -402,6 +419,20 @@ impl Settings {
             rollout_window: Some(format_duration(self.triage.rollout_window)),
             digest_window: Some(format_duration(self.triage.digest_window)),
             risk: Some(self.triage.risk),
+            suppressions: self.suppressions.clone(),
+            suppress: self
+                .suppress
+                .rules
+                .iter()
+                .filter_map(|r| r.to_toml().parse::<toml::Table>().ok())
+                .filter_map(|mut t| match t.remove("suppress") {
+                    Some(toml::Value::Array(mut a)) => match a.pop() {
+                        Some(toml::Value::Table(t)) => Some(t),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect(),
             log_format: Some(self.log_format),
             log_level: Some(self.log_level.clone()),
         }
@@ -440,6 +471,14 @@ mod tests {
         );
         assert_eq!(settings.otlp_grpc.port(), 4317);
         assert_eq!(settings.windows.baseline, 30 * 86400);
+        assert_eq!(settings.suppress.rules[0].name, "ci-runners");
+        // The example rules file it names is valid too.
+        let rules = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/suppressions.toml"
+        );
+        let rules = crate::suppress::load(Path::new(rules)).expect("the example rules load");
+        assert_eq!(rules.rules.len(), 2);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod progress;
 mod scan;
 mod serve;
 mod summary;
+mod suppress;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => serve::check_config(args).map(|()| scan::Outcome::Clean),
         Command::Baseline(args) => baseline::run(args),
         Command::Backtest(args) => backtest::run(args),
+        Command::Suppress(args) => suppress::run(args).map(|()| scan::Outcome::Clean),
     };
     match result {
         Ok(scan::Outcome::Clean) => ExitCode::SUCCESS,

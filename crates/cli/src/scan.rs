@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use unseen_detect::{BatchScan, Placement};
-use unseen_findings::{render_table, Decider, Finding, TriageSettings};
+use unseen_findings::{render_table, Decider, Finding, Suppressions, TriageSettings};
 use unseen_ingest::{read_source, Issue, IssueKind, Limits, SourceStats, Visitor};
 use unseen_model::{
     parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
@@ -96,11 +96,16 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     }
     let detections = visitor.scan.finish();
     let settings = TriageSettings::default();
+    let suppressions = match &args.suppressions {
+        Some(path) => crate::suppress::load(path)?,
+        None => Suppressions::default(),
+    };
     let decider = Decider {
         rule: &SEED_RULE,
         mode: &mode,
         windows,
         settings: &settings,
+        suppressions: &suppressions,
         now: at,
         report: true,
     };

@@ -12,7 +12,7 @@ use unseen_normalize::{Key, KeyMode};
 
 use crate::incident::{Assigned, Incident, Incidents};
 use crate::triage::{Index, TriageSettings};
-use crate::{build, Finding, Triage};
+use crate::{build, Finding, Suppressions, Triage};
 
 /// One keyed sighting, ready for the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,8 @@ pub struct Decider<'a> {
     pub mode: &'a KeyMode,
     pub windows: Windows,
     pub settings: &'a TriageSettings,
+    /// Suppression rules in force (none: nothing is suppressed).
+    pub suppressions: &'a Suppressions,
     /// When the batch arrived (decides `detected_at`).
     pub now: UnixSecs,
     /// False while learning: state is recorded, nothing is reported.
@@ -96,12 +98,13 @@ impl Decider<'_> {
         if self.mode.strict {
             // The seed's rule: no index, no incidents.
             if let (Some(episode), true) = (opened, self.report) {
-                let finding = build(
+                let mut finding = build(
                     self.rule,
                     self.mode.name(),
                     &detection(s, episode),
                     self.now,
                 );
+                finding.suppressed = self.suppressions.check(&finding, self.now);
                 out.push(Record::Finding(Box::new(finding)));
             }
             return;
@@ -126,6 +129,13 @@ impl Decider<'_> {
             s.image_raw.as_deref(),
             &novelty,
         ));
+        // Suppressed: recorded, but it opens and joins no incident (the image is known
+        // all the same: the index saw the sighting above).
+        finding.suppressed = self.suppressions.check(&finding, self.now);
+        if finding.suppressed.is_some() {
+            out.push(Record::Finding(Box::new(finding)));
+            return;
+        }
         let assigned = state.incidents.assign(
             &mut finding,
             &novelty,
@@ -170,7 +180,11 @@ impl Decider<'_> {
         if self.mode.strict {
             return detections
                 .iter()
-                .map(|d| build(self.rule, self.mode.name(), d, self.now))
+                .map(|d| {
+                    let mut f = build(self.rule, self.mode.name(), d, self.now);
+                    f.suppressed = self.suppressions.check(&f, self.now);
+                    f
+                })
                 .collect();
         }
         let mut state = TriageState::default();

@@ -11,6 +11,7 @@
 
 mod decide;
 pub mod incident;
+pub mod suppress;
 mod table;
 pub mod triage;
 pub mod workload;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 pub use decide::{Decider, Record, Sighting, TriageState};
 pub use incident::{Incident, IncidentKind, IncidentState, Incidents};
+pub use suppress::{Suppressed, Suppressions};
 pub use table::render_table;
 pub use triage::{Index, Novelty, RiskModifiers, Scope, TriageSettings};
 pub use workload::Workload;
@@ -63,6 +65,10 @@ pub struct Finding {
     /// Evidence and triage, default mode only (absent from strict-mode output).
     #[serde(flatten)]
     pub triage: Option<Triage>,
+    /// Set when a suppression rule matched (`docs/triage.md`): the finding is recorded
+    /// but opens no incident and reaches no alerting sink. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Suppressed>,
 }
 
 /// What a default-mode finding adds to the seed's fields. Absent attributes are null,
@@ -185,6 +191,7 @@ pub fn build(rule: &Rule, mode: &str, detection: &Detection, detected_at: UnixSe
         risk_message: rule.risk_message(&key.host),
         search_name: rule.search_name.to_string(),
         triage: None,
+        suppressed: None,
     }
 }
 

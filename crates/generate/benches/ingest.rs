@@ -220,6 +220,7 @@ fn findings(v: Scan<'_>, mode: &KeyMode, at: i64) -> u64 {
         mode,
         windows: Windows::default(),
         settings: &settings,
+        suppressions: &unseen_findings::Suppressions::default(),
         now: at,
         report: true,
     };

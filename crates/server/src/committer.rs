@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
-use unseen_findings::TriageSettings;
+use unseen_findings::{Suppressions, TriageSettings};
 use unseen_model::Rule;
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::KeyMode;
@@ -42,6 +42,8 @@ pub struct CommitConfig {
     pub max_batch_points: usize,
     /// Until this time (server clock), sightings are recorded without reporting.
     pub learning_until: Option<UnixSecs>,
+    /// The suppression rules in force: each commit takes the latest.
+    pub suppressions: tokio::sync::watch::Receiver<Arc<Suppressions>>,
 }
 
 /// One request's sightings and where its answer goes.
@@ -188,6 +190,7 @@ async fn commit(
         mode: config.mode.clone(),
         now,
         report: config.learning_until.is_none_or(|until| now >= until),
+        suppressions: config.suppressions.borrow().clone(),
         max_keys: config.max_keys,
     };
     m::learning(!opts.report);
@@ -206,6 +209,13 @@ async fn commit(
                 .filter(|(_, r)| r.finding().is_some())
                 .count() as u64;
             m::findings(findings);
+            m::suppressed(
+                applied
+                    .records
+                    .iter()
+                    .filter(|(_, r)| r.finding().is_some_and(|f| f.suppressed.is_some()))
+                    .count() as u64,
+            );
             m::incidents(applied.records.len() as u64 - findings);
             if !applied.records.is_empty() {
                 notify.notify_waiters();

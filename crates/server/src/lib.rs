@@ -26,6 +26,7 @@ mod export;
 mod grpc;
 mod http;
 pub mod metrics;
+mod rules;
 mod status;
 
 use std::sync::Arc;
@@ -35,7 +36,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use unseen_findings::TriageSettings;
+use unseen_findings::suppress::SuppressError;
+use unseen_findings::{Suppressions, TriageSettings};
 use unseen_model::{format_duration, format_rfc3339, Windows, SEED_RULE};
 use unseen_normalize::KeyMode;
 use unseen_sinks::{SinkConfig, SinkError};
@@ -61,6 +63,11 @@ pub struct Config {
     /// How long shutdown waits for requests in flight before closing their
     /// connections (their senders retry them; nothing unanswered was acknowledged).
     pub shutdown_grace: Duration,
+    /// Suppression rules of the config, always in force.
+    pub suppressions: Suppressions,
+    /// A rules file, read at start and again whenever it changes (see `rules`); its
+    /// rules come after the config's.
+    pub suppressions_file: Option<std::path::PathBuf>,
 }
 
 /// Explicit limits; each has a test.
@@ -106,6 +113,8 @@ pub enum ServerError {
     Sinks(#[from] SinkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("suppression rules: {0}")]
+    Suppressions(#[from] SuppressError),
     #[error("the {receiver} receiver failed: {message}")]
     Receiver {
         receiver: &'static str,
@@ -142,7 +151,23 @@ pub async fn run(
     let keys = blocking(&store, |s| s.key_count()).await?;
     metrics::keys_tracked(keys);
 
-    // Sinks first: a bad sink configuration fails the start before any port is open.
+    // The suppression rules, then the sinks: a bad file or sink configuration fails the
+    // start before any port is open.
+    let (rules_now, rules_bytes) =
+        rules::initial(config.suppressions_file.as_deref(), &config.suppressions)?;
+    metrics::suppression_rules(rules_now.rules.len());
+    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(rules_now));
+    let rules_stop = CancellationToken::new();
+    if let (Some(path), Some(bytes)) = (config.suppressions_file.clone(), rules_bytes) {
+        tokio::spawn(rules::watch(
+            path,
+            config.suppressions.clone(),
+            bytes,
+            rules_tx,
+            rules_stop.clone(),
+        ));
+    }
+
     let notify = Arc::new(Notify::new());
     let sinks_stop = CancellationToken::new();
     let sink_tasks = unseen_sinks::start(
@@ -163,6 +188,7 @@ pub async fn run(
             max_keys: config.limits.max_keys,
             max_batch_points: config.limits.max_batch_points,
             learning_until,
+            suppressions: rules_rx,
         },
         config.limits.queue_requests,
         notify,
@@ -285,6 +311,7 @@ pub async fn run(
     commit_close.cancel();
     let _ = commit_task.await;
     sinks_stop.cancel();
+    rules_stop.cancel();
     for task in sink_tasks {
         let _ = task.await;
     }

@@ -17,6 +17,9 @@ pub const COMMIT_SECONDS: &str = "unseen_commit_duration_seconds";
 pub const COMMIT_FAILURES: &str = "unseen_commit_failures_total";
 pub const QUEUE_DEPTH: &str = "unseen_commit_queue_depth";
 pub const LEARNING: &str = "unseen_learning";
+pub const SUPPRESSED: &str = "unseen_findings_suppressed_total";
+pub const SUPPRESSION_RULES: &str = "unseen_suppression_rules";
+pub const SUPPRESSION_RELOADS: &str = "unseen_suppression_reloads_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -61,6 +64,28 @@ pub fn describe() {
         LEARNING,
         "1 while learning (sightings recorded, no findings), 0 after."
     );
+    describe_counter!(
+        SUPPRESSED,
+        "Findings a suppression rule matched (recorded, never alerted on)."
+    );
+    describe_gauge!(SUPPRESSION_RULES, "Suppression rules in force.");
+    describe_counter!(
+        SUPPRESSION_RELOADS,
+        "Reloads of the suppression rules file, by result (ok, error: the old rules stay)."
+    );
+}
+
+pub fn suppressed(n: u64) {
+    metrics::counter!(SUPPRESSED).increment(n);
+}
+
+pub fn suppression_rules(n: usize) {
+    metrics::gauge!(SUPPRESSION_RULES).set(n as f64);
+}
+
+pub fn suppression_reload(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!(SUPPRESSION_RELOADS, "result" => result).increment(1);
 }
 
 pub fn queue_depth(depth: usize) {

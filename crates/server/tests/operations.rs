@@ -466,6 +466,7 @@ async fn forgetting_runs_beside_the_commits_and_forgets_old_keys() {
         mode: KeyMode::default(),
         now: newest,
         report: false,
+        suppressions: Default::default(),
         max_keys: u64::MAX,
     };
     unseen_store::StateStore::apply(&store.inner, &sightings, &opts).unwrap();

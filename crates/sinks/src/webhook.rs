@@ -49,11 +49,12 @@ use crate::{Failure, SinkError};
 
 /// What an alerting sink receives: incidents (opened, then closed), and the findings
 /// that belong to none (strict mode keeps the seed's one alert per finding). A
-/// default-mode finding reaches people through its incident.
+/// default-mode finding reaches people through its incident; a suppressed finding never
+/// does (it opens no incident, and is not sent alone).
 pub fn alerts(record: &Record) -> bool {
     match record {
         Record::Incident(_) => true,
-        Record::Finding(f) => f.triage.is_none(),
+        Record::Finding(f) => f.triage.is_none() && f.suppressed.is_none(),
     }
 }
 
@@ -293,6 +294,36 @@ mod tests {
         assert_eq!(retry_after(&headers("86400"), now), Some(RETRY_AFTER_CAP));
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    /// Strict mode alerts on findings, but never on a suppressed one; default mode alerts
+    /// through incidents only.
+    #[test]
+    fn suppressed_findings_never_alert() {
+        let detection = unseen_detect::Detection {
+            key: unseen_normalize::Key {
+                host: "h".into(),
+                cluster: "c".into(),
+                node: "n".into(),
+                image: "i".into(),
+            },
+            first_seen: 1,
+            last_seen: 1,
+            count: 1,
+            previous_seen: None,
+            late: false,
+            host_name: None,
+            context: Default::default(),
+            image_raw: None,
+        };
+        let strict = unseen_findings::build(&unseen_model::SEED_RULE, "strict", &detection, 2);
+        assert!(alerts(&Record::Finding(Box::new(strict.clone()))));
+        let mut suppressed = strict;
+        suppressed.suppressed = Some(unseen_findings::Suppressed {
+            rule: "r".into(),
+            reason: "why".into(),
+        });
+        assert!(!alerts(&Record::Finding(Box::new(suppressed))));
     }
 
     #[test]

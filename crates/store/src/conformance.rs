@@ -64,6 +64,7 @@ pub fn opts(now: UnixSecs) -> ApplyOptions {
         },
         now,
         report: true,
+        suppressions: Default::default(),
         max_keys: u64::MAX,
     }
 }
@@ -864,7 +865,79 @@ pub const ALL: &[(&str, Check)] = &[
         "evidence_is_kept_with_the_episode",
         evidence_is_kept_with_the_episode,
     ),
+    (
+        "suppressed_findings_are_recorded_but_open_no_incident",
+        suppressed_findings_are_recorded_but_open_no_incident,
+    ),
 ];
+
+/// Suppressed findings are recorded and marked, open and join no incident, and a rule
+/// stops matching at its expiry (judged at the batch's clock); the image they show is
+/// known all the same.
+pub fn suppressed_findings_are_recorded_but_open_no_incident(make: Make) {
+    let store = make();
+    let rules = unseen_findings::Suppressions::parse(
+        "rules.toml",
+        "[[suppress]]\nname = \"debug\"\nreason = \"debug pods\"\nexpires = \"1970-01-01T03:00:00Z\"\n\"container.image.name\" = \"registry.example/debug/*\"\n",
+    )
+    .expect("valid rules");
+    let with_rules = |now| ApplyOptions {
+        suppressions: std::sync::Arc::new(rules.clone()),
+        ..triage_opts(now)
+    };
+    let image = "registry.example/debug/shell";
+    let first = apply(
+        &*store,
+        &[sighting(&on("a", "n1", image), 10_000)],
+        &with_rules(10_000),
+    );
+    let found = findings_of(&first);
+    assert_eq!(found.len(), 1, "still recorded");
+    let s = found[0].suppressed.as_ref().expect("marked suppressed");
+    assert_eq!(
+        (s.rule.as_str(), s.reason.as_str()),
+        ("debug", "debug pods")
+    );
+    assert!(incidents_of(&first).is_empty(), "opens no incident");
+    assert_eq!(found[0].triage.as_ref().unwrap().incident_id, None);
+    // Another node: the image is known now (node scope), still suppressed, nothing sent.
+    let second = apply(
+        &*store,
+        &[sighting(&on("a", "n2", image), 10_060)],
+        &with_rules(10_060),
+    );
+    let f = &findings_of(&second)[0];
+    assert!(f.suppressed.is_some());
+    assert_eq!(f.triage.as_ref().unwrap().scope, Scope::Node);
+    assert!(incidents_of(&second).is_empty());
+    // Past the expiry (03:00 = 10,800 s) the rule no longer matches: the next episode
+    // is an ordinary finding with its incident.
+    let other = "registry.example/debug/tools";
+    let after = apply(
+        &*store,
+        &[sighting(&on("a", "n1", other), 10_800)],
+        &with_rules(10_800),
+    );
+    assert_eq!(findings_of(&after)[0].suppressed, None);
+    assert_eq!(incidents_of(&after).len(), 1);
+    // Strict mode marks too (and nothing else changes in its output).
+    let strict = make();
+    let strict_opts = ApplyOptions {
+        suppressions: std::sync::Arc::new(rules.clone()),
+        ..opts(10_000)
+    };
+    let got = apply(
+        &*strict,
+        &[sighting(&on("a", "n1", image), 10_000)],
+        &strict_opts,
+    );
+    let f = &findings_of(&got)[0];
+    assert!(f.triage.is_none());
+    assert_eq!(
+        f.suppressed.as_ref().map(|s| s.rule.as_str()),
+        Some("debug")
+    );
+}
 
 /// Runs every check in turn; panics at the first failure, naming the check.
 pub fn run_all(make: Make) {
@@ -905,6 +978,7 @@ macro_rules! conformance_tests {
             a_rollout_is_one_incident,
             scopes_new_nodes_and_digests,
             evidence_is_kept_with_the_episode,
+            suppressed_findings_are_recorded_but_open_no_incident,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

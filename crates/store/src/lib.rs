@@ -49,8 +49,10 @@ pub mod conformance;
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, FILE_NAME, SCHEMA_VERSION};
 
+use std::sync::Arc;
 use unseen_detect::KeyState;
-use unseen_findings::{Decider, TriageSettings};
+
+use unseen_findings::{Decider, Suppressions, TriageSettings};
 pub use unseen_findings::{Record, Sighting};
 use unseen_model::{Rule, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyMode};
@@ -69,6 +71,8 @@ pub struct ApplyOptions {
     pub now: UnixSecs,
     /// False while learning: state is recorded, no finding is produced.
     pub report: bool,
+    /// Suppression rules in force (shared: a reload swaps the whole set).
+    pub suppressions: Arc<Suppressions>,
     /// New keys past this many tracked keys are refused.
     pub max_keys: u64,
 }
@@ -81,6 +85,7 @@ impl ApplyOptions {
             mode: &self.mode,
             windows: self.windows,
             settings: &self.triage,
+            suppressions: &self.suppressions,
             now: self.now,
             report: self.report,
         }

@@ -75,6 +75,7 @@ fn through(
             mode: KeyMode::default(),
             now,
             report: true,
+            suppressions: Default::default(),
             max_keys: 1_000,
         };
         let applied = store.apply(&batch, &opts).unwrap();

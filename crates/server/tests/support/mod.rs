@@ -109,6 +109,8 @@ pub fn config(findings: &Path) -> Config {
         // Long enough never to cut a test's request short; a working drain takes
         // milliseconds.
         shutdown_grace: Duration::from_secs(30),
+        suppressions: Default::default(),
+        suppressions_file: None,
     }
 }
 
