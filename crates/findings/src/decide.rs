@@ -88,11 +88,17 @@ impl Decider<'_> {
     /// One sighting that the store applied, with what the rule's `step` said of it.
     /// Appends the records it produces to `out`, in order: a finding, then the incident
     /// it opened, if any.
+    ///
+    /// `previous` is the key's latest sighting before this one (the store's state of the
+    /// key): a key seen less than the index's quantum ago ([`crate::triage::quantum`]) has
+    /// taught the index all it records of this sighting, which then costs no index
+    /// lookup (most sightings of a running fleet are such).
     pub fn sighting(
         &self,
         state: &mut TriageState,
         s: &Sighting,
         opened: Option<Episode>,
+        previous: Option<UnixSecs>,
         out: &mut Vec<Record>,
     ) {
         if self.mode.strict {
@@ -112,7 +118,11 @@ impl Decider<'_> {
         let episode = opened.filter(|_| self.report);
         // Read before the sighting is applied: what the fleet knew without it.
         let novelty = episode.map(|_| state.index.novelty(&s.key, s.time, &self.windows));
-        state.index.observe(&s.key, s.time, &self.windows);
+        let recent = previous
+            .is_some_and(|p| s.time >= p && s.time - p < crate::triage::quantum(&self.windows));
+        if opened.is_some() || !recent {
+            state.index.observe(&s.key, s.time, &self.windows);
+        }
         let (Some(episode), Some(novelty)) = (episode, novelty) else {
             return;
         };
@@ -214,7 +224,7 @@ impl Decider<'_> {
                 late: d.late,
             };
             let before = out.len();
-            self.sighting(&mut state, &s, Some(episode), &mut out);
+            self.sighting(&mut state, &s, Some(episode), None, &mut out);
             // The batch's own aggregate (count, last point) over the stream's first point.
             for record in &mut out[before..] {
                 if let Record::Finding(f) = record {

@@ -188,6 +188,17 @@ impl PartialEq for Index {
 
 impl Eq for Index {}
 
+/// How precisely the index records sightings: a later sighting less than this after the
+/// one recorded is not recorded (B − R / 256, at most an hour: 1 h of the default 29 days).
+/// So what the index knows of an image lags by less than this, which moves the edge of
+/// "known within B − R" by as much and nothing else; it is the same in `scan`, `serve`
+/// and `backtest`, which feed the index the same sightings.
+pub fn quantum(windows: &Windows) -> i64 {
+    i64::try_from(windows.gap() / 256)
+        .unwrap_or(i64::MAX)
+        .clamp(1, 3_600)
+}
+
 /// Whether `state` says "seen within B − R of `t`" (or after `t`).
 fn known(state: Option<&KeyState>, t: UnixSecs, windows: &Windows) -> bool {
     let gap = i64::try_from(windows.gap()).unwrap_or(i64::MAX);
@@ -364,10 +375,15 @@ impl Index {
     }
 
     fn bump(&mut self, kind: IndexKind, a: &str, b: &str, t: UnixSecs, windows: &Windows) {
-        // The common case, a known entry whose latest sighting is this one or later,
-        // changes nothing and allocates nothing.
+        // The common case, a known entry whose latest sighting is this one or later, or
+        // less than a quantum before this one, changes nothing and allocates nothing:
+        // every sighting of a running image would otherwise rewrite its four entries (and
+        // the store write them) at every commit.
         let probe = Probe(kind, a, b);
         let prev = self.entries.get(&probe).copied();
+        if prev.is_some_and(|p| t >= p.last_seen && t - p.last_seen < quantum(windows)) {
+            return;
+        }
         let next = unseen_detect::step(prev, t, t, windows).state;
         if prev == Some(next) {
             return;

@@ -85,7 +85,8 @@ impl StateStore for MemStore {
             let st = step(prev, s.time, opts.now, &opts.windows);
             inner.keys.insert(s.key.clone(), st.state);
             inner.newest = Some(inner.newest.map_or(s.time, |n| n.max(s.time)));
-            decider.sighting(&mut inner.triage, s, st.opened, &mut records);
+            let previous = prev.map(|p| p.last_seen);
+            decider.sighting(&mut inner.triage, s, st.opened, previous, &mut records);
         }
         decider.end_batch(&mut inner.triage, inner.newest, &mut records);
         // Nothing to write: the state is this memory.

@@ -709,7 +709,8 @@ impl RedbStore {
                     }
                 }
                 newest = Some(newest.map_or(s.time, |n| n.max(s.time)));
-                decider.sighting(triage, s, st.opened, &mut records);
+                let previous = prev.map(|p| p.last_seen);
+                decider.sighting(triage, s, st.opened, previous, &mut records);
             }
             decider.end_batch(triage, newest, &mut records);
             let mut json = Vec::with_capacity(1024);
