@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use unseen_detect::{BatchScan, Placement};
-use unseen_findings::{render_table, Decider, Finding, Suppressions, TriageSettings};
+use unseen_findings::{render_table, Decider, Finding, Suppressions, TriageSettings, TriageState};
 use unseen_ingest::{read_source, Issue, IssueKind, Limits, SourceStats, Visitor};
 use unseen_model::{
     parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
@@ -88,13 +88,6 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     }
 
     let keys = visitor.scan.keys();
-    let mut known = Vec::new();
-    if !mode.strict {
-        visitor.scan.for_each_baseline_key(|cluster, node, image| {
-            known.push((cluster.to_string(), node.to_string(), image.to_string()))
-        });
-    }
-    let detections = visitor.scan.finish();
     let settings = TriageSettings::default();
     let suppressions = match &args.suppressions {
         Some(path) => crate::suppress::load(path)?,
@@ -109,12 +102,16 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
         now: at,
         report: true,
     };
-    let findings: Vec<Finding> = decider.batch(
-        &detections,
-        known
-            .iter()
-            .map(|(c, n, i)| (c.as_str(), n.as_str(), i.as_str())),
-    );
+    // What the fleet knew, streamed into the triage's index (an entry per distinct
+    // image, cluster image, registry and node): never a copy per baseline key.
+    let mut state = TriageState::untracked();
+    if !mode.strict {
+        visitor.scan.for_each_baseline_key(|cluster, node, image| {
+            decider.know_baseline(&mut state, cluster, node, image)
+        });
+    }
+    let detections = visitor.scan.finish();
+    let findings: Vec<Finding> = decider.batch_with(&detections, state);
     write_findings(&findings, output).context("writing findings to standard output")?;
 
     let summary = Summary {

@@ -84,6 +84,16 @@ pub struct Decider<'a> {
     pub report: bool,
 }
 
+impl TriageState {
+    /// The state of a batch run (`scan`): nothing persists it, so it tracks no changes.
+    pub fn untracked() -> Self {
+        TriageState {
+            index: Index::untracked(),
+            ..TriageState::default()
+        }
+    }
+}
+
 impl Decider<'_> {
     /// One sighting that the store applied, with what the rule's `step` said of it.
     /// Appends the records it produces to `out`, in order: a finding, then the incident
@@ -197,15 +207,30 @@ impl Decider<'_> {
                 })
                 .collect();
         }
-        let mut state = TriageState::default();
+        let mut state = TriageState::untracked();
+        for (cluster, node, image) in known {
+            self.know_baseline(&mut state, cluster, node, image);
+        }
+        self.batch_with(detections, state)
+    }
+
+    /// Marks a key of the baseline window as known in `state`, for [`Decider::batch_with`]:
+    /// a caller that walks the baseline keys feeds them here one by one (the index keeps
+    /// an entry per distinct image, cluster image, registry and node, not per key).
+    pub fn know_baseline(&self, state: &mut TriageState, cluster: &str, node: &str, image: &str) {
         // Known from the baseline window, which ends R before T: every finding's first
         // point is within the gap of it.
         let recent = i64::try_from(self.windows.recent).unwrap_or(i64::MAX);
         let baseline_end = self.now.saturating_sub(recent).saturating_sub(1);
-        for (cluster, node, image) in known {
-            state
-                .index
-                .know(cluster, node, image, baseline_end, &self.windows);
+        state
+            .index
+            .know(cluster, node, image, baseline_end, &self.windows);
+    }
+
+    /// [`Decider::batch`] with what the baseline knew already in `state`.
+    pub fn batch_with(&self, detections: &[Detection], mut state: TriageState) -> Vec<Finding> {
+        if self.mode.strict {
+            return self.batch(detections, []);
         }
         let mut order: Vec<&Detection> = detections.iter().collect();
         order.sort_by(|a, b| (a.first_seen, &a.key).cmp(&(b.first_seen, &b.key)));

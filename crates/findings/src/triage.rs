@@ -176,6 +176,9 @@ pub struct Index {
     by_length: HashMap<(String, usize), Vec<(String, UnixSecs)>>,
     /// Entries changed since the last [`Index::take_dirty`]: what a store must write.
     dirty: HashSet<IndexKey>,
+    /// Nothing persists this index (a batch run): changes are not tracked, which halves
+    /// its memory.
+    untracked: bool,
 }
 
 /// Two indexes are equal when they know the same: the same entries (what is dirty and
@@ -206,6 +209,14 @@ fn known(state: Option<&KeyState>, t: UnixSecs, windows: &Windows) -> bool {
 }
 
 impl Index {
+    /// An empty index that no store persists: it does not track what changed.
+    pub fn untracked() -> Self {
+        Index {
+            untracked: true,
+            ..Index::default()
+        }
+    }
+
     /// An index holding `entries` (a store loading what it persisted).
     pub fn from_entries(entries: impl IntoIterator<Item = (IndexKey, KeyState)>) -> Self {
         let mut index = Index {
@@ -348,30 +359,19 @@ impl Index {
 
     /// Applies a sighting of `key` at `t`.
     pub fn observe(&mut self, key: &Key, t: UnixSecs, windows: &Windows) {
-        self.bump(
-            IndexKind::ClusterImage,
-            &key.cluster,
-            &key.image,
-            t,
-            windows,
-        );
-        self.bump(IndexKind::Image, &key.image, "", t, windows);
-        if let Some(registry) = registry_of(&key.image) {
-            self.bump(IndexKind::Registry, registry, "", t, windows);
-        }
-        self.bump(IndexKind::Node, &key.cluster, &key.node, t, windows);
+        self.know(&key.cluster, &key.node, &key.image, t, windows);
     }
 
     /// Marks (cluster, node, image) as known at `t` without reading it first: what a batch
     /// run knows from its baseline window.
     pub fn know(&mut self, cluster: &str, node: &str, image: &str, t: UnixSecs, w: &Windows) {
-        let key = Key {
-            host: String::new(),
-            cluster: cluster.to_string(),
-            node: node.to_string(),
-            image: image.to_string(),
-        };
-        self.observe(&key, t, w);
+        // Without a `Key` to build: this runs once per baseline key of a scan.
+        self.bump(IndexKind::ClusterImage, cluster, image, t, w);
+        self.bump(IndexKind::Image, image, "", t, w);
+        if let Some(registry) = registry_of(image) {
+            self.bump(IndexKind::Registry, registry, "", t, w);
+        }
+        self.bump(IndexKind::Node, cluster, node, t, w);
     }
 
     fn bump(&mut self, kind: IndexKind, a: &str, b: &str, t: UnixSecs, windows: &Windows) {
@@ -405,7 +405,7 @@ impl Index {
             }
         }
         // Allocated once per entry and batch (the store takes the dirty set per batch).
-        if !self.dirty.contains(&probe) {
+        if !self.untracked && !self.dirty.contains(&probe) {
             self.dirty.insert(IndexKey::new(kind, a, b));
         }
     }
