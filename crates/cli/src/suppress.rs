@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use unseen_findings::suppress::{Pattern, Rule, MAX_RULES_BYTES};
+use unseen_findings::suppress::{Pattern, Rule};
 use unseen_findings::{Finding, Suppressions};
 use unseen_model::{parse_duration, parse_time, UnixSecs};
 
@@ -107,26 +107,13 @@ pub fn run(args: SuppressArgs) -> Result<()> {
     }
 }
 
-/// Reads and checks a rules file.
+/// Reads and checks a rules file (as `serve` does).
 pub fn load(path: &Path) -> Result<Suppressions> {
-    let text = read_rules(path)?;
-    Ok(Suppressions::parse(&path.display().to_string(), &text)?)
+    Ok(unseen_server::rules::load(path)?)
 }
 
 fn read_rules(path: &Path) -> Result<String> {
-    let file = fs::File::open(path)
-        .with_context(|| format!("cannot open the suppression rules file {}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_RULES_BYTES + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {} (it must be UTF-8 TOML)", path.display()))?;
-    if text.len() as u64 > MAX_RULES_BYTES {
-        bail!(
-            "{}: over {MAX_RULES_BYTES} bytes, the limit of a rules file; a rule per image is better written as one glob or regex",
-            path.display()
-        );
-    }
-    Ok(text)
+    Ok(unseen_server::rules::read(path)?)
 }
 
 fn now() -> UnixSecs {

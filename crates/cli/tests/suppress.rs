@@ -32,6 +32,13 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `suppress list` as JSON lines.
+fn list(rules: &str) -> Vec<Value> {
+    json_lines(&ok(&unseen(&[
+        "suppress", "list", "--file", rules, "--output", "json",
+    ])))
+}
+
 /// `scan` at the end of the generated day, with a baseline window before the data.
 fn scan(history: &Path, extra: &[&str]) -> String {
     let at = (1_767_225_600 + 86_400).to_string();
@@ -117,9 +124,7 @@ fn rules_are_added_listed_tested_and_removed() {
         "--regex",
         "k8s.node.name=.*",
     ]));
-    let listed = json_lines(&ok(&unseen(&[
-        "suppress", "list", "--file", rules_arg, "--output", "json",
-    ])));
+    let listed = list(rules_arg);
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0]["name"], "one-cluster");
     assert_eq!(listed[0]["author"], "tester");
@@ -180,9 +185,7 @@ fn rules_are_added_listed_tested_and_removed() {
     ]));
     let text = std::fs::read_to_string(&rules).unwrap();
     assert!(text.contains("# owned by the platform team"), "{text}");
-    let listed = json_lines(&ok(&unseen(&[
-        "suppress", "list", "--file", rules_arg, "--output", "json",
-    ])));
+    let listed = list(rules_arg);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], derived.as_str());
 }

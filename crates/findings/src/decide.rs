@@ -197,19 +197,11 @@ impl Decider<'_> {
         detections: &[Detection],
         known: impl IntoIterator<Item = (&'k str, &'k str, &'k str)>,
     ) -> Vec<Finding> {
-        if self.mode.strict {
-            return detections
-                .iter()
-                .map(|d| {
-                    let mut f = build(self.rule, self.mode.name(), d, self.now);
-                    f.suppressed = self.suppressions.check(&f, self.now);
-                    f
-                })
-                .collect();
-        }
         let mut state = TriageState::untracked();
-        for (cluster, node, image) in known {
-            self.know_baseline(&mut state, cluster, node, image);
+        if !self.mode.strict {
+            for (cluster, node, image) in known {
+                self.know_baseline(&mut state, cluster, node, image);
+            }
         }
         self.batch_with(detections, state)
     }
@@ -230,7 +222,14 @@ impl Decider<'_> {
     /// [`Decider::batch`] with what the baseline knew already in `state`.
     pub fn batch_with(&self, detections: &[Detection], mut state: TriageState) -> Vec<Finding> {
         if self.mode.strict {
-            return self.batch(detections, []);
+            return detections
+                .iter()
+                .map(|d| {
+                    let mut f = build(self.rule, self.mode.name(), d, self.now);
+                    f.suppressed = self.suppressions.check(&f, self.now);
+                    f
+                })
+                .collect();
         }
         let mut order: Vec<&Detection> = detections.iter().collect();
         order.sort_by(|a, b| (a.first_seen, &a.key).cmp(&(b.first_seen, &b.key)));

@@ -254,8 +254,7 @@ impl Index {
     fn restart_image(&mut self, image: &str, start: UnixSecs) {
         if let Some(bucket) = Self::length_bucket(image) {
             let images = self.by_length.get_mut(&bucket).into_iter().flatten();
-            for (i, s) in images.filter(|(i, _)| i == image) {
-                debug_assert_eq!(i, image);
+            for (_, s) in images.filter(|(i, _)| i == image) {
                 *s = start;
             }
         }

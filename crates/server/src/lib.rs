@@ -26,7 +26,7 @@ mod export;
 mod grpc;
 mod http;
 pub mod metrics;
-mod rules;
+pub mod rules;
 mod status;
 
 use std::sync::Arc;

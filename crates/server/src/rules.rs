@@ -1,12 +1,14 @@
-//! The suppression rules file, reloaded while `serve` runs.
+//! The suppression rules file: read (for `serve` and `unseen suppress` alike) and
+//! reloaded while `serve` runs.
 //!
-//! The file is read again every [`POLL`]; when its bytes changed, it is parsed whole and,
+//! The file is read again every [`POLL`]; when its text changed, it is parsed whole and,
 //! if valid, its rules (after those of the config) replace the rules in force for the
 //! next commit. A file that does not parse leaves the rules in force as they were, with
 //! an error in the log (file, line, what is wrong) and `result="error"` in
-//! `unseen_suppression_reloads_total`. Comparing bytes rather than modification times
+//! `unseen_suppression_reloads_total`. Comparing the text rather than modification times
 //! catches every kind of edit, including a Kubernetes ConfigMap's swap of a symlink.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,28 +23,33 @@ use crate::metrics as m;
 /// How often the file is read again.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// Reads the file: its bytes, or why they cannot be used.
-fn read(path: &Path) -> Result<Vec<u8>, SuppressError> {
+/// Reads a rules file: its text, or why it cannot be used (missing, over
+/// [`MAX_RULES_BYTES`], not UTF-8). `serve` and `unseen suppress` both read it so.
+pub fn read(path: &Path) -> Result<String, SuppressError> {
     let err = |message: String| SuppressError {
         origin: path.display().to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_RULES_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(format!("cannot read it: {e}")))?;
     if bytes.len() as u64 > MAX_RULES_BYTES {
         return Err(err(format!(
-            "{} bytes, over the limit of {MAX_RULES_BYTES}",
-            bytes.len()
+            "over the limit of {MAX_RULES_BYTES} bytes; a rule per image is better written as one glob or regex"
         )));
     }
-    Ok(bytes)
+    String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 ({e})")))
 }
 
-fn parse(path: &Path, bytes: &[u8], base: &Suppressions) -> Result<Suppressions, SuppressError> {
+/// Reads and checks a rules file.
+pub fn load(path: &Path) -> Result<Suppressions, SuppressError> {
+    Suppressions::parse(&path.display().to_string(), &read(path)?)
+}
+
+fn parse(path: &Path, text: &str, base: &Suppressions) -> Result<Suppressions, SuppressError> {
     let origin = path.display().to_string();
-    let text = std::str::from_utf8(bytes).map_err(|e| SuppressError {
-        origin: origin.clone(),
-        message: format!("not UTF-8 ({e})"),
-    })?;
     let file = Suppressions::parse(&origin, text)?;
     base.clone()
         .merged(file)
@@ -53,22 +60,24 @@ fn parse(path: &Path, bytes: &[u8], base: &Suppressions) -> Result<Suppressions,
 pub(crate) fn initial(
     path: Option<&Path>,
     base: &Suppressions,
-) -> Result<(Suppressions, Option<Vec<u8>>), SuppressError> {
+) -> Result<(Suppressions, Option<String>), SuppressError> {
     let Some(path) = path else {
         return Ok((base.clone(), None));
     };
-    let bytes = read(path)?;
-    Ok((parse(path, &bytes, base)?, Some(bytes)))
+    let text = read(path)?;
+    Ok((parse(path, &text, base)?, Some(text)))
 }
 
 /// Polls the file until `stop`, sending each valid new set of rules.
 pub(crate) async fn watch(
     path: PathBuf,
     base: Suppressions,
-    mut last: Vec<u8>,
+    last: String,
     tx: watch::Sender<Arc<Suppressions>>,
     stop: CancellationToken,
 ) {
+    // `None` after a failed read, so that any text read next is applied, an empty one too.
+    let mut last = Some(last);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -77,26 +86,25 @@ pub(crate) async fn watch(
             _ = tick.tick() => {}
         }
         let read_path = path.clone();
-        let Ok(bytes) = tokio::task::spawn_blocking(move || read(&read_path)).await else {
+        let Ok(text) = tokio::task::spawn_blocking(move || read(&read_path)).await else {
             continue;
         };
-        let bytes = match bytes {
-            Ok(bytes) => bytes,
+        let text = match text {
+            Ok(text) => text,
             Err(e) => {
                 // A file being replaced can be missing for a moment: the rules in force
                 // stay, and the next poll tries again. Logged once per distinct state.
-                if !last.is_empty() {
+                if last.take().is_some() {
                     tracing::error!(error = %e, "suppression rules not reloaded; the rules in force stay");
                     m::suppression_reload(false);
-                    last.clear();
                 }
                 continue;
             }
         };
-        if bytes == last {
+        if last.as_ref() == Some(&text) {
             continue;
         }
-        match parse(&path, &bytes, &base) {
+        match parse(&path, &text, &base) {
             Ok(rules) => {
                 tracing::info!(file = %path.display(), rules = rules.rules.len(), "suppression rules reloaded");
                 m::suppression_rules(rules.rules.len());
@@ -108,6 +116,6 @@ pub(crate) async fn watch(
                 m::suppression_reload(false);
             }
         }
-        last = bytes;
+        last = Some(text);
     }
 }
