@@ -95,6 +95,13 @@ pub struct ServeArgs {
     /// [default: 24h]
     #[arg(long, value_name = "DURATION", env = "UNSEEN_DIGEST_WINDOW")]
     pub digest_window: Option<String>,
+    /// A host whose findings' risk scores add up past this within the risk window raises
+    /// a `risk_threshold` incident; 0 turns it off [default: 100]
+    #[arg(long, value_name = "SCORE", env = "UNSEEN_RISK_THRESHOLD")]
+    pub risk_threshold: Option<u32>,
+    /// The rolling window of the risk sum [default: 24h]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_RISK_WINDOW")]
+    pub risk_window: Option<String>,
     /// Suppression rules file (TOML, `[[suppress]]` tables), reloaded when it changes;
     /// its rules come after the config's `[[suppress]]` tables.
     #[arg(long, value_name = "FILE", env = "UNSEEN_SUPPRESSIONS")]
@@ -140,6 +147,8 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     pub rollout_window: Option<String>,
     pub digest_window: Option<String>,
+    pub risk_threshold: Option<u32>,
+    pub risk_window: Option<String>,
     pub suppressions: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
@@ -191,6 +200,8 @@ impl FileConfig {
             shutdown_grace: pick(&a.shutdown_grace, self.shutdown_grace),
             rollout_window: pick(&a.rollout_window, self.rollout_window),
             digest_window: pick(&a.digest_window, self.digest_window),
+            risk_threshold: pick(&a.risk_threshold, self.risk_threshold),
+            risk_window: pick(&a.risk_window, self.risk_window),
             risk: self.risk,
             suppressions: pick(&a.suppressions, self.suppressions),
             suppress: self.suppress,
@@ -355,6 +366,12 @@ impl Settings {
                     1,
                 )?,
                 risk: c.risk.unwrap_or_default(),
+                risk_threshold: c.risk_threshold.unwrap_or(100),
+                risk_window: positive(
+                    "risk_window",
+                    Some(duration("risk_window", c.risk_window.as_deref(), "24h")?),
+                    1,
+                )?,
             },
             suppress: Suppressions::from_tables("config `[[suppress]]`", c.suppress.clone())?,
             suppressions: c.suppressions.clone(),
@@ -418,6 +435,8 @@ impl Settings {
             shutdown_grace: Some(format_duration(self.shutdown_grace.as_secs())),
             rollout_window: Some(format_duration(self.triage.rollout_window)),
             digest_window: Some(format_duration(self.triage.digest_window)),
+            risk_threshold: Some(self.triage.risk_threshold),
+            risk_window: Some(format_duration(self.triage.risk_window)),
             risk: Some(self.triage.risk),
             suppressions: self.suppressions.clone(),
             suppress: self

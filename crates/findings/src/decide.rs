@@ -11,6 +11,7 @@ use unseen_model::{OwnedContext, Rule, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyMode};
 
 use crate::incident::{Assigned, Incident, Incidents};
+use crate::risk::{RiskEvent, RiskLedger};
 use crate::triage::{Index, TriageSettings};
 use crate::{build, Finding, Suppressions, Triage};
 
@@ -66,6 +67,8 @@ impl Record {
 pub struct TriageState {
     pub index: Index,
     pub incidents: Incidents,
+    /// Per risk object, the recent risk events (`crate::risk`).
+    pub risk: RiskLedger,
 }
 
 /// How sightings are decided: the rule (as data), the key mode, the windows, the triage
@@ -164,10 +167,37 @@ impl Decider<'_> {
             self.settings,
             self.now,
         );
+        let risk = self.risk(state, &finding, s.time);
         out.push(Record::Finding(Box::new(finding)));
         if let Assigned::Opened(incident) = assigned {
             out.push(Record::Incident(incident));
         }
+        if let Some(incident) = risk {
+            out.push(Record::Incident(incident));
+        }
+    }
+
+    /// The finding as a risk event of its object, and the `risk_threshold` incident it
+    /// opens (returned) or joins.
+    fn risk(
+        &self,
+        state: &mut TriageState,
+        finding: &Finding,
+        t: UnixSecs,
+    ) -> Option<Box<Incident>> {
+        let threshold = self.settings.risk_threshold;
+        if threshold == 0 {
+            return None;
+        }
+        let crossing = state.risk.add(
+            &finding.risk_object,
+            RiskEvent::of(finding, t),
+            threshold,
+            self.settings.risk_window,
+        );
+        state
+            .incidents
+            .risk(finding, t, crossing, self.rule, self.settings, self.now)
     }
 
     /// After a batch: closes the incidents whose window the stream has passed
@@ -185,6 +215,7 @@ impl Decider<'_> {
             for incident in state.incidents.close_due(newest) {
                 out.push(Record::Incident(Box::new(incident)));
             }
+            state.risk.sweep(newest, self.settings.risk_window);
         }
     }
 

@@ -14,6 +14,11 @@
 //! 5. every other (`node`-scope) episode joins the `digest` incident of its cluster and
 //!    digest window (UTC-aligned; 24 h by default), opened by the window's first one.
 //!
+//! Beside these, a risk object (the `host`) whose findings' scores add up past the risk
+//! threshold within the risk window raises a `risk_threshold` incident ([`crate::risk`]),
+//! which lists the findings that crossed it and takes the object's further findings
+//! until its window ends.
+//!
 //! An incident closes when the stream's newest point passes the end of its window.
 //! Ids are UUIDv5 over the incident's group and its opening time, so the same history
 //! gives the same incidents in `scan`, `backtest` and `serve`, across restarts.
@@ -24,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use unseen_model::{format_rfc3339, parse_time, Rule, UnixSecs};
 use uuid::Uuid;
 
+use crate::risk::{Crossing, RiskEvent};
 use crate::triage::{Novelty, Scope, TriageSettings};
 use crate::{Finding, SCHEMA_VERSION};
 
@@ -37,6 +43,8 @@ pub enum IncidentKind {
     NewNode,
     /// Known images on other nodes, gathered per cluster and window.
     Digest,
+    /// A risk object's scores summed past the threshold within the risk window.
+    RiskThreshold,
 }
 
 impl IncidentKind {
@@ -45,6 +53,7 @@ impl IncidentKind {
             IncidentKind::Image => "image",
             IncidentKind::NewNode => "new_node",
             IncidentKind::Digest => "digest",
+            IncidentKind::RiskThreshold => "risk_threshold",
         }
     }
 }
@@ -74,6 +83,9 @@ pub struct Incident {
     pub image: Option<String>,
     /// The node, for `new_node` incidents.
     pub node: Option<String>,
+    /// The risk object (a `host`), for `risk_threshold` incidents; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_object: Option<String>,
     /// The first member's first point.
     pub opened_at: String,
     /// When its window ends: members join before, it closes after.
@@ -81,7 +93,8 @@ pub struct Incident {
     pub closed_at: Option<String>,
     /// When unseen opened it (the server clock, or a scan's `--at`).
     pub detected_at: String,
-    /// The highest member risk score.
+    /// The highest member risk score; for `risk_threshold` incidents, the sum of the
+    /// members' scores.
     pub risk_score: u32,
     pub look_alike: Option<String>,
     pub rule_id: String,
@@ -96,6 +109,44 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// An open incident with no members yet.
+    fn blank(
+        kind: IncidentKind,
+        scope: Scope,
+        severity: &str,
+        incident_id: String,
+        rule: &Rule,
+        (opened, closes): (UnixSecs, UnixSecs),
+        detected_at: UnixSecs,
+    ) -> Incident {
+        Incident {
+            schema_version: SCHEMA_VERSION,
+            incident_id,
+            kind,
+            state: IncidentState::Open,
+            scope,
+            severity: severity.to_string(),
+            title: String::new(),
+            cluster: None,
+            image: None,
+            node: None,
+            risk_object: None,
+            opened_at: format_rfc3339(opened),
+            closes_at: format_rfc3339(closes),
+            closed_at: None,
+            detected_at: format_rfc3339(detected_at),
+            risk_score: 0,
+            look_alike: None,
+            rule_id: rule.id.to_string(),
+            finding_count: 0,
+            findings: Vec::new(),
+            nodes: BTreeSet::new(),
+            namespaces: BTreeSet::new(),
+            workloads: BTreeSet::new(),
+            images: BTreeSet::new(),
+        }
+    }
+
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -111,14 +162,34 @@ impl Incident {
                 self.namespaces.insert(ns.clone());
             }
             if let Some(w) = &t.workload {
-                self.workloads.insert(match &w.kind {
-                    Some(kind) => format!("{kind}/{}", w.name),
-                    None => w.name.clone(),
-                });
+                self.workloads.insert(w.label());
             }
             if self.look_alike.is_none() {
                 self.look_alike = t.look_alike.clone();
             }
+        }
+        self.title = self.render_title();
+    }
+
+    /// A member of a `risk_threshold` incident: its score adds up.
+    fn add_risk(&mut self, event: &RiskEvent) {
+        self.finding_count += 1;
+        self.findings.push(event.finding_id.clone());
+        self.nodes.insert(event.node.clone());
+        self.images.insert(event.image.clone());
+        self.risk_score = self.risk_score.saturating_add(event.score);
+        self.scope = self.scope.max(event.scope);
+        if let Some(ns) = &event.namespace {
+            self.namespaces.insert(ns.clone());
+        }
+        if let Some(w) = &event.workload {
+            self.workloads.insert(w.clone());
+        }
+        if self.finding_count == 1 {
+            self.cluster = Some(event.cluster.clone());
+        } else if self.cluster.as_deref() != Some(event.cluster.as_str()) {
+            // Members from more than one cluster: the object spans them.
+            self.cluster = None;
         }
         self.title = self.render_title();
     }
@@ -142,6 +213,12 @@ impl Incident {
             ),
             (IncidentKind::Digest, _) => format!(
                 "{} known images on new nodes in {cluster} ({nodes})",
+                self.finding_count
+            ),
+            (IncidentKind::RiskThreshold, _) => format!(
+                "Risk threshold exceeded for host {}: score {} from {} findings",
+                self.risk_object.as_deref().unwrap_or(""),
+                self.risk_score,
                 self.finding_count
             ),
         }
@@ -307,35 +384,23 @@ impl Incidents {
             (IncidentKind::Image, Scope::Fleet) => "high",
             (IncidentKind::Image, _) | (IncidentKind::NewNode, _) => "medium",
             (IncidentKind::Digest, _) => "low",
+            (IncidentKind::RiskThreshold, _) => "high",
         };
-        let mut incident = Incident {
-            schema_version: SCHEMA_VERSION,
-            incident_id: id.clone(),
+        let mut incident = Incident::blank(
             kind,
-            state: IncidentState::Open,
             scope,
-            severity: severity.to_string(),
-            title: String::new(),
-            cluster: match (kind, scope) {
-                (IncidentKind::Image, Scope::Fleet) => None,
-                _ => Some(cluster.to_string()),
-            },
-            image: (kind == IncidentKind::Image).then(|| image.to_string()),
-            node: (kind == IncidentKind::NewNode).then(|| node.to_string()),
-            opened_at: format_rfc3339(opened),
-            closes_at: format_rfc3339(closes),
-            closed_at: None,
-            detected_at: format_rfc3339(detected_at),
-            risk_score: 0,
-            look_alike: None,
-            rule_id: rule.id.to_string(),
-            finding_count: 0,
-            findings: Vec::new(),
-            nodes: BTreeSet::new(),
-            namespaces: BTreeSet::new(),
-            workloads: BTreeSet::new(),
-            images: BTreeSet::new(),
+            severity,
+            id.clone(),
+            rule,
+            (opened, closes),
+            detected_at,
+        );
+        incident.cluster = match (kind, scope) {
+            (IncidentKind::Image, Scope::Fleet) => None,
+            _ => Some(cluster.to_string()),
         };
+        incident.image = (kind == IncidentKind::Image).then(|| image.to_string());
+        incident.node = (kind == IncidentKind::NewNode).then(|| node.to_string());
         finding.set_incident(&id);
         incident.add(finding);
         self.open.insert(
@@ -348,6 +413,61 @@ impl Incidents {
         );
         self.dirty.insert(chosen);
         Assigned::Opened(Box::new(incident))
+    }
+
+    /// A finding's risk (an episode opened at `t`): it joins its object's open
+    /// `risk_threshold` incident, or opens one when its event crossed the threshold
+    /// (`crossing`, from [`crate::risk::RiskLedger::add`]). Returns the incident it opened.
+    pub fn risk(
+        &mut self,
+        finding: &Finding,
+        t: UnixSecs,
+        crossing: Option<Crossing>,
+        rule: &Rule,
+        settings: &TriageSettings,
+        detected_at: UnixSecs,
+    ) -> Option<Box<Incident>> {
+        let object = finding.risk_object.as_str();
+        let chosen = group(IncidentKind::RiskThreshold, "", object);
+        if self.joinable(&chosen, t) {
+            let open = self
+                .open
+                .get_mut(&chosen)
+                .expect("joinable incidents are open");
+            open.incident.add_risk(&RiskEvent::of(finding, t));
+            self.dirty.insert(chosen);
+            return None;
+        }
+        let crossing = crossing?;
+        if let Some(old) = self.open.remove(&chosen) {
+            self.closed_early.push(close(old));
+        }
+        let window = i64::try_from(settings.risk_window.max(1)).unwrap_or(i64::MAX);
+        let (opened, closes) = (t, t.saturating_add(window));
+        let id = incident_id(rule, &chosen, opened);
+        let mut incident = Incident::blank(
+            IncidentKind::RiskThreshold,
+            Scope::Node,
+            "high",
+            id,
+            rule,
+            (opened, closes),
+            detected_at,
+        );
+        incident.risk_object = Some(object.to_string());
+        for event in &crossing.events {
+            incident.add_risk(event);
+        }
+        self.open.insert(
+            chosen.clone(),
+            Open {
+                incident: incident.clone(),
+                opened,
+                closes,
+            },
+        );
+        self.dirty.insert(chosen);
+        Some(Box::new(incident))
     }
 
     /// Closes the incidents whose window ended at or before `stream_time` (the newest

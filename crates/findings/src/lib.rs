@@ -11,6 +11,8 @@
 
 mod decide;
 pub mod incident;
+pub mod ocsf;
+pub mod risk;
 pub mod suppress;
 mod table;
 pub mod triage;
@@ -24,6 +26,7 @@ use uuid::Uuid;
 
 pub use decide::{Decider, Record, Sighting, TriageState};
 pub use incident::{Incident, IncidentKind, IncidentState, Incidents};
+pub use risk::RiskLedger;
 pub use suppress::{Suppressed, Suppressions};
 pub use table::render_table;
 pub use triage::{Index, Novelty, RiskModifiers, Scope, TriageSettings};

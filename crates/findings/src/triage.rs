@@ -488,6 +488,11 @@ pub struct TriageSettings {
     /// aligned to the Unix epoch, so 24 h windows are UTC days).
     pub digest_window: u64,
     pub risk: RiskModifiers,
+    /// A risk object whose findings' scores add up past this within `risk_window` raises
+    /// a `risk_threshold` incident (`crate::risk`); 0 turns it off.
+    pub risk_threshold: u32,
+    /// The rolling window of the risk sum (seconds).
+    pub risk_window: u64,
 }
 
 impl Default for TriageSettings {
@@ -496,6 +501,8 @@ impl Default for TriageSettings {
             rollout_window: 15 * 60,
             digest_window: 86_400,
             risk: RiskModifiers::default(),
+            risk_threshold: 100,
+            risk_window: 86_400,
         }
     }
 }

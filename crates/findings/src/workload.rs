@@ -20,6 +20,16 @@ pub struct Workload {
     pub derived: bool,
 }
 
+impl Workload {
+    /// `Kind/name`, or `name` when the kind is not known: how incidents list workloads.
+    pub fn label(&self) -> String {
+        match &self.kind {
+            Some(kind) => format!("{kind}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 /// The owner attributes, in the order they are preferred: a CronJob's pods also carry
 /// their Job, a Deployment's pods their ReplicaSet.
 const OWNERS: [(usize, &str); 6] = [

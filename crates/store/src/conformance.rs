@@ -869,7 +869,137 @@ pub const ALL: &[(&str, Check)] = &[
         "suppressed_findings_are_recorded_but_open_no_incident",
         suppressed_findings_are_recorded_but_open_no_incident,
     ),
+    (
+        "risk_threshold_fires_once_per_window",
+        risk_threshold_fires_once_per_window,
+    ),
 ];
+
+/// A host whose findings' scores add up past the threshold within the risk window
+/// raises one `risk_threshold` incident listing them; its further findings join it and
+/// raise no other until a window after the first; then a new crossing fires again.
+pub fn risk_threshold_fires_once_per_window(make: Make) {
+    let store = make();
+    let at = |now| ApplyOptions {
+        triage: TriageSettings {
+            risk_threshold: 100,
+            risk_window: 1_000,
+            ..triage_opts(now).triage
+        },
+        ..triage_opts(now)
+    };
+    let risk_incidents = |applied: &Applied| -> Vec<unseen_findings::Incident> {
+        incidents_of(applied)
+            .into_iter()
+            .filter(|i| i.kind == IncidentKind::RiskThreshold)
+            .collect()
+    };
+    // Names far apart, so that none is a look-alike of another (which would add to its score).
+    let names = [
+        "",
+        "payments",
+        "inventory",
+        "search-indexer",
+        "gateway",
+        "notifier",
+        "scheduler",
+        "reporting",
+        "metrics-agent",
+        "billing",
+    ];
+    let image = |n: usize| format!("registry.example/team/{}", names[n]);
+    // A fleet-new image of a new registry scores 20 + 30 + 20 = 70; the next ones 50.
+    let first = apply(
+        &*store,
+        &[sighting(&on("a", "n1", &image(1)), 10_000)],
+        &at(10_000),
+    );
+    assert_eq!(findings_of(&first)[0].risk_score, 70);
+    assert!(risk_incidents(&first).is_empty(), "70 is not over 100");
+    // Another host's findings count for it alone.
+    let other = apply(
+        &*store,
+        &[sighting(&on("a", "n9", &image(9)), 10_005)],
+        &at(10_005),
+    );
+    assert!(risk_incidents(&other).is_empty());
+    let second = apply(
+        &*store,
+        &[sighting(&on("a", "n1", &image(2)), 10_010)],
+        &at(10_010),
+    );
+    let crossed = risk_incidents(&second);
+    assert_eq!(crossed.len(), 1, "70 + 50 = 120 crosses 100");
+    let incident = &crossed[0];
+    assert_eq!(incident.state, IncidentState::Open);
+    assert_eq!(incident.risk_object.as_deref(), Some("n1"));
+    assert_eq!(incident.risk_score, 120);
+    assert_eq!(
+        incident.findings,
+        vec![
+            findings_of(&first)[0].finding_id.clone(),
+            findings_of(&second)[0].finding_id.clone()
+        ],
+        "lists the contributing findings, oldest first"
+    );
+    assert_eq!(incident.scope, Scope::Fleet);
+    assert_eq!(
+        findings_of(&second)[0]
+            .triage
+            .as_ref()
+            .unwrap()
+            .incident_id
+            .as_deref(),
+        incidents_of(&second)
+            .iter()
+            .find(|i| i.kind == IncidentKind::Image)
+            .map(|i| i.incident_id.as_str()),
+        "a finding's own incident stays its grouping incident"
+    );
+    // Within the window: joins, fires nothing, however high the sum.
+    let third = apply(
+        &*store,
+        &[sighting(&on("a", "n1", &image(3)), 10_020)],
+        &at(10_020),
+    );
+    assert!(risk_incidents(&third).is_empty(), "once per window");
+    // The window ends at 10,010 + 1,000: it closes with its three members (the stream
+    // passes it with a point of another host's running key, which opens no episode).
+    let clock = on("a", "n8", &image(8));
+    apply(&*store, &[sighting(&clock, 10_500)], &at(10_500));
+    let end = apply(&*store, &[sighting(&clock, 11_010)], &at(11_010));
+    let closed = risk_incidents(&end);
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].incident_id, incident.incident_id);
+    assert_eq!(closed[0].state, IncidentState::Closed);
+    assert_eq!((closed[0].finding_count, closed[0].risk_score), (3, 170));
+    // A window later a new crossing fires again: (10,020, 11,030] holds 50 + 50 … + 50.
+    let mut again = Vec::new();
+    for (n, t) in [(4, 11_020), (5, 11_025), (6, 11_030)] {
+        let applied = apply(&*store, &[sighting(&on("a", "n1", &image(n)), t)], &at(t));
+        again.push(risk_incidents(&applied).len());
+    }
+    assert_eq!(again, [0, 0, 1], "100 is not over 100; 150 is");
+    // Off at 0.
+    let off = make();
+    let zero = |now| ApplyOptions {
+        triage: TriageSettings {
+            risk_threshold: 0,
+            ..at(now).triage
+        },
+        ..at(now)
+    };
+    let mut any = 0;
+    for n in 1..=5 {
+        let applied = apply(
+            &*off,
+            &[sighting(&on("a", "n1", &image(n)), 10_000)],
+            &zero(10_000),
+        );
+        any += risk_incidents(&applied).len();
+    }
+    assert_eq!(any, 0);
+}
 
 /// Suppressed findings are recorded and marked, open and join no incident, and a rule
 /// stops matching at its expiry (judged at the batch's clock); the image they show is
@@ -979,6 +1109,7 @@ macro_rules! conformance_tests {
             scopes_new_nodes_and_digests,
             evidence_is_kept_with_the_episode,
             suppressed_findings_are_recorded_but_open_no_incident,
+            risk_threshold_fires_once_per_window,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

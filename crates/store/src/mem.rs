@@ -92,6 +92,7 @@ impl StateStore for MemStore {
         // Nothing to write: the state is this memory.
         inner.triage.index.clear_dirty();
         inner.triage.incidents.clear_dirty();
+        inner.triage.risk.clear_dirty();
         for record in records {
             inner.last_seq += 1;
             inner.log.insert(inner.last_seq, record.clone());

@@ -29,8 +29,9 @@ use redb::{
 };
 use unseen_detect::episode::{forgettable, step};
 use unseen_detect::KeyState;
+use unseen_findings::risk::Ledger;
 use unseen_findings::triage::IndexKey;
-use unseen_findings::{Incident, Incidents, Index, Record, TriageState};
+use unseen_findings::{Incident, Incidents, Index, Record, RiskLedger, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
@@ -52,6 +53,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INDEX: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("image_index");
 /// Open incidents: group → the incident as JSON.
 const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_incidents");
+/// Risk ledgers: risk object → its recent risk events and last firing, as JSON.
+const RISK: TableDefinition<&str, &[u8]> = TableDefinition::new("risk_ledger");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
@@ -152,9 +155,21 @@ impl RedbStore {
                 .map_err(|e| self.incompatible(&format!("an open incident cannot be read: {e}")))?;
             incidents.push((group.value().to_string(), incident));
         }
+        let ledgers = txn
+            .open_table(RISK)
+            .map_err(self.backend("open risk ledger"))?;
+        let mut risk = Vec::new();
+        for entry in ledgers.iter().map_err(self.backend("read risk ledger"))? {
+            let (object, json) = entry.map_err(self.backend("read risk ledger"))?;
+            let ledger: Ledger = serde_json::from_slice(json.value()).map_err(|e| {
+                self.incompatible(&format!("a risk ledger entry cannot be read: {e}"))
+            })?;
+            risk.push((object.value().to_string(), ledger));
+        }
         Ok(TriageState {
             index: Index::from_entries(entries),
             incidents: Incidents::from_open(incidents),
+            risk: RiskLedger::from_entries(risk),
         })
     }
 
@@ -237,6 +252,7 @@ impl RedbStore {
             txn.open_table(SINKS).map_err(|e| self.table_error(e))?;
             txn.open_table(INDEX).map_err(|e| self.table_error(e))?;
             txn.open_table(INCIDENTS).map_err(|e| self.table_error(e))?;
+            txn.open_table(RISK).map_err(|e| self.table_error(e))?;
         }
         txn.commit().map_err(self.backend("commit"))
     }
@@ -775,6 +791,20 @@ impl RedbStore {
                 None => open.remove(group.as_str()).map(drop),
             }
             .map_err(self.backend("write incidents"))?;
+        }
+        let mut ledgers = txn
+            .open_table(RISK)
+            .map_err(self.backend("open risk ledger"))?;
+        for (object, ledger) in triage.risk.take_dirty() {
+            match ledger {
+                Some(ledger) => {
+                    let json =
+                        serde_json::to_vec(&ledger).map_err(self.backend("encode risk ledger"))?;
+                    ledgers.insert(object.as_str(), json.as_slice()).map(drop)
+                }
+                None => ledgers.remove(object.as_str()).map(drop),
+            }
+            .map_err(self.backend("write risk ledger"))?;
         }
         Ok(())
     }

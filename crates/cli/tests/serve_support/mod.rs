@@ -440,10 +440,18 @@ fn serve_one(
         serde_json::from_slice(&body).expect("the webhook body is a JSON array of records");
     {
         let mut ids = ids.lock().unwrap();
-        // Incidents (default mode) as `<incident_id> <state>`, findings (strict mode) by id.
+        // Incidents (default mode) as `<incident_id> <state>` (risk threshold incidents,
+        // which no finding names as its own, as `<incident_id> <state> risk_threshold`),
+        // findings (strict mode) by id.
         for r in records {
             ids.push(match r["incident_id"].as_str() {
-                Some(incident) => format!("{incident} {}", r["state"].as_str().expect("state")),
+                Some(incident) => {
+                    let state = r["state"].as_str().expect("state");
+                    match r["kind"].as_str() {
+                        Some("risk_threshold") => format!("{incident} {state} risk_threshold"),
+                        _ => format!("{incident} {state}"),
+                    }
+                }
                 None => r["finding_id"].as_str().expect("finding_id").to_string(),
             });
         }

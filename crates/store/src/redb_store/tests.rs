@@ -307,6 +307,15 @@ fn triage_state_survives_reopen_and_gives_the_same_records() {
                 sighting(&on("n3", "r.example/t/web"), 1_060),
             ],
         ),
+        // n1's scores cross the risk threshold (70 + 50), then one more joins.
+        (
+            1_100,
+            vec![sighting(&on("n1", "r.example/t/search-indexer"), 1_100)],
+        ),
+        (
+            1_150,
+            vec![sighting(&on("n1", "r.example/t/gateway"), 1_150)],
+        ),
         (1_200, vec![sighting(&on("n4", "r.example/t/api"), 1_200)]),
         (1_400, vec![sighting(&on("n5", "r.example/t/web"), 1_400)]),
         (2_500, vec![sighting(&on("n1", "r.example/t/api"), 2_500)]),
@@ -325,10 +334,29 @@ fn triage_state_survives_reopen_and_gives_the_same_records() {
     }
     assert_eq!(got, expected);
     assert!(got.iter().any(|(_, r)| r.incident().is_some()));
+    let risk = got
+        .iter()
+        .filter_map(|(_, r)| r.incident())
+        .filter(|i| i.kind == unseen_findings::IncidentKind::RiskThreshold)
+        .count();
+    assert_eq!(risk, 1, "the risk threshold fired once, across reopens");
     let store = RedbStore::open(dir.path()).unwrap();
     assert_eq!(
         store.triage().unwrap().index,
         reference.triage().unwrap().index
+    );
+    assert_eq!(
+        store.triage().unwrap().risk.entries().collect::<Vec<_>>(),
+        reference
+            .triage()
+            .unwrap()
+            .risk
+            .entries()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.triage().unwrap().incidents.open().count(),
+        reference.triage().unwrap().incidents.open().count()
     );
     // 2,500 − 1,400 > B − R (900 s): `web` and nodes n2–n5 are forgotten.
     store.forget(&WINDOWS).unwrap();
