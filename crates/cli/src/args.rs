@@ -71,9 +71,10 @@ pub struct ScanArgs {
     /// Input format; `auto` detects it from the content.
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     pub format: FormatArg,
-    /// `json`: one finding per line; `table`: for people [default: table on a terminal, json otherwise]
+    /// `json`: one finding per line; `ocsf`: one OCSF Detection Finding (class 2004) per
+    /// line; `table`: for people [default: table on a terminal, json otherwise]
     #[arg(long, value_enum)]
-    pub output: Option<OutputArg>,
+    pub output: Option<ScanOutput>,
     /// Suppression rules (TOML, `[[suppress]]` tables): matching findings are marked
     /// `suppressed` (see `unseen suppress`).
     #[arg(long, value_name = "FILE")]
@@ -97,6 +98,13 @@ pub enum FormatArg {
     OtlpProto,
     Csv,
     OtlpYaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScanOutput {
+    Json,
+    Table,
+    Ocsf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,11 +13,16 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use unseen_findings::{RiskModifiers, Suppressions, TriageSettings};
 use unseen_model::{format_duration, parse_duration, Windows};
 use unseen_normalize::KeyMode;
 use unseen_server::{Config, Limits};
-use unseen_sinks::SinkConfig;
+
+use unseen_sinks::alertmanager::AlertmanagerConfig;
+use unseen_sinks::hec::HecConfig;
+use unseen_sinks::webhook::WebhookConfig;
+use unseen_sinks::{Format, Secret, SinkConfig};
 
 /// The value of `findings` that turns the JSON-lines output off.
 pub const FINDINGS_OFF: &str = "off";
@@ -48,6 +53,49 @@ pub struct ServeArgs {
     /// Per-request timeout of the webhook [default: 10s]
     #[arg(long, value_name = "DURATION", env = "UNSEEN_WEBHOOK_TIMEOUT")]
     pub webhook_timeout: Option<String>,
+    /// Format of the findings output: unseen's JSON or OCSF Detection Findings [default: json]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "UNSEEN_FINDINGS_FORMAT"
+    )]
+    pub findings_format: Option<OutputFormat>,
+    /// Format of the webhook's records [default: json]
+    #[arg(long, value_enum, value_name = "FORMAT", env = "UNSEEN_WEBHOOK_FORMAT")]
+    pub webhook_format: Option<OutputFormat>,
+    /// File holding the webhook's HMAC-SHA256 key: every request is signed
+    /// (`X-Unseen-Signature`)
+    #[arg(long, value_name = "FILE", env = "UNSEEN_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// File holding a token the webhook sends as `Authorization: Bearer <token>`
+    #[arg(long, value_name = "FILE", env = "UNSEEN_WEBHOOK_BEARER_TOKEN_FILE")]
+    pub webhook_bearer_token_file: Option<PathBuf>,
+    /// Prometheus Alertmanager base URL (e.g. http://127.0.0.1:9093): one alert per incident
+    #[arg(
+        long = "alertmanager",
+        value_name = "URL",
+        env = "UNSEEN_ALERTMANAGER_URL"
+    )]
+    pub alertmanager_url: Option<String>,
+    /// How often firing alerts are re-sent to Alertmanager [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_ALERTMANAGER_RESEND")]
+    pub alertmanager_resend: Option<String>,
+    /// Splunk HTTP Event Collector URL (e.g. https://splunk.example:8088)
+    #[arg(long, value_name = "URL", env = "UNSEEN_HEC_URL")]
+    pub hec_url: Option<String>,
+    /// File holding the HEC token (re-read when Splunk refuses it)
+    #[arg(long, value_name = "FILE", env = "UNSEEN_HEC_TOKEN_FILE")]
+    pub hec_token_file: Option<PathBuf>,
+    /// Splunk index of the events [default: the token's default index]
+    #[arg(long, value_name = "INDEX", env = "UNSEEN_HEC_INDEX")]
+    pub hec_index: Option<String>,
+    /// Sourcetype of findings; incidents get `…:incident` [default: unseen:finding]
+    #[arg(long, value_name = "SOURCETYPE", env = "UNSEEN_HEC_SOURCETYPE")]
+    pub hec_sourcetype: Option<String>,
+    /// Base URL of links in alerts (`<URL>/incidents/<id>`) [default: no link]
+    #[arg(long, value_name = "URL", env = "UNSEEN_CONSOLE_URL")]
+    pub console_url: Option<String>,
     /// Use the seed's exact key (`host.name` as host, no cluster fallback) [default: false]
     #[arg(long, value_name = "BOOL", env = "UNSEEN_STRICT", num_args = 0..=1, default_missing_value = "true")]
     pub strict: Option<bool>,
@@ -114,6 +162,98 @@ pub struct ServeArgs {
     pub log_level: Option<String>,
 }
 
+/// What the findings file, stdout and the webhook write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// unseen's JSON (docs/findings.md).
+    #[default]
+    Json,
+    /// OCSF Detection Finding (class 2004).
+    Ocsf,
+}
+
+impl From<OutputFormat> for Format {
+    fn from(f: OutputFormat) -> Format {
+        match f {
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Ocsf => Format::Ocsf,
+        }
+    }
+}
+
+/// `findings = "path"`, or a table `[findings]` with `path` and `format`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FindingsSetting {
+    Path(String),
+    Table(FindingsTable),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsTable {
+    pub path: Option<String>,
+    pub format: Option<OutputFormat>,
+}
+
+impl From<&str> for FindingsSetting {
+    fn from(path: &str) -> Self {
+        FindingsSetting::Path(path.to_string())
+    }
+}
+
+impl FindingsSetting {
+    fn table(self) -> FindingsTable {
+        match self {
+            FindingsSetting::Path(path) => FindingsTable {
+                path: Some(path),
+                format: None,
+            },
+            FindingsSetting::Table(t) => t,
+        }
+    }
+}
+
+/// `webhook = "url"`, or a table `[webhook]` with `url`, `format`, `secret_file`,
+/// `bearer_token_file` and `headers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WebhookSetting {
+    Url(String),
+    Table(WebhookTable),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTable {
+    pub url: Option<String>,
+    pub format: Option<OutputFormat>,
+    pub secret_file: Option<PathBuf>,
+    pub bearer_token_file: Option<PathBuf>,
+    /// Extra request headers, name → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl From<&str> for WebhookSetting {
+    fn from(url: &str) -> Self {
+        WebhookSetting::Url(url.to_string())
+    }
+}
+
+impl WebhookSetting {
+    fn table(self) -> WebhookTable {
+        match self {
+            WebhookSetting::Url(url) => WebhookTable {
+                url: Some(url),
+                ..WebhookTable::default()
+            },
+            WebhookSetting::Table(t) => t,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -129,9 +269,16 @@ pub struct FileConfig {
     pub otlp_http: Option<String>,
     pub admin: Option<String>,
     pub data: Option<PathBuf>,
-    pub findings: Option<String>,
-    pub webhook: Option<String>,
+    pub findings: Option<FindingsSetting>,
+    pub webhook: Option<WebhookSetting>,
     pub webhook_timeout: Option<String>,
+    pub alertmanager_url: Option<String>,
+    pub alertmanager_resend: Option<String>,
+    pub hec_url: Option<String>,
+    pub hec_token_file: Option<PathBuf>,
+    pub hec_index: Option<String>,
+    pub hec_sourcetype: Option<String>,
+    pub console_url: Option<String>,
     pub strict: Option<bool>,
     pub cluster_name: Option<String>,
     pub current: Option<String>,
@@ -182,9 +329,45 @@ impl FileConfig {
             otlp_http: pick(&a.otlp_http, self.otlp_http),
             admin: pick(&a.admin, self.admin),
             data: pick(&a.data, self.data),
-            findings: pick(&a.findings, self.findings),
-            webhook: pick(&a.webhook, self.webhook),
+            findings: {
+                let file = self.findings;
+                if a.findings.is_none() && a.findings_format.is_none() {
+                    file
+                } else {
+                    let mut t = file.map(FindingsSetting::table).unwrap_or_default();
+                    t.path = pick(&a.findings, t.path);
+                    t.format = pick(&a.findings_format, t.format);
+                    Some(match t.format {
+                        None => FindingsSetting::Path(t.path.unwrap_or_else(|| "-".into())),
+                        Some(_) => FindingsSetting::Table(t),
+                    })
+                }
+            },
+            webhook: {
+                let file = self.webhook;
+                if a.webhook.is_none()
+                    && a.webhook_format.is_none()
+                    && a.webhook_secret_file.is_none()
+                    && a.webhook_bearer_token_file.is_none()
+                {
+                    file
+                } else {
+                    let mut t = file.map(WebhookSetting::table).unwrap_or_default();
+                    t.url = pick(&a.webhook, t.url);
+                    t.format = pick(&a.webhook_format, t.format);
+                    t.secret_file = pick(&a.webhook_secret_file, t.secret_file);
+                    t.bearer_token_file = pick(&a.webhook_bearer_token_file, t.bearer_token_file);
+                    Some(WebhookSetting::Table(t))
+                }
+            },
             webhook_timeout: pick(&a.webhook_timeout, self.webhook_timeout),
+            alertmanager_url: pick(&a.alertmanager_url, self.alertmanager_url),
+            alertmanager_resend: pick(&a.alertmanager_resend, self.alertmanager_resend),
+            hec_url: pick(&a.hec_url, self.hec_url),
+            hec_token_file: pick(&a.hec_token_file, self.hec_token_file),
+            hec_index: pick(&a.hec_index, self.hec_index),
+            hec_sourcetype: pick(&a.hec_sourcetype, self.hec_sourcetype),
+            console_url: pick(&a.console_url, self.console_url),
             strict: pick(&a.strict, self.strict),
             cluster_name: pick(&a.cluster_name, self.cluster_name),
             current: pick(&a.current, self.current),
@@ -220,8 +403,23 @@ pub struct Settings {
     pub data: PathBuf,
     /// `None`: the JSON-lines output is off.
     pub findings: Option<String>,
+    pub findings_format: Format,
     pub webhook: Option<String>,
     pub webhook_timeout: Duration,
+    pub webhook_format: Format,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub webhook_bearer_token_file: Option<PathBuf>,
+    pub webhook_headers: BTreeMap<String, String>,
+    /// Read from their files at start (never printed).
+    pub webhook_secret: Option<Secret>,
+    pub webhook_bearer_token: Option<Secret>,
+    pub alertmanager_url: Option<String>,
+    pub alertmanager_resend: Duration,
+    pub hec_url: Option<String>,
+    pub hec_token_file: Option<PathBuf>,
+    pub hec_index: Option<String>,
+    pub hec_sourcetype: String,
+    pub console_url: Option<String>,
     pub windows: Windows,
     pub mode: KeyMode,
     pub learn: u64,
@@ -257,7 +455,12 @@ impl Settings {
         let recent = duration("recent", c.recent.as_deref(), "1h")?;
         let windows = Windows::new(current, baseline, recent)
             .context("settings `current`, `baseline`, `recent`")?;
-        let findings = match c.findings.as_deref() {
+        let findings_table = c
+            .findings
+            .clone()
+            .map(FindingsSetting::table)
+            .unwrap_or_default();
+        let findings = match findings_table.path.as_deref() {
             None => Some("-".to_string()),
             Some(FINDINGS_OFF) => None,
             Some("") => bail!(
@@ -265,18 +468,49 @@ impl Settings {
             ),
             Some(path) => Some(path.to_string()),
         };
-        let webhook = match c.webhook {
-            Some(url) if url.is_empty() => None,
-            Some(url) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    bail!("setting `webhook`: `{url}` is not an http:// or https:// URL");
+        let hook = c
+            .webhook
+            .clone()
+            .map(WebhookSetting::table)
+            .unwrap_or_default();
+        let http_url = |name: &str, url: Option<String>| -> Result<Option<String>> {
+            match url {
+                Some(url) if url.is_empty() => Ok(None),
+                Some(url) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        bail!("setting `{name}`: `{url}` is not an http:// or https:// URL");
+                    }
+                    Ok(Some(url))
                 }
-                Some(url)
+                None => Ok(None),
             }
-            None => None,
         };
-        if findings.is_none() && webhook.is_none() {
-            bail!("settings `findings` is `{FINDINGS_OFF}` and no `webhook` is set: findings would go nowhere");
+        let webhook = http_url("webhook", hook.url.clone())?;
+        let alertmanager_url = http_url("alertmanager_url", c.alertmanager_url.clone())?;
+        let hec_url = http_url("hec_url", c.hec_url.clone())?;
+        if hec_url.is_some() != c.hec_token_file.is_some() {
+            bail!("settings `hec_url` and `hec_token_file` go together: give both (--hec-url, --hec-token-file) or neither");
+        }
+        if let Some(path) = &c.hec_token_file {
+            unseen_sinks::hec::read_token(path)
+                .map_err(|e| anyhow::anyhow!("setting `hec_token_file`: {e}"))?;
+        }
+        let secret = |name: &str, path: &Option<PathBuf>| -> Result<Option<Secret>> {
+            path.as_ref()
+                .map(|p| {
+                    unseen_sinks::hec::read_token(p)
+                        .map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))
+                })
+                .transpose()
+        };
+        let webhook_secret = secret("webhook.secret_file", &hook.secret_file)?;
+        let webhook_bearer_token = secret("webhook.bearer_token_file", &hook.bearer_token_file)?;
+        if findings.is_none()
+            && webhook.is_none()
+            && alertmanager_url.is_none()
+            && hec_url.is_none()
+        {
+            bail!("settings `findings` is `{FINDINGS_OFF}` and no `webhook`, `alertmanager_url` or `hec_url` is set: findings would go nowhere");
         }
         let positive = |name: &str, v: Option<u64>, default: u64| -> Result<u64> {
             let v = v.unwrap_or(default);
@@ -325,7 +559,33 @@ impl Settings {
             admin: address("admin", c.admin.as_deref().unwrap_or("127.0.0.1:9464"))?,
             data: c.data.unwrap_or_else(|| PathBuf::from("unseen-data")),
             findings,
+            findings_format: findings_table.format.unwrap_or_default().into(),
             webhook,
+            webhook_format: hook.format.unwrap_or_default().into(),
+            webhook_secret_file: hook.secret_file.clone(),
+            webhook_bearer_token_file: hook.bearer_token_file.clone(),
+            webhook_headers: hook.headers.clone(),
+            webhook_secret,
+            webhook_bearer_token,
+            alertmanager_url,
+            alertmanager_resend: Duration::from_secs(positive(
+                "alertmanager_resend",
+                Some(duration(
+                    "alertmanager_resend",
+                    c.alertmanager_resend.as_deref(),
+                    "60s",
+                )?),
+                1,
+            )?),
+            hec_url,
+            hec_token_file: c.hec_token_file.clone(),
+            hec_index: c.hec_index.clone().filter(|i| !i.is_empty()),
+            hec_sourcetype: c
+                .hec_sourcetype
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unseen:finding".into()),
+            console_url: http_url("console_url", c.console_url.clone())?,
             webhook_timeout: Duration::from_secs(positive(
                 "webhook_timeout",
                 c.webhook_timeout
@@ -384,14 +644,37 @@ impl Settings {
     pub fn server_config(&self) -> Config {
         let mut sinks = Vec::new();
         if let Some(path) = &self.findings {
-            sinks.push(SinkConfig::findings(path));
+            sinks.push(SinkConfig::findings(path).with_format(self.findings_format));
         }
         if let Some(url) = &self.webhook {
-            let mut hook = SinkConfig::webhook(url.clone());
-            if let SinkConfig::Webhook { timeout, .. } = &mut hook {
-                *timeout = self.webhook_timeout;
+            let mut hook = WebhookConfig::new(url.clone());
+            hook.http.timeout = self.webhook_timeout;
+            hook.format = self.webhook_format;
+            hook.secret = self.webhook_secret.clone();
+            hook.headers = self
+                .webhook_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+                .collect();
+            if let Some(token) = &self.webhook_bearer_token {
+                hook.headers.push((
+                    "authorization".into(),
+                    Secret::new(format!("Bearer {}", token.expose())),
+                ));
             }
-            sinks.push(hook);
+            sinks.push(SinkConfig::Webhook(hook));
+        }
+        if let (Some(url), Some(token_file)) = (&self.hec_url, &self.hec_token_file) {
+            let mut hec = HecConfig::new(url.clone(), token_file.clone());
+            hec.index = self.hec_index.clone();
+            hec.sourcetype = self.hec_sourcetype.clone();
+            sinks.push(SinkConfig::Hec(hec));
+        }
+        if let Some(url) = &self.alertmanager_url {
+            let mut am = AlertmanagerConfig::new(url.clone());
+            am.resend = self.alertmanager_resend;
+            am.link = self.console_url.clone();
+            sinks.push(SinkConfig::Alertmanager(am));
         }
         Config {
             triage: self.triage,
@@ -413,13 +696,48 @@ impl Settings {
             otlp_http: Some(self.otlp_http.to_string()),
             admin: Some(self.admin.to_string()),
             data: Some(self.data.clone()),
-            findings: Some(
-                self.findings
+            findings: Some({
+                let path = self
+                    .findings
                     .clone()
-                    .unwrap_or_else(|| FINDINGS_OFF.to_string()),
-            ),
-            webhook: Some(self.webhook.clone().unwrap_or_default()),
+                    .unwrap_or_else(|| FINDINGS_OFF.to_string());
+                match self.findings_format {
+                    Format::Json => FindingsSetting::Path(path),
+                    Format::Ocsf => FindingsSetting::Table(FindingsTable {
+                        path: Some(path),
+                        format: Some(OutputFormat::Ocsf),
+                    }),
+                }
+            }),
+            webhook: Some({
+                let url = self.webhook.clone().unwrap_or_default();
+                let plain = self.webhook_format == Format::Json
+                    && self.webhook_secret_file.is_none()
+                    && self.webhook_bearer_token_file.is_none()
+                    && self.webhook_headers.is_empty();
+                if plain {
+                    WebhookSetting::Url(url)
+                } else {
+                    WebhookSetting::Table(WebhookTable {
+                        url: Some(url),
+                        format: Some(match self.webhook_format {
+                            Format::Json => OutputFormat::Json,
+                            Format::Ocsf => OutputFormat::Ocsf,
+                        }),
+                        secret_file: self.webhook_secret_file.clone(),
+                        bearer_token_file: self.webhook_bearer_token_file.clone(),
+                        headers: self.webhook_headers.clone(),
+                    })
+                }
+            }),
             webhook_timeout: Some(format_duration(self.webhook_timeout.as_secs())),
+            alertmanager_url: Some(self.alertmanager_url.clone().unwrap_or_default()),
+            alertmanager_resend: Some(format_duration(self.alertmanager_resend.as_secs())),
+            hec_url: Some(self.hec_url.clone().unwrap_or_default()),
+            hec_token_file: self.hec_token_file.clone(),
+            hec_index: Some(self.hec_index.clone().unwrap_or_default()),
+            hec_sourcetype: Some(self.hec_sourcetype.clone()),
+            console_url: Some(self.console_url.clone().unwrap_or_default()),
             strict: Some(self.mode.strict),
             cluster_name: Some(self.mode.cluster_name.clone().unwrap_or_default()),
             current: Some(format_duration(self.windows.current)),

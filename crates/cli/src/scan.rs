@@ -16,7 +16,7 @@ use unseen_model::{
 };
 use unseen_normalize::{key_of, DropCounts, KeyMode};
 
-use crate::args::{OutputArg, RuleArgs, ScanArgs};
+use crate::args::{RuleArgs, ScanArgs, ScanOutput};
 use crate::progress::Progress;
 use crate::summary::Summary;
 
@@ -46,9 +46,9 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
         None => now(),
     };
     let output = args.output.unwrap_or(if io::stdout().is_terminal() {
-        OutputArg::Table
+        ScanOutput::Table
     } else {
-        OutputArg::Json
+        ScanOutput::Json
     });
 
     let started = Instant::now();
@@ -159,17 +159,23 @@ fn add(total: &mut SourceStats, s: &SourceStats) {
     total.malformed_points += s.malformed_points;
 }
 
-fn write_findings(findings: &[Finding], output: OutputArg) -> io::Result<()> {
+fn write_findings(findings: &[Finding], output: ScanOutput) -> io::Result<()> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     match output {
-        OutputArg::Json => {
+        ScanOutput::Json => {
             for f in findings {
                 out.write_all(f.to_json_line().as_bytes())?;
                 out.write_all(b"\n")?;
             }
         }
-        OutputArg::Table => out.write_all(render_table(findings).as_bytes())?,
+        ScanOutput::Ocsf => {
+            for f in findings {
+                serde_json::to_writer(&mut out, &unseen_findings::ocsf::finding(f))?;
+                out.write_all(b"\n")?;
+            }
+        }
+        ScanOutput::Table => out.write_all(render_table(findings).as_bytes())?,
     }
     out.flush()
 }

@@ -224,3 +224,50 @@ fn both_fixtures_together_in_one_scan() {
     assert_eq!(findings.len(), 11);
     assert!(stderr.contains("10 at or after --at"), "{stderr}");
 }
+
+/// `scan --output ocsf`: the same findings as `--output json`, each an OCSF Detection
+/// Finding that py-ocsf-models accepts (scripts/ocsf_validate.py, strictly: unknown keys,
+/// nulls and coercions are errors). The test script installs py-ocsf-models.
+#[test]
+fn ocsf_output_validates_against_the_ocsf_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let common = ["--at", "2023-06-14T20:00:00Z", "--cluster-name", "kind"];
+        let (json, stderr, out) =
+            scan(&[&common[..], &["--output", "json", &fixture(FIRST)][..]].concat());
+        assert!(out.status.success(), "{stderr}");
+        assert!(!json.is_empty());
+        let (ocsf, stderr, out) =
+            scan(&[&common[..], &["--output", "ocsf", &fixture(FIRST)][..]].concat());
+        assert!(out.status.success(), "{stderr}");
+        let ids = |v: &[Value], f: fn(&Value) -> &Value| -> Vec<String> {
+            v.iter()
+                .map(|x| f(x).as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            ids(&ocsf, |x| &x["finding_info"]["uid"]),
+            ids(&json, |x| &x["finding_id"]),
+            "the same findings, in the same order"
+        );
+        assert!(ocsf.iter().all(|x| x["class_uid"] == 2004));
+        let path = dir.path().join("ocsf.jsonl");
+        let lines: Vec<String> = ocsf.iter().map(|v| v.to_string()).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let validator = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/ocsf_validate.py"
+        );
+        let check = Command::new("python3")
+            .arg(validator)
+            .arg(&path)
+            .output()
+            .expect("python3 runs (the test script installs it with py-ocsf-models)");
+        assert!(
+            check.status.success(),
+            "the OCSF output does not validate (run scripts/test.sh, which installs py-ocsf-models):\n{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}

@@ -18,6 +18,14 @@ fn findings_survive_a_webhook_outage_and_restarts() {
     let hook = free_addr(); // nothing listens there yet
     let mut cmd = ServeCmd::new(dir.path());
     cmd.webhook = Some(format!("http://{hook}/hook"));
+    // Every request is signed; the receiver refuses any whose signature does not verify.
+    let secret = b"a shared secret, 32 bytes or so..".to_vec();
+    let secret_file = dir.path().join("webhook.secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    cmd.extra.extend([
+        "--webhook-secret-file".to_string(),
+        secret_file.display().to_string(),
+    ]);
     let history = history(11, 1, 600);
     assert!(!history.expected.is_empty());
 
@@ -59,7 +67,7 @@ fn findings_survive_a_webhook_outage_and_restarts() {
         .into_iter()
         .map(|id| format!("{id} open"))
         .collect();
-    let receiver = Receiver::start(hook);
+    let receiver = Receiver::start_signed(hook, Some(secret.clone()));
     let delivered = wait_for(Duration::from_secs(30), || {
         let got: BTreeSet<String> = receiver.ids().into_iter().collect();
         incidents.is_subset(&got)
@@ -102,6 +110,12 @@ fn findings_survive_a_webhook_outage_and_restarts() {
         opened, incidents,
         "the webhook got exactly the incidents of the file's findings (de-duplicated)"
     );
+    assert_eq!(
+        *receiver.verified.lock().unwrap(),
+        *receiver.requests.lock().unwrap(),
+        "every batch the receiver took carried a valid HMAC signature"
+    );
+    assert!(*receiver.verified.lock().unwrap() > 0);
     assert!(
         incidents.len() < file_set.len(),
         "{} incidents for {} findings: the episodes of a rollout share one",

@@ -529,6 +529,7 @@ async fn a_bad_findings_path_fails_the_start() {
     let mut config = config(dir.path());
     config.sinks = vec![unseen_sinks::SinkConfig::File {
         path: dir.path().to_path_buf(),
+        format: Default::default(),
     }];
     let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
     let listeners = unseen_server::Listeners {

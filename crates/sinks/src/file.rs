@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use unseen_findings::Record;
 use unseen_store::StateStore;
 
-use crate::{set_pending_gauge, Failure, SinkError};
+use crate::{set_pending_gauge, Failure, Format, SinkError};
 
 /// Findings per write + fsync. An fsync costs about the same for one line as for
 /// hundreds, so a backlog drains in few of them; the batch is small enough (~0.5 MiB)
@@ -60,11 +60,32 @@ const MAX_LINE: u64 = 1 << 20;
 /// Every line the sink writes starts with this (`Finding`'s first field): how recovery
 /// tells a torn finding from content that is not ours.
 const LINE_PREFIX: &[u8] = b"{\"schema_version\":";
+/// The same for OCSF lines (`serde_json` writes an object's keys in order).
+const OCSF_LINE_PREFIX: &[u8] = b"{\"activity_id\":";
+
+impl Format {
+    fn line_prefix(self) -> &'static [u8] {
+        match self {
+            Format::Json => LINE_PREFIX,
+            Format::Ocsf => OCSF_LINE_PREFIX,
+        }
+    }
+
+    /// The `finding_id` a line of this format carries.
+    fn finding_id(self, line: &serde_json::Value) -> Option<String> {
+        let id = match self {
+            Format::Json => line.get("finding_id"),
+            Format::Ocsf => line.get("finding_info")?.get("uid"),
+        };
+        id?.as_str().map(str::to_owned)
+    }
+}
 
 /// JSON lines appended to a file; see the [module docs](self).
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
+    format: Format,
     /// `None` after a failure lost the handle: reopened (and repaired) next time.
     file: Option<File>,
     /// The end of the file may hold lines that are not acknowledged (startup, or a
@@ -76,18 +97,20 @@ impl FileSink {
     /// Opens (creating it and its directory if needed) and repairs the file.
     pub(crate) fn open(
         path: PathBuf,
+        format: Format,
         store: &dyn StateStore,
         name: &'static str,
     ) -> Result<Self, SinkError> {
-        let mut sink = FileSink::lost(path);
+        let mut sink = FileSink::lost(path, format);
         sink.ensure_ready(store, name).map_err(|f| f.error)?;
         Ok(sink)
     }
 
     /// A sink whose file must be (re)opened and repaired before use.
-    pub(crate) fn lost(path: PathBuf) -> Self {
+    pub(crate) fn lost(path: PathBuf, format: Format) -> Self {
         FileSink {
             path,
+            format,
             file: None,
             needs_recovery: true,
         }
@@ -97,9 +120,13 @@ impl FileSink {
         &self.path
     }
 
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
     /// Moves the sink out (to a blocking thread), leaving a [`FileSink::lost`] behind.
     pub(crate) fn take(&mut self) -> Self {
-        std::mem::replace(self, FileSink::lost(self.path.clone()))
+        std::mem::replace(self, FileSink::lost(self.path.clone(), self.format))
     }
 
     fn ensure_ready(&mut self, store: &dyn StateStore, name: &'static str) -> Result<(), Failure> {
@@ -109,7 +136,7 @@ impl FileSink {
         }
         if self.needs_recovery {
             if let Some(file) = self.file.as_mut() {
-                recover(file, &self.path, store, name)?;
+                recover(file, &self.path, self.format, store, name)?;
             }
             self.needs_recovery = false;
         }
@@ -129,7 +156,7 @@ impl FileSink {
         let Some(&(last_seq, _)) = batch.last() else {
             return Ok(0);
         };
-        let buf = json_lines(&batch);
+        let buf = json_lines(&batch, self.format);
         if buf.is_empty() {
             // Only incidents: nothing to write, and nothing to recover after a crash.
             store.ack(name, last_seq).map_err(SinkError::from)?;
@@ -168,7 +195,9 @@ impl FileSink {
 
 /// Standard output; see the [module docs](self).
 #[derive(Debug)]
-pub(crate) struct StdoutSink;
+pub(crate) struct StdoutSink {
+    pub format: Format,
+}
 
 impl StdoutSink {
     pub(crate) fn deliver_next(
@@ -181,7 +210,7 @@ impl StdoutSink {
         let Some(&(last_seq, _)) = batch.last() else {
             return Ok(0);
         };
-        let buf = json_lines(&batch);
+        let buf = json_lines(&batch, self.format);
         let mut out = std::io::stdout().lock();
         out.write_all(&buf)
             .and_then(|()| out.flush())
@@ -198,10 +227,17 @@ impl StdoutSink {
 
 /// The findings of a batch as JSON lines. The file and stdout carry findings only: the
 /// incidents in the outbox are for the alerting sinks, and are passed over here.
-fn json_lines(batch: &[(u64, Record)]) -> Vec<u8> {
+fn json_lines(batch: &[(u64, Record)], format: Format) -> Vec<u8> {
     let mut buf = Vec::with_capacity(batch.len() * 1024);
     for finding in batch.iter().filter_map(|(_, r)| r.finding()) {
-        buf.extend_from_slice(finding.to_json_line().as_bytes());
+        match format {
+            Format::Json => buf.extend_from_slice(finding.to_json_line().as_bytes()),
+            Format::Ocsf => {
+                // A `Value` of strings and numbers: cannot fail.
+                serde_json::to_writer(&mut buf, &unseen_findings::ocsf::finding(finding))
+                    .unwrap_or_default()
+            }
+        }
         buf.push(b'\n');
     }
     buf
@@ -258,6 +294,7 @@ struct Recovered {
 fn recover(
     file: &mut File,
     path: &Path,
+    format: Format,
     store: &dyn StateStore,
     name: &'static str,
 ) -> Result<Recovered, SinkError> {
@@ -283,7 +320,8 @@ fn recover(
     };
     let tail = &buf[complete..];
     if !tail.is_empty() {
-        let looks_torn = tail.starts_with(LINE_PREFIX) || LINE_PREFIX.starts_with(tail);
+        let prefix = format.line_prefix();
+        let looks_torn = tail.starts_with(prefix) || prefix.starts_with(tail);
         if !looks_torn || tail.len() as u64 > MAX_LINE {
             return Err(not_ours(
                 path,
@@ -312,7 +350,7 @@ fn recover(
     let id = (line_start > 0 || start == 0)
         .then(|| serde_json::from_slice::<serde_json::Value>(last).ok())
         .flatten()
-        .and_then(|v| v.get("finding_id")?.as_str().map(str::to_owned));
+        .and_then(|v| format.finding_id(&v));
     let Some(id) = id else {
         tracing::warn!(
             path = %path.display(),

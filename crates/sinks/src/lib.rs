@@ -2,9 +2,12 @@
 //! loses nothing and a restart resumes where it stopped.
 //!
 //! - `file`: JSON lines to a file (exactly once, see [`file`](mod@file)) or to stdout (at least
-//!   once).
-//! - `webhook`: POST JSON, retries with backoff; at least once, de-duplicable by
-//!   `finding_id` (see [`webhook`]).
+//!   once), as unseen's JSON or as OCSF.
+//! - `webhook`: POST JSON (or OCSF), signed, retries with backoff; at least once,
+//!   de-duplicable by `finding_id` (see [`webhook`]).
+//! - `hec`: Splunk HTTP Event Collector, findings as ES risk events (see [`hec`]).
+//! - `alertmanager`: one alert per incident, re-sent while open, resolved when it closes
+//!   (see [`alertmanager`]).
 //!
 //! # The delivery loop
 //!
@@ -25,8 +28,11 @@
 //!
 //! Store calls and file writes block, so they run on Tokio's blocking pool.
 
+pub mod alertmanager;
 mod backoff;
 pub mod file;
+pub mod hec;
+pub mod http;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -41,9 +47,12 @@ use tokio_util::sync::CancellationToken;
 use unseen_findings::Record;
 use unseen_store::StateStore;
 
+use alertmanager::{AlertmanagerConfig, AlertmanagerSink};
 use backoff::Backoff;
 use file::{FileSink, StdoutSink};
-use webhook::WebhookSink;
+use hec::{HecConfig, HecSink};
+pub use http::{HttpOptions, Secret};
+use webhook::{WebhookConfig, WebhookSink};
 
 /// How often a sink looks at its outbox without being notified.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -63,51 +72,82 @@ pub const METRIC_DELIVERED: &str = "unseen_findings_delivered_total";
 pub const METRIC_ERRORS: &str = "unseen_sink_errors_total";
 pub const METRIC_PENDING: &str = "unseen_sink_pending";
 
+/// How a file or webhook writes records.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// unseen's own schema (`docs/findings.md`, `docs/triage.md`).
+    #[default]
+    Json,
+    /// OCSF 1.x Detection Finding (class 2004), `unseen_findings::ocsf`.
+    Ocsf,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Ocsf => "ocsf",
+        }
+    }
+}
+
 /// Where findings go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// JSON lines appended to a file.
-    File { path: PathBuf },
+    File { path: PathBuf, format: Format },
     /// JSON lines on standard output.
-    Stdout,
+    Stdout { format: Format },
     /// POST to a URL.
-    Webhook {
-        url: String,
-        /// Per-request timeout.
-        timeout: Duration,
-        /// First retry delay; doubles up to `max_backoff`.
-        initial_backoff: Duration,
-        max_backoff: Duration,
-    },
+    Webhook(WebhookConfig),
+    /// Splunk HTTP Event Collector.
+    Hec(HecConfig),
+    /// Prometheus Alertmanager.
+    Alertmanager(AlertmanagerConfig),
 }
 
 impl SinkConfig {
     /// The name of the sink's outbox cursor in the store, and its metric label.
     pub fn name(&self) -> &'static str {
         match self {
-            SinkConfig::File { .. } | SinkConfig::Stdout => "file",
-            SinkConfig::Webhook { .. } => "webhook",
+            SinkConfig::File { .. } | SinkConfig::Stdout { .. } => "file",
+            SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Hec(_) => "hec",
+            SinkConfig::Alertmanager(_) => "alertmanager",
         }
     }
 
-    /// A webhook with the default timing: 10 s per request, backoff from 500 ms to 60 s.
+    /// A webhook with the default timing (see [`HttpOptions::default`]), JSON, unsigned.
     pub fn webhook(url: impl Into<String>) -> Self {
-        SinkConfig::Webhook {
-            url: url.into(),
-            timeout: Duration::from_secs(10),
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(60),
-        }
+        SinkConfig::Webhook(WebhookConfig::new(url))
     }
 
-    /// `-` is standard output, anything else a file path.
+    /// `-` is standard output, anything else a file path; unseen's JSON.
     pub fn findings(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         if path.as_os_str() == "-" {
-            SinkConfig::Stdout
+            SinkConfig::Stdout {
+                format: Format::Json,
+            }
         } else {
-            SinkConfig::File { path }
+            SinkConfig::File {
+                path,
+                format: Format::Json,
+            }
         }
+    }
+
+    /// The same sink writing `format` (files, stdout and the webhook; others ignore it).
+    pub fn with_format(mut self, new: Format) -> Self {
+        match &mut self {
+            SinkConfig::File { format, .. } | SinkConfig::Stdout { format } => *format = new,
+            SinkConfig::Webhook(w) => w.format = new,
+            SinkConfig::Hec(_) | SinkConfig::Alertmanager(_) => {}
+        }
+        self
     }
 }
 
@@ -115,12 +155,17 @@ impl SinkConfig {
 pub enum SinkError {
     #[error("findings file {path}: {message}")]
     File { path: String, message: String },
-    #[error("webhook {url}: {message}")]
-    Webhook { url: String, message: String },
+    /// An HTTP sink (webhook, hec, alertmanager) and its URL, shown without credentials.
+    #[error("{sink} {url}: {message}")]
+    Http {
+        sink: &'static str,
+        url: String,
+        message: String,
+    },
     #[error(transparent)]
     Store(#[from] unseen_store::StoreError),
     /// Two sinks would share one outbox cursor.
-    #[error("two sinks named `{name}`: configure at most one findings output (a file or `-`) and one webhook")]
+    #[error("two sinks named `{name}`: configure at most one findings output (a file or `-`), one webhook, one HEC and one Alertmanager")]
     Duplicate { name: &'static str },
     /// An attempt that did not finish (cut short on shutdown, or a worker that
     /// panicked); its findings stay pending.
@@ -166,18 +211,17 @@ pub fn start(
     for config in sinks {
         let name = config.name();
         store.register_sink(name)?;
+        let backoff = |h: &HttpOptions| Backoff::new(h.initial_backoff, h.max_backoff);
         let sink = match config {
-            SinkConfig::File { path } => Sink::File(FileSink::open(path, store.as_ref(), name)?),
-            SinkConfig::Stdout => Sink::Stdout(StdoutSink),
-            SinkConfig::Webhook {
-                url,
-                timeout,
-                initial_backoff,
-                max_backoff,
-            } => Sink::Webhook(
-                WebhookSink::new(&url, timeout)?,
-                Backoff::new(initial_backoff, max_backoff),
-            ),
+            SinkConfig::File { path, format } => {
+                Sink::File(FileSink::open(path, format, store.as_ref(), name)?)
+            }
+            SinkConfig::Stdout { format } => Sink::Stdout(StdoutSink { format }),
+            SinkConfig::Webhook(c) => Sink::Webhook(WebhookSink::new(&c)?, backoff(&c.http)),
+            SinkConfig::Hec(c) => Sink::Hec(HecSink::new(&c)?, backoff(&c.http)),
+            SinkConfig::Alertmanager(c) => {
+                Sink::Alertmanager(AlertmanagerSink::new(&c)?, backoff(&c.http))
+            }
         };
         opened.push((name, sink));
     }
@@ -214,6 +258,19 @@ enum Sink {
     File(FileSink),
     Stdout(StdoutSink),
     Webhook(WebhookSink, Backoff),
+    Hec(HecSink, Backoff),
+    Alertmanager(AlertmanagerSink, Backoff),
+}
+
+/// An HTTP sink: posts a batch of the outbox once.
+pub(crate) trait Post {
+    /// Records per request.
+    fn batch_limit(&self) -> usize;
+    /// `Ok` when the receiver took the whole batch.
+    fn post(
+        &mut self,
+        batch: &[(u64, Record)],
+    ) -> impl std::future::Future<Output = Result<(), Failure>> + Send;
 }
 
 /// A delivery attempt that failed: the batch stays pending.
@@ -257,8 +314,8 @@ impl Task {
 
             let (delivered, result) = self.drain(&mut sink, true).await;
             let backoff = match &mut sink {
-                Sink::Webhook(_, b) => b,
-                _ => &mut local_backoff,
+                Sink::Webhook(_, b) | Sink::Hec(_, b) | Sink::Alertmanager(_, b) => b,
+                Sink::File(_) | Sink::Stdout(_) => &mut local_backoff,
             };
             if delivered > 0 {
                 backoff.reset();
@@ -338,8 +395,28 @@ impl Task {
             }
             let step = match sink {
                 Sink::File(file) => self.file_step(file).await,
-                Sink::Stdout(_) => self.stdout_step().await,
-                Sink::Webhook(hook, _) => self.webhook_step(hook).await,
+                Sink::Stdout(out) => self.stdout_step(out.format).await,
+                Sink::Webhook(hook, _) => self.http_step(hook).await,
+                Sink::Hec(hec, _) => self.http_step(hec).await,
+                Sink::Alertmanager(am, _) => {
+                    if am.resend_due() {
+                        // Before the outbox: a close in it then comes after this re-send.
+                        let open = self
+                            .blocking(|store| {
+                                store
+                                    .open_incidents()
+                                    .map_err(|e| SinkError::from(e).into())
+                            })
+                            .await;
+                        if let Err(failure) = match open {
+                            Ok(open) => am.resend(&open).await,
+                            Err(failure) => Err(failure),
+                        } {
+                            return (delivered, Err(failure));
+                        }
+                    }
+                    self.http_step(am).await
+                }
             };
             match step {
                 Ok(0) => return (delivered, Ok(())),
@@ -373,7 +450,7 @@ impl Task {
     async fn file_step(&self, file: &mut FileSink) -> Result<usize, Failure> {
         let name = self.name;
         let mut owned = file.take();
-        let path = owned.path().to_path_buf();
+        let (path, format) = (owned.path().to_path_buf(), owned.format());
         let (owned, result) = self
             .blocking(move |store| {
                 let result = owned.deliver_next(store, name);
@@ -382,20 +459,21 @@ impl Task {
             .await
             // Only a panic gets here, and it lost the open file: the next attempt
             // reopens it and repairs its end, as after a crash.
-            .unwrap_or_else(|f| (FileSink::lost(path), Err(f)));
+            .unwrap_or_else(|f| (FileSink::lost(path, format), Err(f)));
         *file = owned;
         result
     }
 
-    async fn stdout_step(&self) -> Result<usize, Failure> {
+    async fn stdout_step(&self, format: Format) -> Result<usize, Failure> {
         let name = self.name;
-        self.blocking(move |store| StdoutSink.deliver_next(store, name))
+        self.blocking(move |store| StdoutSink { format }.deliver_next(store, name))
             .await
     }
 
-    async fn webhook_step(&self, hook: &mut WebhookSink) -> Result<usize, Failure> {
+    /// One batch of an HTTP sink: pending → post → ack.
+    async fn http_step(&self, sink: &mut impl Post) -> Result<usize, Failure> {
         let name = self.name;
-        let limit = hook.batch_limit();
+        let limit = sink.batch_limit();
         let batch: Vec<(u64, Record)> = self
             .blocking(move |store| {
                 let batch = store.pending(name, limit).map_err(SinkError::from)?;
@@ -406,7 +484,7 @@ impl Task {
         let Some(&(last_seq, _)) = batch.last() else {
             return Ok(0);
         };
-        hook.post(&batch).await?;
+        sink.post(&batch).await?;
         self.blocking(move |store| {
             store
                 .ack(name, last_seq)

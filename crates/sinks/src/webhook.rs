@@ -1,4 +1,5 @@
-//! The webhook: incidents (or, in strict mode, findings) POSTed as JSON, at least once.
+//! The webhook: incidents (or, in strict mode, findings) POSTed as JSON, at least once,
+//! signed.
 //!
 //! # The request
 //!
@@ -7,9 +8,23 @@
 //! are incidents (`docs/triage.md`): each is sent when it opens and again, with the same
 //! `incident_id` and `state: "closed"`, when it closes; a finding reaches the webhook
 //! through its incident, not alone ([`alerts`]). In strict mode each record is a finding,
-//! exactly the object of a findings-file line. One request per batch rather than per finding: a
-//! backlog after an outage drains in few requests. A receiver that answers 2xx has
-//! taken the whole batch.
+//! exactly the object of a findings-file line. With `format = "ocsf"` each record is an
+//! OCSF Detection Finding instead (`unseen_findings::ocsf`). One request per batch rather
+//! than per finding: a backlog after an outage drains in few requests. A receiver that
+//! answers 2xx has taken the whole batch.
+//!
+//! # The signature
+//!
+//! With a secret configured, every request carries
+//!
+//! - `X-Unseen-Timestamp`: the Unix time (seconds) of the attempt, and
+//! - `X-Unseen-Signature: sha256=<hex>`: HMAC-SHA256 with the secret as key over the
+//!   timestamp, a `.`, and the body's bytes.
+//!
+//! A receiver recomputes the HMAC over exactly the bytes it received, compares in
+//! constant time, and rejects timestamps too far from its clock (a replayed request).
+//! Custom headers (for example `Authorization: Bearer …`) are sent as configured; their
+//! values never appear in logs.
 //!
 //! # At least once
 //!
@@ -27,7 +42,7 @@
 //!
 //! - connection errors, timeouts, 408, 5xx: transient;
 //! - 429 and 503 with `Retry-After` (seconds or an HTTP-date): the receiver's wait is
-//!   used instead of the backoff (capped at [`RETRY_AFTER_CAP`]);
+//!   used instead of the backoff (capped at [`RETRY_AFTER_CAP`](crate::http::RETRY_AFTER_CAP));
 //! - 413: the batch is halved (down to one finding) for this and later requests;
 //! - other 4xx and 3xx: logged as **errors** and retried with the same backoff. These
 //!   mean the receiver or the URL needs fixing (a 404 path, expired credentials, a
@@ -39,13 +54,14 @@
 //! The URL may carry credentials (user info, a token in the query): logs and errors show
 //! it without them.
 
-use std::time::{Duration, SystemTime};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::StatusCode;
 use unseen_findings::Record;
 
-use crate::{Failure, SinkError};
+use crate::http::{body_preview, Endpoint, HttpOptions, Secret};
+use crate::{Failure, Format, SinkError};
 
 /// What an alerting sink receives: incidents (opened, then closed), and the findings
 /// that belong to none (strict mode keeps the seed's one alert per finding). A
@@ -61,239 +77,174 @@ pub fn alerts(record: &Record) -> bool {
 /// Findings per request.
 pub const WEBHOOK_BATCH: usize = 100;
 
-/// The longest `Retry-After` honoured: a receiver asking for a day would stall the
-/// sink; past this the sink asks again.
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
+/// The signature's headers.
+pub const SIGNATURE_HEADER: &str = "x-unseen-signature";
+pub const TIMESTAMP_HEADER: &str = "x-unseen-timestamp";
 
-/// How much of an error response's body goes into the error message.
-const BODY_PREVIEW: usize = 512;
+/// The webhook's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub format: Format,
+    pub http: HttpOptions,
+    /// The HMAC-SHA256 key of the signature; unsigned when `None`.
+    pub secret: Option<Secret>,
+    /// Extra request headers (name, value), e.g. `Authorization: Bearer …`.
+    pub headers: Vec<(String, Secret)>,
+}
+
+impl WebhookConfig {
+    /// JSON, unsigned, with the default timing.
+    pub fn new(url: impl Into<String>) -> Self {
+        WebhookConfig {
+            url: url.into(),
+            format: Format::Json,
+            http: HttpOptions::default(),
+            secret: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// `sha256=<hex>` of HMAC-SHA256(`secret`, `timestamp.body`): the value of
+/// [`SIGNATURE_HEADER`].
+pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    let tag = ctx.sign();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for b in tag.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
 
 #[derive(Debug)]
 pub(crate) struct WebhookSink {
-    client: reqwest::Client,
-    url: Url,
-    /// The URL without credentials, for messages.
-    shown: String,
+    endpoint: Endpoint,
+    format: Format,
+    secret: Option<Secret>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     batch_limit: usize,
 }
 
 impl WebhookSink {
-    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, SinkError> {
-        let parsed = Url::parse(url).map_err(|e| SinkError::Webhook {
-            url: redact_unparsed(url),
-            message: format!("not a valid URL ({e}); give an absolute http:// or https:// URL"),
-        })?;
-        let shown = redact(&parsed);
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(SinkError::Webhook {
-                url: shown,
-                message: "only http:// and https:// URLs are supported".into(),
-            });
+    pub(crate) fn new(config: &WebhookConfig) -> Result<Self, SinkError> {
+        let endpoint = Endpoint::new("webhook", &config.url, config.http.timeout)?;
+        let mut headers = Vec::new();
+        for (name, value) in &config.headers {
+            let bad = |what: &str| SinkError::Http {
+                sink: "webhook",
+                url: endpoint.shown.clone(),
+                message: format!("header `{name}`: {what}"),
+            };
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad("not a valid header name"))?;
+            let mut value = HeaderValue::from_str(value.expose())
+                .map_err(|_| bad("its value is not a valid header value (control characters?)"))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
         }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("unseen/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SinkError::Webhook {
-                url: shown.clone(),
-                message: format!("cannot build the HTTP client: {}", chain(&e)),
-            })?;
         Ok(WebhookSink {
-            client,
-            url: parsed,
-            shown,
+            endpoint,
+            format: config.format,
+            secret: config.secret.clone(),
+            headers,
             batch_limit: WEBHOOK_BATCH,
         })
     }
+}
 
-    pub(crate) fn batch_limit(&self) -> usize {
+impl crate::Post for WebhookSink {
+    fn batch_limit(&self) -> usize {
         self.batch_limit
     }
 
     /// POSTs the batch once. `Ok` means the receiver answered 2xx.
-    pub(crate) async fn post(&mut self, batch: &[(u64, Record)]) -> Result<(), Failure> {
-        let findings: Vec<&Record> = batch.iter().map(|(_, r)| r).filter(|r| alerts(r)).collect();
-        if findings.is_empty() {
+    async fn post(&mut self, batch: &[(u64, Record)]) -> Result<(), Failure> {
+        let records = batch.iter().map(|(_, r)| r).filter(|r| alerts(r));
+        let body = match self.format {
+            Format::Json => serde_json::to_vec(&records.collect::<Vec<_>>()),
+            Format::Ocsf => serde_json::to_vec(
+                &records
+                    .map(unseen_findings::ocsf::record)
+                    .collect::<Vec<_>>(),
+            ),
+        }
+        .map_err(|e| {
+            self.endpoint
+                .transient(format!("cannot encode findings: {e}"))
+        })?;
+        if body == b"[]" {
             return Ok(());
         }
-        let body = serde_json::to_vec(&findings)
-            .map_err(|e| self.transient(format!("cannot encode findings: {e}")))?;
-        let response = self
+        let mut request = self
+            .endpoint
             .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                self.transient(format!(
-                    "{}; is the receiver up and reachable?",
-                    chain(&e.without_url())
-                ))
-            })?;
+            .post(self.endpoint.url.clone())
+            .header(CONTENT_TYPE, "application/json");
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        if let Some(secret) = &self.secret {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut sig = HeaderValue::from_str(&signature(secret.expose().as_bytes(), now, &body))
+                .expect("hex is a valid header value");
+            sig.set_sensitive(true);
+            request = request
+                .header(TIMESTAMP_HEADER, now)
+                .header(SIGNATURE_HEADER, sig);
+        }
+        let response = self.endpoint.send(request.body(body)).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let headers = response.headers().clone();
-        let preview = body_preview(response).await;
-        let what = format!("answered {status}{preview}");
+        let what = format!("answered {status}{}", body_preview(response).await);
         Err(match status {
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Failure {
-                retry_after: retry_after(&headers, SystemTime::now()),
-                ..self.transient(what)
-            },
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                let before = self.batch_limit;
-                self.batch_limit = (before / 2).max(1);
-                if before > 1 {
-                    self.transient(format!(
-                        "{what}; sending at most {} findings per request from now on",
-                        self.batch_limit
-                    ))
-                } else {
-                    self.permanent(format!("{what} for a single finding; raise the receiver's body limit"))
-                }
-            }
-            StatusCode::REQUEST_TIMEOUT => self.transient(what),
-            s if s.is_server_error() => self.transient(what),
-            s if s.is_redirection() => {
-                let to = headers
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("?");
-                self.permanent(format!(
-                    "{what} redirecting to {to}; set the webhook URL to the final address (redirects are not followed)"
-                ))
-            }
-            _ => self.permanent(format!(
-                "{what}; the receiver refused the request: fix the webhook URL, its credentials or the receiver"
-            )),
+            StatusCode::PAYLOAD_TOO_LARGE => self.endpoint.too_large(
+                &mut self.batch_limit,
+                what,
+                "raise the receiver's body limit",
+            ),
+            _ => self.endpoint.refused(
+                status,
+                &headers,
+                what,
+                "the receiver refused the request: fix the webhook URL, its credentials or the receiver",
+            ),
         })
-    }
-
-    fn transient(&self, message: String) -> Failure {
-        Failure {
-            error: SinkError::Webhook {
-                url: self.shown.clone(),
-                message,
-            },
-            retry_after: None,
-            permanent: false,
-        }
-    }
-
-    fn permanent(&self, message: String) -> Failure {
-        Failure {
-            permanent: true,
-            ..self.transient(message)
-        }
-    }
-}
-
-/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), capped at
-/// [`RETRY_AFTER_CAP`]. An unparsable value is ignored (the backoff applies).
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at = httpdate::parse_http_date(value).ok()?;
-            at.duration_since(now).unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(wait.min(RETRY_AFTER_CAP))
-}
-
-/// The start of an error response's body, for the message (`": <text>"` or empty).
-async fn body_preview(mut response: reqwest::Response) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < BODY_PREVIEW {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    bytes.truncate(BODY_PREVIEW);
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.trim();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", text.replace(['\n', '\r'], " "))
-    }
-}
-
-/// An error and its causes, `a: b: c` (reqwest's own message is only the outer layer,
-/// e.g. "error sending request", without the "connection refused" that explains it).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        // Some layers repeat their cause in their own message.
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// The URL without user info and query, for logs.
-pub(crate) fn redact(url: &Url) -> String {
-    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
-    if let Some(port) = url.port() {
-        shown.push_str(&format!(":{port}"));
-    }
-    shown.push_str(url.path());
-    if url.query().is_some() {
-        shown.push_str("?…");
-    }
-    shown
-}
-
-fn redact_unparsed(url: &str) -> String {
-    // Cut the query and anything before an `@`: where credentials would be.
-    let no_query = url.split(['?', '#']).next().unwrap_or("");
-    match no_query.rsplit_once('@') {
-        Some((_, rest)) => format!("…@{rest}"),
-        None => no_query.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
-    fn headers(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
-        h
-    }
-
+    /// The primitive against RFC 4231 test case 2 (key "Jefe"), then the framing: the
+    /// MAC is over `<timestamp>.<body>`.
     #[test]
-    fn retry_after_seconds_dates_and_cap() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"Jefe");
+        let tag = ring::hmac::sign(&key, b"what do ya want for nothing?");
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            retry_after(&headers("7"), now),
-            Some(Duration::from_secs(7))
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert_eq!(retry_after(&headers(" 0 "), now), Some(Duration::ZERO));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let joined = ring::hmac::sign(&key, b"1700000000.[{\"a\":1}]");
+        let joined: String = joined.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            retry_after(&headers(&later), now),
-            Some(Duration::from_secs(30))
+            signature(b"Jefe", 1_700_000_000, b"[{\"a\":1}]"),
+            format!("sha256={joined}")
         );
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(retry_after(&headers(&past), now), Some(Duration::ZERO));
-        assert_eq!(retry_after(&headers("86400"), now), Some(RETRY_AFTER_CAP));
-        assert_eq!(retry_after(&headers("soon"), now), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
     /// Strict mode alerts on findings, but never on a suppressed one; default mode alerts
@@ -324,13 +275,5 @@ mod tests {
             reason: "why".into(),
         });
         assert!(!alerts(&Record::Finding(Box::new(suppressed))));
-    }
-
-    #[test]
-    fn urls_are_shown_without_credentials() {
-        let url = Url::parse("https://bot:hunter2@hooks.example:8443/in/x?token=s3cret").unwrap();
-        assert_eq!(redact(&url), "https://hooks.example:8443/in/x?…");
-        assert_eq!(redact_unparsed("htp//bot:pw@host/x?token=1"), "…@host/x");
-        assert_eq!(redact_unparsed("nonsense"), "nonsense");
     }
 }

@@ -16,6 +16,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 fn file_sink(path: &std::path::Path) -> Vec<SinkConfig> {
     vec![SinkConfig::File {
         path: path.to_path_buf(),
+        format: Default::default(),
     }]
 }
 

@@ -24,7 +24,10 @@ async fn delivered_errors_and_pending_per_sink() {
     let run = start(
         store.clone(),
         vec![
-            unseen_sinks::SinkConfig::File { path: path.clone() },
+            unseen_sinks::SinkConfig::File {
+                path: path.clone(),
+                format: Default::default(),
+            },
             webhook(addr),
         ],
     );

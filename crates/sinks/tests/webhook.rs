@@ -86,7 +86,13 @@ async fn the_webhook_gets_incidents_and_the_file_gets_findings() {
         let (_, stop_rx, _) = serve(rx.clone(), addr).await;
         let run = start(
             store.clone(),
-            vec![SinkConfig::File { path: path.clone() }, webhook(addr)],
+            vec![
+                SinkConfig::File {
+                    path: path.clone(),
+                    format: Default::default(),
+                },
+                webhook(addr),
+            ],
         );
         // One image rolled out to three nodes, then a point past the rollout window.
         let node = |n: &str| unseen_normalize::Key {
@@ -273,7 +279,13 @@ async fn sinks_are_independent() {
     let addr = closed_port();
     let run = start(
         store.clone(),
-        vec![SinkConfig::File { path: path.clone() }, webhook(addr)],
+        vec![
+            SinkConfig::File {
+                path: path.clone(),
+                format: Default::default(),
+            },
+            webhook(addr),
+        ],
     );
     let expected = ids(&add_findings(store.as_ref(), 0..7));
     run.notify.notify_waiters();
@@ -305,7 +317,7 @@ async fn bad_urls_are_refused_without_showing_credentials() {
             Default::default(),
         )
         .expect_err(url);
-        assert!(matches!(err, SinkError::Webhook { .. }));
+        assert!(matches!(err, SinkError::Http { .. }));
         assert!(err.to_string().contains(expect), "{err}");
     }
     let err = unseen_sinks::start(

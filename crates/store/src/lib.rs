@@ -198,4 +198,18 @@ pub trait StateStore: Send + Sync {
     /// When learning started: set to `now` on the first call, returned unchanged on
     /// every later call, across restarts.
     fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError>;
+
+    /// The incidents open now (as of the last committed batch), oldest first: what a
+    /// sink that keeps alerts firing (Alertmanager) re-sends.
+    fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError>;
+}
+
+/// Open incidents in the order they opened.
+pub(crate) fn open_incidents_of(
+    triage: &unseen_findings::TriageState,
+) -> Vec<unseen_findings::Incident> {
+    let mut open: Vec<unseen_findings::Incident> =
+        triage.incidents.open().map(|(_, i)| i.clone()).collect();
+    open.sort_by(|a, b| (&a.opened_at, &a.incident_id).cmp(&(&b.opened_at, &b.incident_id)));
+    open
 }

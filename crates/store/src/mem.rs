@@ -170,6 +170,10 @@ impl StateStore for MemStore {
     fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError> {
         Ok(*self.lock()?.learning_started_at.get_or_insert(now))
     }
+
+    fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError> {
+        Ok(crate::open_incidents_of(&self.lock()?.triage))
+    }
 }
 
 pub(crate) fn unknown(sink: &str) -> StoreError {

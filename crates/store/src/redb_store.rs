@@ -619,6 +619,11 @@ impl StateStore for RedbStore {
         log.len().map_err(self.backend("count findings"))
     }
 
+    fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        // The in-memory copy is the file's after every commit (reloaded after a failed one).
+        Ok(crate::open_incidents_of(&*self.lock_triage()?))
+    }
+
     fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError> {
         if let Some(t) = self.read_meta(META_LEARNING_STARTED_AT)? {
             return Ok(meta_to_secs(t));

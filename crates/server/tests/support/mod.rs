@@ -104,6 +104,7 @@ pub fn config(findings: &Path) -> Config {
         learn: None,
         sinks: vec![SinkConfig::File {
             path: findings.to_path_buf(),
+            format: Default::default(),
         }],
         limits: Limits::default(),
         // Long enough never to cut a test's request short; a working drain takes
@@ -882,6 +883,10 @@ impl StateStore for GatedStore {
     }
     fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError> {
         self.inner.learning_started_at(now)
+    }
+
+    fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError> {
+        self.inner.open_incidents()
     }
 }
 

@@ -175,6 +175,8 @@ pub fn pending_count(store: &dyn StateStore, sink: &str) -> usize {
 pub struct FailingAck {
     pub inner: Arc<dyn StateStore>,
     pub failures_left: Mutex<Option<u32>>,
+    /// Calls of `pending`: one per delivery attempt of a sink.
+    pub pending_calls: std::sync::atomic::AtomicU64,
 }
 
 impl FailingAck {
@@ -182,12 +184,14 @@ impl FailingAck {
         Arc::new(FailingAck {
             inner,
             failures_left: Mutex::new(None),
+            pending_calls: Default::default(),
         })
     }
     pub fn times(inner: Arc<dyn StateStore>, n: u32) -> Arc<Self> {
         Arc::new(FailingAck {
             inner,
             failures_left: Mutex::new(Some(n)),
+            pending_calls: Default::default(),
         })
     }
 }
@@ -226,6 +230,8 @@ impl StateStore for FailingAck {
         sink: &str,
         limit: usize,
     ) -> Result<Vec<(u64, unseen_store::Record)>, StoreError> {
+        self.pending_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.pending(sink, limit)
     }
     fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
@@ -249,6 +255,10 @@ impl StateStore for FailingAck {
         now: unseen_model::UnixSecs,
     ) -> Result<unseen_model::UnixSecs, StoreError> {
         self.inner.learning_started_at(now)
+    }
+
+    fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError> {
+        self.inner.open_incidents()
     }
 }
 
@@ -372,11 +382,17 @@ pub fn closed_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-pub fn webhook(addr: SocketAddr) -> SinkConfig {
-    SinkConfig::Webhook {
-        url: format!("http://{addr}/hook"),
+/// Fast retries for tests.
+pub fn fast_http() -> unseen_sinks::HttpOptions {
+    unseen_sinks::HttpOptions {
         timeout: Duration::from_secs(5),
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
     }
+}
+
+pub fn webhook(addr: SocketAddr) -> SinkConfig {
+    let mut hook = unseen_sinks::webhook::WebhookConfig::new(format!("http://{addr}/hook"));
+    hook.http = fast_http();
+    SinkConfig::Webhook(hook)
 }
