@@ -1,26 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need on a fresh machine (the test runner,
-# a real Alertmanager, the OCSF schema library), then runs every test.
+# The test command: installs what the tests need (scripts/test-deps.sh), then runs every
+# test. .ci/run runs these same two steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-# The test runner.
-if ! command -v cargo-nextest >/dev/null 2>&1; then
-  cargo install cargo-nextest --locked
-fi
-
-# A real Prometheus Alertmanager for the Alertmanager sink's test (Debian's package; the
-# test starts its own instance on loopback).
-if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertmanager >/dev/null 2>&1; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus-alertmanager
-fi
-
-# py-ocsf-models: the independent OCSF schema check of the OCSF output.
-if ! python3 -c "import py_ocsf_models.events.findings.detection_finding" >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check "py-ocsf-models==0.10.0"
-fi
-
+scripts/test-deps.sh
 cargo nextest run --workspace --locked "$@"
