@@ -492,13 +492,13 @@ impl Settings {
             bail!("settings `hec_url` and `hec_token_file` go together: give both (--hec-url, --hec-token-file) or neither");
         }
         if let Some(path) = &c.hec_token_file {
-            unseen_sinks::hec::read_token(path)
+            unseen_sinks::http::read_secret_file(path)
                 .map_err(|e| anyhow::anyhow!("setting `hec_token_file`: {e}"))?;
         }
         let secret = |name: &str, path: &Option<PathBuf>| -> Result<Option<Secret>> {
             path.as_ref()
                 .map(|p| {
-                    unseen_sinks::hec::read_token(p)
+                    unseen_sinks::http::read_secret_file(p)
                         .map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))
                 })
                 .transpose()

@@ -51,8 +51,16 @@ fn findings_survive_a_webhook_outage_and_restarts() {
         "no clean exit on SIGTERM\n{}",
         cmd.log_text()
     );
+    // After each start, wait until its webhook sink has tried (and failed: nothing
+    // listens) to deliver the pending incidents, so each restart really met the outage.
+    let failures = || cmd.log_text().matches("delivery failed").count();
     let mut server = cmd.spawn();
-    std::thread::sleep(Duration::from_millis(500));
+    let before = failures();
+    assert!(
+        wait_for(Duration::from_secs(20), || failures() > before),
+        "the restarted server's webhook sink made no attempt\n{}",
+        cmd.log_text()
+    );
     assert!(
         server.alive(),
         "the server did not restart\n{}",
@@ -60,7 +68,12 @@ fn findings_survive_a_webhook_outage_and_restarts() {
     );
     server.kill();
     let server = cmd.spawn();
-    std::thread::sleep(Duration::from_millis(300));
+    let before = failures();
+    assert!(
+        wait_for(Duration::from_secs(20), || failures() > before),
+        "the server restarted after the crash made no delivery attempt\n{}",
+        cmd.log_text()
+    );
 
     // Every finding belongs to an incident; each incident is sent when it opens.
     let incidents: BTreeSet<String> = file_incidents(&cmd.findings)

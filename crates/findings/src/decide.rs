@@ -262,6 +262,16 @@ impl Decider<'_> {
                 })
                 .collect();
         }
+        // A batch run returns findings only: the risk ledger would raise incidents that
+        // nobody receives, so it is not kept.
+        let settings = TriageSettings {
+            risk_threshold: 0,
+            ..*self.settings
+        };
+        let this = Decider {
+            settings: &settings,
+            ..*self
+        };
         let mut order: Vec<&Detection> = detections.iter().collect();
         order.sort_by(|a, b| (a.first_seen, &a.key).cmp(&(b.first_seen, &b.key)));
         let mut out = Vec::new();
@@ -279,7 +289,7 @@ impl Decider<'_> {
                 late: d.late,
             };
             let before = out.len();
-            self.sighting(&mut state, &s, Some(episode), None, &mut out);
+            this.sighting(&mut state, &s, Some(episode), None, &mut out);
             // The batch's own aggregate (count, last point) over the stream's first point.
             for record in &mut out[before..] {
                 if let Record::Finding(f) = record {

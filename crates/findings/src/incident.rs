@@ -403,15 +403,7 @@ impl Incidents {
         incident.node = (kind == IncidentKind::NewNode).then(|| node.to_string());
         finding.set_incident(&id);
         incident.add(finding);
-        self.open.insert(
-            chosen.clone(),
-            Open {
-                incident: incident.clone(),
-                opened,
-                closes,
-            },
-        );
-        self.dirty.insert(chosen);
+        self.insert_open(chosen, &incident, opened, closes);
         Assigned::Opened(Box::new(incident))
     }
 
@@ -458,16 +450,26 @@ impl Incidents {
         for event in &crossing.events {
             incident.add_risk(event);
         }
+        self.insert_open(chosen, &incident, opened, closes);
+        Some(Box::new(incident))
+    }
+
+    fn insert_open(
+        &mut self,
+        group: String,
+        incident: &Incident,
+        opened: UnixSecs,
+        closes: UnixSecs,
+    ) {
         self.open.insert(
-            chosen.clone(),
+            group.clone(),
             Open {
                 incident: incident.clone(),
                 opened,
                 closes,
             },
         );
-        self.dirty.insert(chosen);
-        Some(Box::new(incident))
+        self.dirty.insert(group);
     }
 
     /// Closes the incidents whose window ended at or before `stream_time` (the newest

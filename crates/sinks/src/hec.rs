@@ -38,7 +38,7 @@
 //! answer was lost is sent again (de-duplicate on `event.finding_id`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use flate2::write::GzEncoder;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
@@ -46,7 +46,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use unseen_findings::{IncidentState, Record};
 
-use crate::http::{body_preview, Endpoint, HttpOptions, Secret};
+use crate::http::{body_preview, read_secret_file, Endpoint, HttpOptions, Secret};
 use crate::{Failure, SinkError};
 
 /// Events per request.
@@ -54,9 +54,6 @@ pub const HEC_BATCH: usize = 100;
 
 /// The event endpoint's path, added to `hec_url` unless it ends with it.
 pub const EVENT_PATH: &str = "/services/collector/event";
-
-/// The longest token file read.
-const MAX_TOKEN_BYTES: u64 = 4096;
 
 /// The HEC sink's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,23 +93,6 @@ impl HecConfig {
     }
 }
 
-/// Reads a token file: its trimmed content, which must not be empty.
-pub fn read_token(path: &Path) -> Result<Secret, String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TOKEN_BYTES).read_to_string(&mut text))
-        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!(
-            "the token file {} is empty; put the HEC token in it",
-            path.display()
-        ));
-    }
-    Ok(Secret::new(token))
-}
-
 #[derive(Debug)]
 pub(crate) struct HecSink {
     endpoint: Endpoint,
@@ -138,7 +118,7 @@ impl HecSink {
     pub(crate) fn new(config: &HecConfig) -> Result<Self, SinkError> {
         let endpoint =
             Endpoint::new("hec", &config.url, config.http.timeout)?.with_path(EVENT_PATH);
-        let token = read_token(&config.token_file).map_err(|message| SinkError::Http {
+        let token = read_secret_file(&config.token_file).map_err(|message| SinkError::Http {
             sink: "hec",
             url: endpoint.shown.clone(),
             message,
@@ -221,7 +201,7 @@ impl crate::Post for HecSink {
         }
         if let Some(refused) = &self.refused {
             // Not again with the token Splunk refused: only with a new one.
-            match read_token(&self.config.token_file) {
+            match read_secret_file(&self.config.token_file) {
                 Ok(token) if &token != refused => {
                     self.token = token;
                     self.refused = None;

@@ -3,6 +3,7 @@
 //! credentials.
 
 use std::fmt;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
@@ -13,6 +14,9 @@ use crate::{Failure, SinkError};
 /// The longest `Retry-After` honoured: a receiver asking for a day would stall the
 /// sink; past this the sink asks again.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
+
+/// The longest secret file read.
+const MAX_SECRET_BYTES: u64 = 4096;
 
 /// How much of an error response's body goes into the error message.
 const BODY_PREVIEW: usize = 512;
@@ -36,6 +40,24 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(…)")
     }
+}
+
+/// Reads a secret from a file (a token, an HMAC key): its trimmed content, which must
+/// not be empty.
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_BYTES).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "the secret file {} is empty; put the token or key in it",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(token))
 }
 
 /// Timing of an HTTP sink.

@@ -85,15 +85,6 @@ pub enum Format {
     Ocsf,
 }
 
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Ocsf => "ocsf",
-        }
-    }
-}
-
 /// Where findings go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {

@@ -82,21 +82,14 @@ async fn start_alertmanager() -> Alertmanager {
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     };
-    let client = reqwest::Client::new();
     let ready = format!("{}/-/ready", am.url);
-    let deadline = std::time::Instant::now() + LIMIT;
-    loop {
-        if let Ok(r) = client.get(&ready).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "alertmanager did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll("alertmanager is ready", || async {
+        reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(())
+    })
+    .await;
     am
 }
 
@@ -110,20 +103,33 @@ async fn alerts(url: &str) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(&body).expect("an array of alerts")
 }
 
-/// Polls Alertmanager until `cond` holds of its alerts.
-async fn wait_alerts(url: &str, what: &str, cond: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+/// Polls an external process (Alertmanager has no way to notify us) every 50 ms until
+/// `probe` gives a value; panics with `what` after [`LIMIT`].
+async fn poll<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = std::time::Instant::now() + LIMIT;
     loop {
-        let got = alerts(url).await;
-        if cond(&got) {
-            return got;
+        if let Some(v) = probe().await {
+            return v;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting until {what}; alerts: {got:?}"
+            "timed out waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls Alertmanager until `cond` holds of its alerts.
+async fn wait_alerts(url: &str, what: &str, cond: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    poll(what, || async {
+        let got = alerts(url).await;
+        cond(&got).then_some(got)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -366,7 +366,7 @@ fn a_missing_or_empty_token_file_is_an_error_at_start() {
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "  \n").unwrap();
     for (file, says) in [
-        (dir.path().join("absent"), "cannot read the token file"),
+        (dir.path().join("absent"), "cannot read the secret file"),
         (empty, "is empty"),
     ] {
         let rt = tokio::runtime::Runtime::new().unwrap();

@@ -797,10 +797,15 @@ impl RedbStore {
             }
             .map_err(self.backend("write incidents"))?;
         }
+        let dirty = triage.risk.take_dirty();
+        if dirty.is_empty() {
+            // Most batches change no ledger: no table to open.
+            return Ok(());
+        }
         let mut ledgers = txn
             .open_table(RISK)
             .map_err(self.backend("open risk ledger"))?;
-        for (object, ledger) in triage.risk.take_dirty() {
+        for (object, ledger) in dirty {
             match ledger {
                 Some(ledger) => {
                     let json =
