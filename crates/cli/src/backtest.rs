@@ -40,6 +40,13 @@ pub struct BacktestArgs {
     /// Known images on other nodes are gathered into one digest per cluster and window.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub digest_window: String,
+    /// A host whose findings' risk scores add up past this within the risk window raises
+    /// a `risk_threshold` incident (a notification); 0 turns it off.
+    #[arg(long, value_name = "SCORE", default_value_t = 100)]
+    pub risk_threshold: u32,
+    /// The rolling window of the risk sum.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub risk_window: String,
     /// `json`: one object per UTC day; `table`: for people.
     #[arg(long, value_enum, default_value_t = OutputArg::Json)]
     pub output: OutputArg,
@@ -98,10 +105,12 @@ pub fn run(args: BacktestArgs) -> Result<Outcome> {
     let settings = TriageSettings {
         rollout_window: parse_duration(&args.rollout_window).context("--rollout-window")?,
         digest_window: parse_duration(&args.digest_window).context("--digest-window")?,
+        risk_threshold: args.risk_threshold,
+        risk_window: parse_duration(&args.risk_window).context("--risk-window")?,
         ..TriageSettings::default()
     };
-    if settings.rollout_window == 0 || settings.digest_window == 0 {
-        bail!("--rollout-window and --digest-window must be longer than 0s");
+    if settings.rollout_window == 0 || settings.digest_window == 0 || settings.risk_window == 0 {
+        bail!("--rollout-window, --digest-window and --risk-window must be longer than 0s");
     }
     let mut records_out = match &args.findings {
         Some(path) => {

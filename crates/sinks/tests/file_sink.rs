@@ -125,7 +125,8 @@ async fn crash_between_fsync_and_ack_repeats_nothing() {
         real.register_sink("file").unwrap();
         let mut expected = ids(&add_findings(real.as_ref(), 0..FILE_BATCH + 100));
 
-        let crashing: Arc<dyn StateStore> = FailingAck::always(real.clone());
+        let crashing_calls = FailingAck::always(real.clone());
+        let crashing: Arc<dyn StateStore> = crashing_calls.clone();
         drop(real);
         let run = start(crashing.clone(), file_sink(&path));
         wait_until("the first batch is written", LIMIT, || {
@@ -133,9 +134,16 @@ async fn crash_between_fsync_and_ack_repeats_nothing() {
         })
         .await;
         // Let it retry (in-process recovery, its ack fails again) a few times.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let calls = || {
+            crashing_calls
+                .pending_calls
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let seen = calls();
+        wait_until("the sink retried", LIMIT, || calls() >= seen + 3).await;
         run.kill().await;
         drop(crashing);
+        drop(crashing_calls);
         assert_eq!(
             file_ids(&path).len(),
             FILE_BATCH,
@@ -376,4 +384,57 @@ fn stdout_gets_json_lines() {
         .collect();
     let expected = add_findings(Backend::mem().store().as_ref(), 0..3);
     assert_eq!(ids(&lines), ids(&expected), "{stdout}");
+}
+
+/// `format = "ocsf"`: every finding as an OCSF Detection Finding, once, in order, also
+/// when acks fail (recovery recognises its own OCSF lines by `finding_info.uid`); the
+/// lines validate against py-ocsf-models (`scripts/ocsf_validate.py`, installed by the
+/// test script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocsf_lines_are_written_once_and_validate() {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("findings.ocsf.jsonl");
+        let real = backend.store();
+        real.register_sink("file").unwrap();
+        let expected = ids(&add_findings(real.as_ref(), 0..50));
+        let flaky: Arc<dyn StateStore> = FailingAck::times(real.clone(), 2);
+        let run = start(
+            flaky,
+            vec![SinkConfig::File {
+                path: path.clone(),
+                format: unseen_sinks::Format::Ocsf,
+            }],
+        );
+        wait_until("everything is acked", LIMIT, || {
+            pending_count(real.as_ref(), "file") == 0
+        })
+        .await;
+        run.stop().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(v["class_uid"], 2004, "{l}");
+                v["finding_info"]["uid"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(uids, expected, "{}: once each, in order", backend.name());
+        let validator = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/ocsf_validate.py"
+        );
+        let check = std::process::Command::new("python3")
+            .arg(validator)
+            .arg(&path)
+            .output()
+            .expect("python3 runs (scripts/test.sh installs it with py-ocsf-models)");
+        assert!(
+            check.status.success(),
+            "the OCSF lines do not validate (run scripts/test.sh, which installs py-ocsf-models):\n{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
 }
