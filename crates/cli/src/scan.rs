@@ -111,7 +111,7 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
         });
     }
     let detections = visitor.scan.finish();
-    let findings: Vec<Finding> = decider.batch_with(&detections, state);
+    let findings: Vec<Finding> = decider.batch_with(detections, state);
     write_findings(&findings, output).context("writing findings to standard output")?;
 
     let summary = Summary {

@@ -88,10 +88,13 @@ pub struct Decider<'a> {
 }
 
 impl TriageState {
-    /// The state of a batch run (`scan`): nothing persists it, so it tracks no changes.
+    /// The state of a batch run (`scan`): nothing persists it, so it tracks no changes,
+    /// and its incidents (which nobody receives: a batch run returns findings) only give
+    /// findings their `incident_id`.
     pub fn untracked() -> Self {
         TriageState {
             index: Index::untracked(),
+            incidents: Incidents::without_members(),
             ..TriageState::default()
         }
     }
@@ -117,12 +120,7 @@ impl Decider<'_> {
         if self.mode.strict {
             // The seed's rule: no index, no incidents.
             if let (Some(episode), true) = (opened, self.report) {
-                let mut finding = build(
-                    self.rule,
-                    self.mode.name(),
-                    &detection(s, episode),
-                    self.now,
-                );
+                let mut finding = finding_of(self, s, episode);
                 finding.suppressed = self.suppressions.check(&finding, self.now);
                 out.push(Record::Finding(Box::new(finding)));
             }
@@ -139,12 +137,7 @@ impl Decider<'_> {
         let (Some(episode), Some(novelty)) = (episode, novelty) else {
             return;
         };
-        let mut finding = build(
-            self.rule,
-            self.mode.name(),
-            &detection(s, episode),
-            self.now,
-        );
+        let mut finding = finding_of(self, s, episode);
         finding.risk_score = self.settings.risk.score(self.rule.risk.score, &novelty);
         finding.triage = Some(Triage::new(
             &s.key,
@@ -225,7 +218,7 @@ impl Decider<'_> {
     /// point, as a stream would have seen them.
     pub fn batch<'k>(
         &self,
-        detections: &[Detection],
+        detections: Vec<Detection>,
         known: impl IntoIterator<Item = (&'k str, &'k str, &'k str)>,
     ) -> Vec<Finding> {
         let mut state = TriageState::untracked();
@@ -250,8 +243,13 @@ impl Decider<'_> {
             .know(cluster, node, image, baseline_end, &self.windows);
     }
 
-    /// [`Decider::batch`] with what the baseline knew already in `state`.
-    pub fn batch_with(&self, detections: &[Detection], mut state: TriageState) -> Vec<Finding> {
+    /// [`Decider::batch`] with what the baseline knew already in `state` (made with
+    /// [`TriageState::untracked`]).
+    pub fn batch_with(
+        &self,
+        mut detections: Vec<Detection>,
+        mut state: TriageState,
+    ) -> Vec<Finding> {
         if self.mode.strict {
             return detections
                 .iter()
@@ -272,51 +270,51 @@ impl Decider<'_> {
             settings: &settings,
             ..*self
         };
-        let mut order: Vec<&Detection> = detections.iter().collect();
-        order.sort_by(|a, b| (a.first_seen, &a.key).cmp(&(b.first_seen, &b.key)));
+        detections.sort_by(|a, b| (a.first_seen, &a.key).cmp(&(b.first_seen, &b.key)));
         let mut out = Vec::new();
-        for d in order {
-            let s = Sighting {
-                key: d.key.clone(),
-                time: d.first_seen,
-                host_name: d.host_name.clone(),
-                context: d.context.clone(),
-                image_raw: d.image_raw.clone(),
-            };
+        let mut findings = Vec::with_capacity(detections.len());
+        for d in detections {
+            let (last_seen, count) = (d.last_seen, d.count);
             let episode = Episode {
                 first_seen: d.first_seen,
                 previous_seen: d.previous_seen,
                 late: d.late,
             };
-            let before = out.len();
+            let s = Sighting {
+                key: d.key,
+                time: d.first_seen,
+                host_name: d.host_name,
+                context: d.context,
+                image_raw: d.image_raw,
+            };
             this.sighting(&mut state, &s, Some(episode), None, &mut out);
             // The batch's own aggregate (count, last point) over the stream's first point.
-            for record in &mut out[before..] {
-                if let Record::Finding(f) = record {
-                    f.last_seen = unseen_model::format_rfc3339(d.last_seen);
-                    f.count = d.count;
+            for record in out.drain(..) {
+                if let Record::Finding(mut f) = record {
+                    f.last_seen = unseen_model::format_rfc3339(last_seen);
+                    f.count = count;
+                    findings.push(*f);
                 }
             }
         }
-        out.into_iter()
-            .filter_map(|r| match r {
-                Record::Finding(f) => Some(*f),
-                Record::Incident(_) => None,
-            })
-            .collect()
+        findings
     }
 }
 
-fn detection(s: &Sighting, episode: Episode) -> Detection {
-    Detection {
-        key: s.key.clone(),
-        first_seen: s.time,
-        last_seen: s.time,
-        count: 1,
-        previous_seen: episode.previous_seen,
-        late: episode.late,
-        host_name: s.host_name.clone(),
-        context: s.context.clone(),
-        image_raw: s.image_raw.clone(),
-    }
+/// The finding of an episode that `s` opened (one point so far).
+fn finding_of(decider: &Decider<'_>, s: &Sighting, episode: Episode) -> Finding {
+    crate::build_parts(
+        decider.rule,
+        decider.mode.name(),
+        &s.key,
+        crate::Episode {
+            first_seen: s.time,
+            last_seen: s.time,
+            count: 1,
+            previous_seen: episode.previous_seen,
+            late: episode.late,
+        },
+        s.host_name.as_deref(),
+        decider.now,
+    )
 }

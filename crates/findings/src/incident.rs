@@ -242,6 +242,9 @@ pub struct Incidents {
     /// Incidents closed out of turn (replaced by a new one of the same group, see
     /// [`Incidents::assign`]), handed out by the next [`Incidents::close_due`].
     closed_early: Vec<(UnixSecs, Incident)>,
+    /// True: incidents only group (findings get their `incident_id`), and keep no
+    /// members, nodes or title (a batch run, which hands out no incidents).
+    skip_members: bool,
 }
 
 /// What [`Incidents::assign`] did with a finding.
@@ -287,6 +290,15 @@ impl Incidents {
             .collect();
         Incidents {
             open,
+            ..Incidents::default()
+        }
+    }
+
+    /// Incidents that only give findings their `incident_id`: no members are kept (see
+    /// [`crate::TriageState::untracked`]).
+    pub fn without_members() -> Self {
+        Incidents {
+            skip_members: true,
             ..Incidents::default()
         }
     }
@@ -365,8 +377,10 @@ impl Incidents {
                 .get_mut(&chosen)
                 .expect("joinable incidents are open");
             finding.set_incident(&open.incident.incident_id);
-            open.incident.add(finding);
-            self.dirty.insert(chosen);
+            if !self.skip_members {
+                open.incident.add(finding);
+                self.dirty.insert(chosen);
+            }
             return Assigned::Joined;
         }
         // A group whose incident is still open but no longer joinable (an episode past its
@@ -402,7 +416,9 @@ impl Incidents {
         incident.image = (kind == IncidentKind::Image).then(|| image.to_string());
         incident.node = (kind == IncidentKind::NewNode).then(|| node.to_string());
         finding.set_incident(&id);
-        incident.add(finding);
+        if !self.skip_members {
+            incident.add(finding);
+        }
         self.insert_open(chosen, &incident, opened, closes);
         Assigned::Opened(Box::new(incident))
     }

@@ -171,10 +171,45 @@ pub fn finding_id(rule: &Rule, key: &Key, first_seen: UnixSecs) -> String {
 
 /// Builds the finding for a detection.
 pub fn build(rule: &Rule, mode: &str, detection: &Detection, detected_at: UnixSecs) -> Finding {
-    let key = &detection.key;
+    build_parts(
+        rule,
+        mode,
+        &detection.key,
+        Episode {
+            first_seen: detection.first_seen,
+            last_seen: detection.last_seen,
+            count: detection.count,
+            previous_seen: detection.previous_seen,
+            late: detection.late,
+        },
+        detection.host_name.as_deref(),
+        detected_at,
+    )
+}
+
+/// What a finding says of its episode, beside the key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Episode {
+    pub first_seen: UnixSecs,
+    pub last_seen: UnixSecs,
+    pub count: u64,
+    pub previous_seen: Option<UnixSecs>,
+    pub late: bool,
+}
+
+/// [`build`] from borrowed parts: the serve path builds findings from a sighting without
+/// copying it into a `Detection` first.
+pub(crate) fn build_parts(
+    rule: &Rule,
+    mode: &str,
+    key: &Key,
+    episode: Episode,
+    host_name: Option<&str>,
+    detected_at: UnixSecs,
+) -> Finding {
     Finding {
         schema_version: SCHEMA_VERSION,
-        finding_id: finding_id(rule, key, detection.first_seen),
+        finding_id: finding_id(rule, key, episode.first_seen),
         rule: RuleRef::of(rule),
         mode: mode.to_string(),
         detected_at: format_rfc3339(detected_at),
@@ -182,12 +217,12 @@ pub fn build(rule: &Rule, mode: &str, detection: &Detection, detected_at: UnixSe
         cluster: key.cluster.clone(),
         node: key.node.clone(),
         image: key.image.clone(),
-        host_name: detection.host_name.clone(),
-        first_seen: format_rfc3339(detection.first_seen),
-        last_seen: format_rfc3339(detection.last_seen),
-        count: detection.count,
-        previous_seen: detection.previous_seen.map(format_rfc3339),
-        late: detection.late,
+        host_name: host_name.map(str::to_string),
+        first_seen: format_rfc3339(episode.first_seen),
+        last_seen: format_rfc3339(episode.last_seen),
+        count: episode.count,
+        previous_seen: episode.previous_seen.map(format_rfc3339),
+        late: episode.late,
         risk_object: key.host.clone(),
         risk_object_type: rule.risk.object_type.to_string(),
         risk_score: rule.risk.score,

@@ -208,29 +208,25 @@ fn bodies_to_findings(bodies: &[bytes::Bytes], at: i64) -> u64 {
     findings(v, &mode, at)
 }
 
-/// The findings as `unseen scan` makes them: what the baseline window knew, then the
-/// detections through the triage (`Decider::batch`).
+/// The findings as `unseen scan` makes them: what the baseline window knew, streamed
+/// into the triage's index, then the detections through the triage (`Decider::batch_with`).
 fn findings(v: Scan<'_>, mode: &KeyMode, at: i64) -> u64 {
-    let mut known = Vec::new();
-    v.scan
-        .for_each_baseline_key(|c, n, i| known.push((c.to_string(), n.to_string(), i.to_string())));
     let settings = unseen_findings::TriageSettings::default();
+    let suppressions = unseen_findings::Suppressions::default();
     let decider = unseen_findings::Decider {
         rule: &SEED_RULE,
         mode,
         windows: Windows::default(),
         settings: &settings,
-        suppressions: &unseen_findings::Suppressions::default(),
+        suppressions: &suppressions,
         now: at,
         report: true,
     };
+    let mut state = unseen_findings::TriageState::untracked();
+    v.scan
+        .for_each_baseline_key(|c, n, i| decider.know_baseline(&mut state, c, n, i));
     let detections = v.scan.finish();
-    let findings = decider.batch(
-        &detections,
-        known
-            .iter()
-            .map(|(c, n, i)| (c.as_str(), n.as_str(), i.as_str())),
-    );
+    let findings = decider.batch_with(detections, state);
     black_box(findings.len());
     v.points
 }
