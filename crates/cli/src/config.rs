@@ -307,6 +307,32 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// The same with every URL shown without user info and query (`check-config`
+    /// prints this: a webhook URL may carry a token).
+    pub fn redacted(mut self) -> FileConfig {
+        let hide = |url: &mut Option<String>| {
+            if let Some(u) = url.as_mut().filter(|u| !u.is_empty()) {
+                *u = unseen_sinks::http::redact_url(u);
+            }
+        };
+        self.webhook = self.webhook.map(|w| match w {
+            WebhookSetting::Url(u) if u.is_empty() => WebhookSetting::Url(u),
+            WebhookSetting::Url(u) => WebhookSetting::Url(unseen_sinks::http::redact_url(&u)),
+            WebhookSetting::Table(mut t) => {
+                hide(&mut t.url);
+                // Header values may be credentials too.
+                for value in t.headers.values_mut() {
+                    *value = "…".into();
+                }
+                WebhookSetting::Table(t)
+            }
+        });
+        hide(&mut self.alertmanager_url);
+        hide(&mut self.hec_url);
+        hide(&mut self.console_url);
+        self
+    }
+
     pub fn load(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
@@ -816,6 +842,28 @@ mod tests {
         );
         let rules = crate::suppress::load(Path::new(rules)).expect("the example rules load");
         assert_eq!(rules.rules.len(), 2);
+    }
+
+    #[test]
+    fn printed_settings_hide_credentials_in_urls() {
+        let args = ServeArgs {
+            webhook: Some("https://bot:hunter2@soar.example/hook?token=s3cret".into()),
+            alertmanager_url: Some("http://am:pw@alertmanager:9093".into()),
+            ..ServeArgs::default()
+        };
+        let settings = Settings::resolve(&args).unwrap();
+        let text = toml::to_string(&settings.to_file().redacted()).unwrap();
+        for secret in ["hunter2", "s3cret", "bot", "pw@"] {
+            assert!(!text.contains(secret), "{secret} shown:\n{text}");
+        }
+        assert!(
+            text.contains("webhook = \"https://soar.example/hook?…\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("alertmanager_url = \"http://alertmanager:9093/\""),
+            "{text}"
+        );
     }
 
     #[test]

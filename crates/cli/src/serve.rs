@@ -14,8 +14,9 @@ use crate::config::{LogFormat, ServeArgs, Settings};
 pub fn check_config(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(&args)?;
     print!(
-        "# unseen: the effective configuration (valid)\n{}",
-        toml::to_string(&settings.to_file()).context("cannot print the configuration")?
+        "# unseen: the effective configuration (valid); URLs are shown without credentials\n{}",
+        toml::to_string(&settings.to_file().redacted())
+            .context("cannot print the configuration")?
     );
     Ok(())
 }
@@ -114,8 +115,10 @@ fn install_metrics() -> Result<PrometheusHandle> {
 pub fn init_logging(format: LogFormat, level: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("setting `log_level`: `{level}` is not a log filter"))?;
+    // Colours only on a terminal: a log file or a collector's pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -129,6 +129,12 @@ fn findings_survive_a_webhook_outage_and_restarts() {
         "every batch the receiver took carried a valid HMAC signature"
     );
     assert!(*receiver.verified.lock().unwrap() > 0);
+    let log = cmd.log_text();
+    assert!(log.contains("delivery failed"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a file carries no ANSI colour codes:\n{log}"
+    );
     assert!(
         incidents.len() < file_set.len(),
         "{} incidents for {} findings: the episodes of a rollout share one",

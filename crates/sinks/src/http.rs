@@ -266,6 +266,15 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A URL as logs and printed settings show it: without user info and query (where
+/// credentials go). Text that is not a URL is cut at `?` and after the last `@`.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(parsed) => redact(&parsed),
+        Err(_) => redact_unparsed(url),
+    }
+}
+
 /// The URL without user info and query, for logs.
 pub(crate) fn redact(url: &Url) -> String {
     let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
