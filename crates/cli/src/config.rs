@@ -102,7 +102,8 @@ pub struct ServeArgs {
     /// Default mode: the cluster for points without `k8s.cluster.name`.
     #[arg(long, value_name = "NAME", env = "UNSEEN_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
-    /// Current window C [default: 24h]
+    /// Current window C [default: 24h]; `serve` has no use for it (the streaming rule
+    /// needs B and R only) beyond checking R ≤ C ≤ B, and warns when it is not the default
     #[arg(long, value_name = "DURATION", env = "UNSEEN_CURRENT")]
     pub current: Option<String>,
     /// Baseline window B [default: 30d]
@@ -531,13 +532,6 @@ impl Settings {
         };
         let webhook_secret = secret("webhook.secret_file", &hook.secret_file)?;
         let webhook_bearer_token = secret("webhook.bearer_token_file", &hook.bearer_token_file)?;
-        if findings.is_none()
-            && webhook.is_none()
-            && alertmanager_url.is_none()
-            && hec_url.is_none()
-        {
-            bail!("settings `findings` is `{FINDINGS_OFF}` and no `webhook`, `alertmanager_url` or `hec_url` is set: findings would go nowhere");
-        }
         let positive = |name: &str, v: Option<u64>, default: u64| -> Result<u64> {
             let v = v.unwrap_or(default);
             if v == 0 {
@@ -664,6 +658,19 @@ impl Settings {
             log_format: c.log_format.unwrap_or(LogFormat::Text),
             log_level: c.log_level.unwrap_or_else(|| "info".to_string()),
         })
+    }
+
+    /// `serve` needs somewhere to send findings (`baseline import`, which reports none,
+    /// does not).
+    pub fn require_an_output(&self) -> Result<()> {
+        if self.findings.is_none()
+            && self.webhook.is_none()
+            && self.alertmanager_url.is_none()
+            && self.hec_url.is_none()
+        {
+            bail!("settings `findings` is `{FINDINGS_OFF}` and no `webhook`, `alertmanager_url` or `hec_url` is set: findings would go nowhere");
+        }
+        Ok(())
     }
 
     /// The server's configuration.
@@ -942,10 +949,13 @@ mod tests {
             format!("{e:#}").contains("not an http:// or https:// URL"),
             "{e:#}"
         );
-        let e = bad(FileConfig {
+        let e = Settings::from_file(FileConfig {
             findings: Some("off".into()),
             ..Default::default()
-        });
+        })
+        .unwrap()
+        .require_an_output()
+        .unwrap_err();
         assert!(
             format!("{e:#}").contains("findings would go nowhere"),
             "{e:#}"

@@ -13,6 +13,7 @@ use crate::config::{LogFormat, ServeArgs, Settings};
 
 pub fn check_config(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(&args)?;
+    settings.require_an_output()?;
     print!(
         "# unseen: the effective configuration (valid); URLs are shown without credentials\n{}",
         toml::to_string(&settings.to_file().redacted())
@@ -23,7 +24,14 @@ pub fn check_config(args: ServeArgs) -> Result<()> {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(&args)?;
+    settings.require_an_output()?;
     init_logging(settings.log_format, &settings.log_level)?;
+    if settings.windows.current != unseen_model::Windows::default().current {
+        tracing::warn!(
+            current = %unseen_model::format_duration(settings.windows.current),
+            "setting `current` has no effect on serve: the streaming rule uses `baseline` and `recent` (B − R) only; it applies to `scan`"
+        );
+    }
     let store = open_store(&settings.data)?;
     let prometheus = install_metrics()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -239,3 +239,36 @@ fn serve_the_rest_and_expect_only_its_episodes(cmd: &ServeCmd, history: &History
     assert_eq!(got.len(), expected.len(), "no repeats");
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
 }
+
+/// `baseline import` writes no findings, so a configuration whose findings go nowhere
+/// is fine for it (and still refused by `serve` and `check-config`).
+#[test]
+fn baseline_import_takes_a_config_without_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/otel_k8scluster/expected_cluster_receiver.yaml"
+    );
+    let import = unseen()
+        .args(["baseline", "import", "--findings", "off", "--data"])
+        .arg(dir.path().join("data"))
+        .arg(fixture)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&import.stderr);
+    assert!(import.status.success(), "{stderr}");
+    assert!(stderr.contains("no findings reported"), "{stderr}");
+    for command in ["check-config", "serve"] {
+        let out = unseen()
+            .args([command, "--findings", "off", "--data"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("findings would go nowhere"),
+            "{command}: {stderr}"
+        );
+    }
+}

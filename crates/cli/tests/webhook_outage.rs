@@ -131,6 +131,11 @@ fn findings_survive_a_webhook_outage_and_restarts() {
     assert!(*receiver.verified.lock().unwrap() > 0);
     let log = cmd.log_text();
     assert!(log.contains("delivery failed"), "{log}");
+    // The test's windows set `--current`, which the streaming rule does not use.
+    assert!(
+        log.contains("setting `current` has no effect on serve"),
+        "{log}"
+    );
     assert!(
         !log.contains('\u{1b}'),
         "a log written to a file carries no ANSI colour codes:\n{log}"
