@@ -196,6 +196,19 @@ pub fn start(
         names.push(config.name());
     }
     describe_metrics();
+    // A cursor whose sink is no longer configured would hold every later record in the
+    // log forever: it goes, and the log is pruned past it. (A sink configured again
+    // later starts at the end of the log, like any new sink.)
+    for (stale, cursor) in store.sinks()? {
+        if !names.contains(&stale.as_str()) {
+            store.remove_sink(&stale)?;
+            tracing::warn!(
+                sink = %stale,
+                cursor,
+                "a sink is no longer configured: its outbox cursor is removed (what it had not delivered is not kept for it)"
+            );
+        }
+    }
 
     // Open everything first: a bad second sink must not leave the first one running.
     let mut opened = Vec::with_capacity(sinks.len());

@@ -438,3 +438,32 @@ async fn ocsf_lines_are_written_once_and_validate() {
         );
     }
 }
+
+/// A sink removed from the configuration: its cursor goes at the next start, so the log
+/// it held back is pruned (and the start says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_no_longer_configured_has_its_cursor_removed() {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("findings.jsonl");
+        let store = backend.store();
+        store.register_sink("file").unwrap();
+        store.register_sink("webhook").unwrap();
+        add_findings(store.as_ref(), 0..20);
+        assert_eq!(store.log_len().unwrap(), 20, "both cursors hold the log");
+        let run = start(store.clone(), file_sink(&path));
+        wait_until("the file has everything", LIMIT, || {
+            pending_count(store.as_ref(), "file") == 0
+        })
+        .await;
+        run.stop().await;
+        let names: Vec<String> = store.sinks().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["file"], "{}", backend.name());
+        assert_eq!(
+            store.log_len().unwrap(),
+            0,
+            "{}: nothing holds the delivered log any more",
+            backend.name()
+        );
+    }
+}

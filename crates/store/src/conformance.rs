@@ -873,7 +873,32 @@ pub const ALL: &[(&str, Check)] = &[
         "risk_threshold_fires_once_per_window",
         risk_threshold_fires_once_per_window,
     ),
+    (
+        "sinks_lists_the_registered_cursors",
+        sinks_lists_the_registered_cursors,
+    ),
 ];
+
+/// `sinks` lists every registered cursor with its position, in name order; a removed
+/// one is gone.
+pub fn sinks_lists_the_registered_cursors(make: Make) {
+    let store = make();
+    assert!(store.sinks().unwrap().is_empty());
+    store.register_sink("webhook").unwrap();
+    apply(
+        &*store,
+        &[sighting(&key(1), 300), sighting(&key(2), 300)],
+        &opts(300),
+    );
+    store.register_sink("file").unwrap();
+    store.ack("webhook", 1).unwrap();
+    assert_eq!(
+        store.sinks().unwrap(),
+        vec![("file".to_string(), 2), ("webhook".to_string(), 1)]
+    );
+    assert!(store.remove_sink("webhook").unwrap());
+    assert_eq!(store.sinks().unwrap(), vec![("file".to_string(), 2)]);
+}
 
 /// A host whose findings' scores add up past the threshold within the risk window
 /// raises one `risk_threshold` incident listing them; its further findings join it and
@@ -1110,6 +1135,7 @@ macro_rules! conformance_tests {
             evidence_is_kept_with_the_episode,
             suppressed_findings_are_recorded_but_open_no_incident,
             risk_threshold_fires_once_per_window,
+            sinks_lists_the_registered_cursors,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

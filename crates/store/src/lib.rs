@@ -182,6 +182,9 @@ pub trait StateStore: Send + Sync {
     /// it no longer holds findings in the log. Returns whether it was known.
     fn remove_sink(&self, sink: &str) -> Result<bool, StoreError>;
 
+    /// The registered sinks and their cursors, by name.
+    fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Up to `limit` findings after `sink`'s cursor, oldest first.
     fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Record)>, StoreError>;
 

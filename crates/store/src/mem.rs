@@ -143,6 +143,15 @@ impl StateStore for MemStore {
         Ok(known)
     }
 
+    fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .lock()?
+            .sinks
+            .iter()
+            .map(|(name, cursor)| (name.clone(), *cursor))
+            .collect())
+    }
+
     fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
         let inner = self.lock()?;
         let cursor = *inner.sinks.get(sink).ok_or_else(|| unknown(sink))?;

@@ -554,6 +554,17 @@ impl StateStore for RedbStore {
         Ok(true)
     }
 
+    fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let sinks = txn.open_table(SINKS).map_err(self.backend("open sinks"))?;
+        let mut out = Vec::new();
+        for entry in sinks.iter().map_err(self.backend("read sinks"))? {
+            let (name, cursor) = entry.map_err(self.backend("read sinks"))?;
+            out.push((name.value().to_string(), cursor.value()));
+        }
+        Ok(out)
+    }
+
     fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
         let sinks = txn.open_table(SINKS).map_err(self.backend("open sinks"))?;

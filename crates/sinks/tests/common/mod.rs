@@ -257,6 +257,10 @@ impl StateStore for FailingAck {
         self.inner.learning_started_at(now)
     }
 
+    fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.sinks()
+    }
+
     fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError> {
         self.inner.open_incidents()
     }
