@@ -32,7 +32,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "setting `current` has no effect on serve: the streaming rule uses `baseline` and `recent` (B − R) only; it applies to `scan`"
         );
     }
-    let store = open_store(&settings.data)?;
+    let store = open_store_for(&settings.data, &settings.mode)?;
     let prometheus = install_metrics()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,13 +62,33 @@ pub fn run(args: ServeArgs) -> Result<()> {
 pub fn open_store(data: &std::path::Path) -> Result<Arc<dyn StateStore>> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the state directory {}", data.display()))?;
-    let store = RedbStore::open(data).with_context(|| {
-        format!(
-            "state directory {} (is another unseen process using it?)",
-            data.display()
-        )
-    })?;
+    // The store's errors say what is wrong (held by another process, corrupt, another
+    // program's file) and what to do.
+    let store =
+        RedbStore::open(data).with_context(|| format!("state directory {}", data.display()))?;
     Ok(Arc::new(store))
+}
+
+/// The key mode as the state records it: keys made under another one are other keys.
+pub fn key_mode_id(mode: &unseen_normalize::KeyMode) -> String {
+    match (&mode.strict, &mode.cluster_name) {
+        (true, _) => "strict".to_string(),
+        (false, Some(cluster)) => format!("default, cluster_name={cluster}"),
+        (false, None) => "default".to_string(),
+    }
+}
+
+/// Opens the state and binds it to the run's key mode (refused when the state was made
+/// under another one).
+pub fn open_store_for(
+    data: &std::path::Path,
+    mode: &unseen_normalize::KeyMode,
+) -> Result<Arc<dyn StateStore>> {
+    let store = open_store(data)?;
+    store
+        .bind_key_mode(&key_mode_id(mode))
+        .with_context(|| format!("state directory {}", data.display()))?;
+    Ok(store)
 }
 
 async fn bind(name: &str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {

@@ -138,7 +138,7 @@ fn serve_refuses_a_port_in_use_and_a_locked_state_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("is another unseen process using it?"),
+        stderr.contains("Is another unseen running with the same state directory?"),
         "{stderr}"
     );
     assert!(
@@ -271,4 +271,65 @@ fn baseline_import_takes_a_config_without_outputs() {
             "{command}: {stderr}"
         );
     }
+}
+
+/// A state made under one key mode refuses a run under another, saying how to start
+/// over; a corrupt state file is called corrupt, not "held by another process".
+#[test]
+fn the_state_is_bound_to_its_key_mode_and_corruption_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/otel_k8scluster/expected_cluster_receiver.yaml"
+    );
+    let import = |extra: &[&str]| {
+        unseen()
+            .args(["baseline", "import", "--data"])
+            .arg(&data)
+            .args(extra)
+            .arg(fixture)
+            .output()
+            .unwrap()
+    };
+    let first = import(&["--cluster-name", "prod"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = import(&["--cluster-name", "prod"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    for other in [&["--strict", "true"][..], &["--cluster-name", "staging"][..]] {
+        let out = import(other);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{other:?}: {stderr}");
+        assert!(
+            stderr.contains("made with key mode `default, cluster_name=prod`")
+                && stderr.contains("move the state directory away"),
+            "{other:?}: {stderr}"
+        );
+    }
+    // A damaged file.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("state.redb"),
+        b"this is not a redb file at all, just text",
+    )
+    .unwrap();
+    let out = unseen()
+        .args(["baseline", "import", "--data"])
+        .arg(&broken)
+        .arg(fixture)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a state file of unseen"), "{stderr}");
+    assert!(!stderr.contains("another unseen"), "{stderr}");
 }

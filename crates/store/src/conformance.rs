@@ -877,7 +877,22 @@ pub const ALL: &[(&str, Check)] = &[
         "sinks_lists_the_registered_cursors",
         sinks_lists_the_registered_cursors,
     ),
+    ("the_key_mode_is_bound", the_key_mode_is_bound),
 ];
+
+/// The first key mode is recorded; the same again is fine, another one is refused.
+pub fn the_key_mode_is_bound(make: Make) {
+    let store = make();
+    store.bind_key_mode("default").unwrap();
+    store.bind_key_mode("default").unwrap();
+    match store.bind_key_mode("strict") {
+        Err(StoreError::ModeMismatch { stored, requested }) => {
+            assert_eq!((stored.as_str(), requested.as_str()), ("default", "strict"))
+        }
+        other => panic!("another mode must be refused: {other:?}"),
+    }
+    store.bind_key_mode("default").unwrap();
+}
 
 /// `sinks` lists every registered cursor with its position, in name order; a removed
 /// one is gone.
@@ -1136,6 +1151,7 @@ macro_rules! conformance_tests {
             suppressed_findings_are_recorded_but_open_no_incident,
             risk_threshold_fires_once_per_window,
             sinks_lists_the_registered_cursors,
+            the_key_mode_is_bound,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

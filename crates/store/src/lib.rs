@@ -141,6 +141,9 @@ pub enum StoreError {
     Backend(String),
     #[error("state store at {path} is corrupt or from an incompatible version: {message}")]
     Incompatible { path: String, message: String },
+    /// The state was made under another key mode (see [`StateStore::bind_key_mode`]).
+    #[error("the state was made with key mode `{stored}`, and this run uses `{requested}`: keys of one mode are not keys of the other, so every running image would be reported again as new. Run with the mode the state was made with, or start over: stop unseen, move the state directory away, then `unseen baseline import` (or `serve --learn`) to relearn the fleet")]
+    ModeMismatch { stored: String, requested: String },
     /// A sink's cursor was used before [`StateStore::register_sink`].
     #[error("unknown sink `{sink}`: register it before reading or acknowledging its findings")]
     UnknownSink { sink: String },
@@ -184,6 +187,11 @@ pub trait StateStore: Send + Sync {
 
     /// The registered sinks and their cursors, by name.
     fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Records the key mode (`mode`: a description such as `default` or `strict`) the
+    /// state is made with, on the first call; on later calls (across restarts), another
+    /// mode is [`StoreError::ModeMismatch`] and nothing changes.
+    fn bind_key_mode(&self, mode: &str) -> Result<(), StoreError>;
 
     /// Up to `limit` findings after `sink`'s cursor, oldest first.
     fn pending(&self, sink: &str, limit: usize) -> Result<Vec<(u64, Record)>, StoreError>;

@@ -31,6 +31,7 @@ struct Inner {
     sinks: BTreeMap<String, u64>,
     newest: Option<UnixSecs>,
     learning_started_at: Option<UnixSecs>,
+    key_mode: Option<String>,
 }
 
 impl Inner {
@@ -141,6 +142,21 @@ impl StateStore for MemStore {
         let known = inner.sinks.remove(sink).is_some();
         inner.prune();
         Ok(known)
+    }
+
+    fn bind_key_mode(&self, mode: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        match &inner.key_mode {
+            Some(stored) if stored != mode => Err(StoreError::ModeMismatch {
+                stored: stored.clone(),
+                requested: mode.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                inner.key_mode = Some(mode.to_string());
+                Ok(())
+            }
+        }
     }
 
     fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError> {

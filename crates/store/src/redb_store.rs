@@ -53,6 +53,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INDEX: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("image_index");
 /// Open incidents: group → the incident as JSON.
 const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_incidents");
+/// Settings the state is bound to: `key_mode` → its description.
+const BOUND: TableDefinition<&str, &str> = TableDefinition::new("bound_settings");
+const BOUND_KEY_MODE: &str = "key_mode";
 /// Risk ledgers: risk object → its recent risk events and last firing, as JSON.
 const RISK: TableDefinition<&str, &[u8]> = TableDefinition::new("risk_ledger");
 
@@ -253,6 +256,7 @@ impl RedbStore {
             txn.open_table(INDEX).map_err(|e| self.table_error(e))?;
             txn.open_table(INCIDENTS).map_err(|e| self.table_error(e))?;
             txn.open_table(RISK).map_err(|e| self.table_error(e))?;
+            txn.open_table(BOUND).map_err(|e| self.table_error(e))?;
         }
         txn.commit().map_err(self.backend("commit"))
     }
@@ -552,6 +556,39 @@ impl StateStore for RedbStore {
         }
         txn.commit().map_err(self.backend("commit"))?;
         Ok(true)
+    }
+
+    fn bind_key_mode(&self, mode: &str) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut bound = txn
+                .open_table(BOUND)
+                .map_err(self.backend("open bound settings"))?;
+            let stored = bound
+                .get(BOUND_KEY_MODE)
+                .map_err(self.backend("read key mode"))?
+                .map(|v| v.value().to_string());
+            match stored {
+                Some(stored) if stored != mode => {
+                    drop(bound);
+                    txn.abort().map_err(self.backend("abort"))?;
+                    return Err(StoreError::ModeMismatch {
+                        stored,
+                        requested: mode.to_string(),
+                    });
+                }
+                Some(_) => {
+                    drop(bound);
+                    return txn.abort().map_err(self.backend("abort"));
+                }
+                None => {
+                    bound
+                        .insert(BOUND_KEY_MODE, mode)
+                        .map_err(self.backend("write key mode"))?;
+                }
+            }
+        }
+        txn.commit().map_err(self.backend("commit"))
     }
 
     fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -885,6 +885,10 @@ impl StateStore for GatedStore {
         self.inner.learning_started_at(now)
     }
 
+    fn bind_key_mode(&self, mode: &str) -> Result<(), StoreError> {
+        self.inner.bind_key_mode(mode)
+    }
+
     fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.sinks()
     }

@@ -257,6 +257,10 @@ impl StateStore for FailingAck {
         self.inner.learning_started_at(now)
     }
 
+    fn bind_key_mode(&self, mode: &str) -> Result<(), StoreError> {
+        self.inner.bind_key_mode(mode)
+    }
+
     fn sinks(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.sinks()
     }

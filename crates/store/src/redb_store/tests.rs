@@ -366,3 +366,21 @@ fn triage_state_survives_reopen_and_gives_the_same_records() {
     assert_eq!(reopened.triage().unwrap().index.len(), left);
     assert!(left < reference.triage().unwrap().index.len());
 }
+
+/// The key mode stays bound across reopening the file.
+#[test]
+fn the_key_mode_survives_reopen() {
+    let dir = temp();
+    RedbStore::open(dir.path())
+        .unwrap()
+        .bind_key_mode("default, cluster_name=prod")
+        .unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    store.bind_key_mode("default, cluster_name=prod").unwrap();
+    let err = store.bind_key_mode("strict").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("made with key mode `default, cluster_name=prod`"),
+        "{err}"
+    );
+}
