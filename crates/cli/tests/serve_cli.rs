@@ -304,7 +304,10 @@ fn the_state_is_bound_to_its_key_mode_and_corruption_is_named() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
-    for other in [&["--strict", "true"][..], &["--cluster-name", "staging"][..]] {
+    for other in [
+        &["--strict", "true"][..],
+        &["--cluster-name", "staging"][..],
+    ] {
         let out = import(other);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{other:?}: {stderr}");

@@ -7,7 +7,11 @@
 //! receiver. Responses are the real `ExportMetricsServiceResponse`.
 //!
 //! Compression (gzip) and the message size limit (on the received and on the
-//! decompressed size) are tonic's.
+//! decompressed size) are tonic's. What a request that no Collector sends is answered
+//! (`docs/operations.md`): another `grpc-encoding` is `UNIMPLEMENTED` with
+//! `grpc-accept-encoding` (as gRPC requires); a content type that is not gRPC is HTTP 415;
+//! `application/grpc+json` is `UNIMPLEMENTED` (messages are protobuf here); a frame cut
+//! short is `INVALID_ARGUMENT`, like any body that is not an OTLP request.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -72,6 +76,10 @@ impl tower::Service<Request<Body>> for MetricsService {
                 ))
                 .into_http());
             }
+            if let Some(refused) = content_type_refusal(&request) {
+                crate::metrics::request(RECEIVER, "unsupported", 0, 0, 0, &[]);
+                return Ok(refused);
+            }
             let limit = this.max_body_bytes;
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
@@ -80,8 +88,67 @@ impl tower::Service<Request<Body>> for MetricsService {
                 .apply_max_message_size_config(Some(limit), None);
             let mut response = grpc.unary(Export(this.pipeline), request).await;
             size_status(&mut response, limit);
+            truncated_status(&mut response);
             Ok(response)
         })
+    }
+}
+
+/// gRPC requests are `application/grpc` or `application/grpc+proto`. Anything else is
+/// refused before tonic reads it as a gRPC frame (which would misread a JSON or HTTP
+/// body as a frame header): HTTP 415 for a content type that is not gRPC (what the gRPC
+/// spec asks), `UNIMPLEMENTED` for gRPC with JSON messages.
+fn content_type_refusal(request: &Request<Body>) -> Option<Response<Body>> {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/grpc" | "application/grpc+proto" => None,
+        "application/grpc+json" => Some(
+            Status::unimplemented(
+                "gRPC with JSON messages is not supported: send protobuf (application/grpc), or OTLP/HTTP JSON to the HTTP receiver",
+            )
+            .into_http(),
+        ),
+        other => {
+            let mut response = Status::invalid_argument(format!(
+                "content type `{other}` is not gRPC: this port takes OTLP/gRPC (application/grpc, protobuf); OTLP/HTTP goes to the HTTP receiver"
+            ))
+            .into_http();
+            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            Some(response)
+        }
+    }
+}
+
+/// A frame whose message ends before its stated length: tonic answers `INTERNAL`
+/// ("Unexpected EOF decoding stream"); for the sender it is a request that is not an
+/// OTLP request, `INVALID_ARGUMENT` as documented. The export handler itself never
+/// answers `INTERNAL` with that message.
+fn truncated_status(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    let internal = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        == Some(tonic::Code::Internal as i32);
+    let eof = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.contains("Unexpected%20EOF") || m.contains("Unexpected EOF"));
+    if internal && eof {
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(tonic::Code::InvalidArgument as i32),
+        );
+        let message =
+            "the request ended before the length its gRPC frame states (a truncated message)";
+        if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
+            headers.insert("grpc-message", message);
+        }
     }
 }
 
