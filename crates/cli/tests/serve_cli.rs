@@ -336,3 +336,44 @@ fn the_state_is_bound_to_its_key_mode_and_corruption_is_named() {
     assert!(stderr.contains("not a state file of unseen"), "{stderr}");
     assert!(!stderr.contains("another unseen"), "{stderr}");
 }
+
+/// A stock Collector without a cluster name: its points are rejected in the partial
+/// success, and the log says so (with the fix) at once, not only the metrics.
+#[test]
+fn rejected_points_are_logged_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = ServeCmd::new(dir.path());
+    let server = cmd.spawn();
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let body = format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"k8s.node.name","value":{{"stringValue":"n1"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"k8s.container.ready","gauge":{{"dataPoints":[{{"timeUnixNano":"{now_ns}","asInt":"1","attributes":[{{"key":"container.image.name","value":{{"stringValue":"docker.io/library/nginx"}}}}]}}]}}}}]}}]}}]}}"#
+    );
+    let (status, answer) = http(
+        server.http,
+        "POST",
+        "/v1/metrics",
+        "application/json",
+        body.as_bytes(),
+    )
+    .expect("the server answers");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("rejectedDataPoints"), "{answer}");
+    let logged = wait_for(Duration::from_secs(20), || {
+        let log = cmd.log_text();
+        log.contains("without `k8s.cluster.name`") && log.contains("WARN")
+    });
+    assert!(
+        logged,
+        "the rejection is not in the log:\n{}",
+        cmd.log_text()
+    );
+    assert!(
+        server.terminate(Duration::from_secs(15)),
+        "{}",
+        cmd.log_text()
+    );
+}

@@ -1,6 +1,9 @@
 //! One export, whatever the transport: decode, commit, answer. The receivers only
 //! translate bytes in and the [`Answer`] out.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use unseen_ingest::BodyEncoding;
 
@@ -13,14 +16,33 @@ use crate::status::{Answer, RETRY_AFTER};
 /// request does not stall the small ones sharing its runtime thread.
 const DECODE_INLINE_MAX: usize = 256 << 10;
 
+/// Rejected points and refused bodies are logged at most this often (each is counted in
+/// the metrics all the same): a broken pipeline is obvious in the first minute of the
+/// log without flooding it.
+pub const REJECTION_LOG_EVERY: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct Pipeline {
     pub opts: DecodeOptions,
     pub max_keys: u64,
     pub committer: Committer,
+    /// When a rejection was last logged.
+    pub rejection_logged: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Pipeline {
+    /// Whether a rejection may be logged now (at most once per [`REJECTION_LOG_EVERY`]).
+    fn log_rejection_now(&self) -> bool {
+        let Ok(mut last) = self.rejection_logged.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| at.elapsed() < REJECTION_LOG_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
     pub async fn export(
         &self,
         receiver: &'static str,
@@ -44,6 +66,12 @@ impl Pipeline {
         } = match decoded {
             Ok(decoded) => decoded,
             Err(Malformed(message)) => {
+                if self.log_rejection_now() {
+                    tracing::warn!(
+                        receiver,
+                        "a request was refused: {message} (logged at most once a minute; unseen_requests_total{{outcome=\"malformed\"}} counts them all)"
+                    );
+                }
                 let answer = Answer::Malformed(message);
                 m::request(receiver, answer.outcome(), 0, 0, 0, &[]);
                 return answer;
@@ -75,6 +103,19 @@ impl Pipeline {
                 "the state store failed, nothing of this request was kept; retry ({message})"
             )),
         };
+        if let Answer::Accepted {
+            rejected: n,
+            message,
+        } = &answer
+        {
+            if *n > 0 && self.log_rejection_now() {
+                tracing::warn!(
+                    receiver,
+                    rejected = n,
+                    "{message} (logged at most once a minute; unseen_points_rejected_total counts them all)"
+                );
+            }
+        }
         let accepted = match &answer {
             Answer::Accepted { .. } => usable - rejected.key_cap,
             _ => 0,

@@ -203,6 +203,7 @@ pub async fn run(
         },
         max_keys: config.limits.max_keys,
         committer,
+        rejection_logged: Default::default(),
     };
 
     // The receivers stop on `shutdown`, or when the other one fails.
