@@ -18,6 +18,14 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertman
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus-alertmanager
 fi
 
+# openssl makes the TLS tests' certificates.
+if ! command -v openssl >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl
+fi
+
 # py-ocsf-models: the independent OCSF schema check of the OCSF output.
 if ! python3 -c "import py_ocsf_models.events.findings.detection_finding" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check "py-ocsf-models==0.10.0"

@@ -93,6 +93,16 @@ pub struct ServeArgs {
     /// Sourcetype of findings; incidents get `…:incident` [default: unseen:finding]
     #[arg(long, value_name = "SOURCETYPE", env = "UNSEEN_HEC_SOURCETYPE")]
     pub hec_sourcetype: Option<String>,
+    /// TLS certificate chain (PEM) for every listener (receivers and admin); with
+    /// --tls-key. Reloaded when the file changes
+    #[arg(long, value_name = "FILE", env = "UNSEEN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, value_name = "FILE", env = "UNSEEN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): clients must present a certificate it signed (mTLS)
+    #[arg(long, value_name = "FILE", env = "UNSEEN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Base URL of links in alerts (`<URL>/incidents/<id>`) [default: no link]
     #[arg(long, value_name = "URL", env = "UNSEEN_CONSOLE_URL")]
     pub console_url: Option<String>,
@@ -280,6 +290,9 @@ pub struct FileConfig {
     pub hec_index: Option<String>,
     pub hec_sourcetype: Option<String>,
     pub console_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
     pub strict: Option<bool>,
     pub cluster_name: Option<String>,
     pub current: Option<String>,
@@ -395,6 +408,9 @@ impl FileConfig {
             hec_index: pick(&a.hec_index, self.hec_index),
             hec_sourcetype: pick(&a.hec_sourcetype, self.hec_sourcetype),
             console_url: pick(&a.console_url, self.console_url),
+            tls_cert: pick(&a.tls_cert, self.tls_cert),
+            tls_key: pick(&a.tls_key, self.tls_key),
+            tls_client_ca: pick(&a.tls_client_ca, self.tls_client_ca),
             strict: pick(&a.strict, self.strict),
             cluster_name: pick(&a.cluster_name, self.cluster_name),
             current: pick(&a.current, self.current),
@@ -447,6 +463,7 @@ pub struct Settings {
     pub hec_index: Option<String>,
     pub hec_sourcetype: String,
     pub console_url: Option<String>,
+    pub tls: Option<unseen_server::tls::TlsFiles>,
     pub windows: Windows,
     pub mode: KeyMode,
     pub learn: u64,
@@ -458,6 +475,28 @@ pub struct Settings {
     pub suppressions: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
+}
+
+/// `tls_cert`, `tls_key` and `tls_client_ca`, checked: the files load (a bad one is an
+/// error naming it), so `check-config` catches what `serve` would refuse.
+fn tls_files(c: &FileConfig) -> Result<Option<unseen_server::tls::TlsFiles>> {
+    let files = match (&c.tls_cert, &c.tls_key) {
+        (None, None) => {
+            if c.tls_client_ca.is_some() {
+                bail!("setting `tls_client_ca` needs `tls_cert` and `tls_key`: client certificates are checked in a TLS handshake");
+            }
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => unseen_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: c.tls_client_ca.clone(),
+        },
+        _ => bail!("settings `tls_cert` and `tls_key` go together: give both (--tls-cert, --tls-key) or neither"),
+    };
+    unseen_server::tls::Tls::load(files.clone())
+        .map_err(|e| anyhow::anyhow!("setting `tls_cert`/`tls_key`: {e}"))?;
+    Ok(Some(files))
 }
 
 impl Settings {
@@ -512,6 +551,7 @@ impl Settings {
                 None => Ok(None),
             }
         };
+        let tls = tls_files(&c)?;
         let webhook = http_url("webhook", hook.url.clone())?;
         let alertmanager_url = http_url("alertmanager_url", c.alertmanager_url.clone())?;
         let hec_url = http_url("hec_url", c.hec_url.clone())?;
@@ -606,6 +646,7 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "unseen:finding".into()),
             console_url: http_url("console_url", c.console_url.clone())?,
+            tls,
             webhook_timeout: Duration::from_secs(positive(
                 "webhook_timeout",
                 c.webhook_timeout
@@ -719,6 +760,7 @@ impl Settings {
             shutdown_grace: self.shutdown_grace,
             suppressions: self.suppress.clone(),
             suppressions_file: self.suppressions.clone(),
+            tls: self.tls.clone(),
         }
     }
 
@@ -771,6 +813,9 @@ impl Settings {
             hec_index: Some(self.hec_index.clone().unwrap_or_default()),
             hec_sourcetype: Some(self.hec_sourcetype.clone()),
             console_url: Some(self.console_url.clone().unwrap_or_default()),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+            tls_client_ca: self.tls.as_ref().and_then(|t| t.client_ca.clone()),
             strict: Some(self.mode.strict),
             cluster_name: Some(self.mode.cluster_name.clone().unwrap_or_default()),
             current: Some(format_duration(self.windows.current)),
@@ -849,6 +894,47 @@ mod tests {
         );
         let rules = crate::suppress::load(Path::new(rules)).expect("the example rules load");
         assert_eq!(rules.rules.len(), 2);
+    }
+
+    #[test]
+    fn tls_settings_go_together_and_bad_files_are_named() {
+        let err = |args: ServeArgs| format!("{:#}", Settings::resolve(&args).unwrap_err());
+        let e = err(ServeArgs {
+            tls_cert: Some("cert.pem".into()),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("`tls_cert` and `tls_key` go together"), "{e}");
+        let e = err(ServeArgs {
+            tls_client_ca: Some("ca.pem".into()),
+            ..ServeArgs::default()
+        });
+        assert!(
+            e.contains("`tls_client_ca` needs `tls_cert` and `tls_key`"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, "not a certificate").unwrap();
+        let e = err(ServeArgs {
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(dir.path().join("missing.key")),
+            ..ServeArgs::default()
+        });
+        assert!(
+            e.contains("missing.key") && e.contains("cannot read it"),
+            "{e}"
+        );
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "nor a key").unwrap();
+        let e = err(ServeArgs {
+            tls_cert: Some(cert),
+            tls_key: Some(key),
+            ..ServeArgs::default()
+        });
+        assert!(
+            e.contains("cert.pem") && e.contains("no certificate"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,25 +30,54 @@ impl Readiness {
 struct AdminState {
     prometheus: PrometheusHandle,
     ready: Readiness,
+    /// Said with every readiness answer (an intake open to the network without TLS).
+    warning: Option<Arc<str>>,
 }
 
-pub fn router(prometheus: PrometheusHandle, ready: Readiness) -> Router {
+pub fn router(prometheus: PrometheusHandle, ready: Readiness, warning: Option<String>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(AdminState { prometheus, ready })
+        .with_state(AdminState {
+            prometheus,
+            ready,
+            warning: warning.map(Arc::from),
+        })
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let warning = state
+        .warning
+        .as_deref()
+        .map(|w| format!("warning: {w}\n"))
+        .unwrap_or_default();
     if state.ready.get() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\n{warning}"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: starting or shutting down\n",
+            format!("not ready: starting or shutting down\n{warning}"),
         )
     }
+}
+
+/// The warning of an intake that takes plaintext from beyond this host: no TLS, and a
+/// receiver on an address other than loopback. Anyone who reaches it can write into the
+/// state, and so hide an image from detection by sending it weeks early.
+pub fn exposure_warning(tls: bool, receivers: &[Option<std::net::SocketAddr>]) -> Option<String> {
+    let exposed: Vec<String> = receivers
+        .iter()
+        .flatten()
+        .filter(|a| !a.ip().is_loopback())
+        .map(|a| a.to_string())
+        .collect();
+    (!tls && !exposed.is_empty()).then(|| {
+        format!(
+            "the receivers on {} take plaintext from the network without TLS: anyone who reaches them can write into the state (and poison the baseline); configure --tls-cert and --tls-key (and --tls-client-ca), see docs/operations.md",
+            exposed.join(", ")
+        )
+    })
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -58,4 +87,22 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plaintext_beyond_loopback_is_a_warning() {
+        let any: std::net::SocketAddr = "0.0.0.0:4318".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:4317".parse().unwrap();
+        let w = exposure_warning(false, &[Some(local), Some(any)]).unwrap();
+        assert!(
+            w.contains("0.0.0.0:4318") && !w.contains("127.0.0.1"),
+            "{w}"
+        );
+        assert_eq!(exposure_warning(true, &[Some(any)]), None);
+        assert_eq!(exposure_warning(false, &[Some(local), None]), None);
+    }
 }

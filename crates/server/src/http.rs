@@ -73,6 +73,28 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     respond(&answer, encoding)
 }
 
+/// How much of a body refused by its `Content-Length` is read (and dropped) before the
+/// answer, and for how long at most. A server that answers and closes while the sender
+/// is still sending resets the connection, and the sender sees a reset instead of the 413
+/// that says what to change; reading a bounded amount first lets the answer arrive.
+/// Beyond these bounds the connection is closed anyway.
+const DRAIN_MAX_BYTES: usize = 8 << 20;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// The body, decompressed, within the limit.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Answer> {
     let gzip = match headers
@@ -100,6 +122,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         .and_then(|v| v.parse::<u64>().ok())
     {
         if length > limit as u64 {
+            drain(body).await;
             return Err(too_large(&format!("request body ({length} bytes)")));
         }
     }

@@ -28,6 +28,7 @@ mod http;
 pub mod metrics;
 pub mod rules;
 mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct Config {
     /// A rules file, read at start and again whenever it changes (see `rules`); its
     /// rules come after the config's.
     pub suppressions_file: Option<std::path::PathBuf>,
+    /// TLS for every listener (receivers and admin); plaintext when `None`.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// Explicit limits; each has a test.
@@ -115,6 +118,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("suppression rules: {0}")]
     Suppressions(#[from] SuppressError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("the {receiver} receiver failed: {message}")]
     Receiver {
         receiver: &'static str,
@@ -168,6 +173,17 @@ pub async fn run(
         ));
     }
 
+    // TLS, before any port takes a connection: a bad file fails the start.
+    let tls = match &config.tls {
+        Some(files) => Some(tls::Tls::load(files.clone())?),
+        None => None,
+    };
+    let tls_stop = CancellationToken::new();
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(tls_stop.clone()));
+    }
+    let with_tls = |p: tls::Protocols| tls.clone().map(|t| (t, p));
+
     let notify = Arc::new(Notify::new());
     let sinks_stop = CancellationToken::new();
     let sink_tasks = unseen_sinks::start(
@@ -214,15 +230,34 @@ pub async fn run(
     let admin_addr = listeners.admin.local_addr().ok();
     // Closes every receiver connection when the grace period is over (see `conn`).
     let kill = CancellationToken::new();
+    let accept_stop = CancellationToken::new();
+    let incoming = |listener, p| {
+        conn::Incoming::start(listener, kill.clone(), with_tls(p), accept_stop.clone()).map_err(
+            |e| ServerError::Receiver {
+                receiver: "listener",
+                message: e.to_string(),
+            },
+        )
+    };
+    let http_incoming = incoming(listeners.otlp_http, tls::Protocols::Http)?;
+    let grpc_incoming = incoming(listeners.otlp_grpc, tls::Protocols::Grpc)?;
+    // The admin listener's connections are not killed at the grace period's end: probes
+    // answer until the process exits.
+    let admin_incoming = conn::Incoming::start(
+        listeners.admin,
+        CancellationToken::new(),
+        with_tls(tls::Protocols::Admin),
+        accept_stop.clone(),
+    )
+    .map_err(|e| ServerError::Receiver {
+        receiver: "admin",
+        message: e.to_string(),
+    })?;
     let http_task = {
         let router = http::router(pipeline.clone(), max_body);
         let stop = stop.clone();
-        let listener = conn::KillableListener {
-            inner: listeners.otlp_http,
-            kill: kill.clone(),
-        };
-        let serve =
-            axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let serve = axum::serve(http_incoming, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
         tokio::spawn(async move {
             let result = serve.await.map_err(|e| ServerError::Receiver {
                 receiver: http::RECEIVER,
@@ -235,12 +270,7 @@ pub async fn run(
     let grpc_task = {
         let service = grpc::MetricsService::new(pipeline, max_body);
         let stop = stop.clone();
-        let incoming = {
-            use tonic::codegen::tokio_stream::StreamExt;
-            let kill = kill.clone();
-            tonic::transport::server::TcpIncoming::from(listeners.otlp_grpc)
-                .map(move |accepted| accepted.map(|stream| conn::Killable::new(stream, &kill)))
-        };
+        let incoming = grpc_incoming.into_stream();
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
@@ -256,10 +286,17 @@ pub async fn run(
     };
 
     let ready = Readiness::default();
+    let exposure = admin::exposure_warning(config.tls.is_some(), &[grpc_addr, http_addr]);
+    if let Some(warning) = &exposure {
+        tracing::warn!("{warning}");
+    }
     let admin_stop = CancellationToken::new();
     let admin_task = {
-        let serve = axum::serve(listeners.admin, admin::router(prometheus, ready.clone()))
-            .with_graceful_shutdown(admin_stop.clone().cancelled_owned());
+        let serve = axum::serve(
+            admin_incoming,
+            admin::router(prometheus, ready.clone(), exposure),
+        )
+        .with_graceful_shutdown(admin_stop.clone().cancelled_owned());
         tokio::spawn(async move { serve.await })
     };
     ready.set(true);
@@ -318,6 +355,8 @@ pub async fn run(
     }
     admin_stop.cancel();
     let _ = admin_task.await;
+    accept_stop.cancel();
+    tls_stop.cancel();
     tracing::info!("stopped");
     match errors.into_iter().next() {
         Some(error) => Err(error),

@@ -30,7 +30,9 @@ async fn send(addr: std::net::SocketAddr, headers: &[(&str, &str)], body: Bytes)
     let (response, mut stream) = client
         .send_request(request.body(()).unwrap(), false)
         .expect("send headers");
-    stream.send_data(body, true).expect("send body");
+    // The server may answer (a refused content type) before it reads the body, and close
+    // the stream: then the body cannot be sent, which is fine.
+    let _ = stream.send_data(body, true);
     let response = response.await.expect("an answer");
     let http = response.status().as_u16();
     let headers = response.headers().clone();

@@ -112,6 +112,7 @@ pub fn config(findings: &Path) -> Config {
         shutdown_grace: Duration::from_secs(30),
         suppressions: Default::default(),
         suppressions_file: None,
+        tls: None,
     }
 }
 
@@ -123,6 +124,9 @@ pub struct TestServer {
     pub findings: PathBuf,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), ServerError>>,
+    /// How the admin port is reached: `http`, or `https` with a client that trusts the
+    /// test's CA (TLS tests).
+    admin_client: (&'static str, reqwest::Client),
     _dir: TempDir,
 }
 
@@ -130,15 +134,26 @@ impl TestServer {
     /// Starts a server on `store` with the [`config`] changed by `tweak`, and waits
     /// until it is ready.
     pub async fn start(store: Arc<dyn StateStore>, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_reached_by(store, tweak, ("http", http_client()), "127.0.0.1").await
+    }
+
+    /// [`TestServer::start`] for a server whose admin port is reached by `admin` (a
+    /// scheme and a client).
+    pub async fn start_reached_by(
+        store: Arc<dyn StateStore>,
+        tweak: impl FnOnce(&mut Config),
+        admin_client: (&'static str, reqwest::Client),
+        receivers_ip: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let findings = dir.path().join("findings.jsonl");
         let mut config = config(&findings);
         tweak(&mut config);
-        let bind = || TcpListener::bind("127.0.0.1:0");
+        let bind = |ip: &str| TcpListener::bind(format!("{ip}:0"));
         let listeners = Listeners {
-            otlp_grpc: bind().await.expect("bind gRPC"),
-            otlp_http: bind().await.expect("bind HTTP"),
-            admin: bind().await.expect("bind admin"),
+            otlp_grpc: bind(receivers_ip).await.expect("bind gRPC"),
+            otlp_http: bind(receivers_ip).await.expect("bind HTTP"),
+            admin: bind("127.0.0.1").await.expect("bind admin"),
         };
         let grpc = listeners.otlp_grpc.local_addr().unwrap();
         let http = listeners.otlp_http.local_addr().unwrap();
@@ -158,6 +173,7 @@ impl TestServer {
             findings,
             shutdown,
             task,
+            admin_client,
             _dir: dir,
         };
         // The listeners are bound already, so requests would queue in the backlog
@@ -184,8 +200,14 @@ impl TestServer {
 
     /// GET on the admin port: status and body.
     pub async fn admin_get(&self, path: &str) -> reqwest::Result<(u16, String)> {
-        let response = http_client()
-            .get(format!("http://{}{path}", self.admin))
+        let (scheme, client) = &self.admin_client;
+        let host = match *scheme {
+            // The test certificates name `localhost`.
+            "https" => format!("localhost:{}", self.admin.port()),
+            _ => self.admin.to_string(),
+        };
+        let response = client
+            .get(format!("{scheme}://{host}{path}"))
             .send()
             .await?;
         let status = response.status().as_u16();
