@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// CA bundle (PEM): clients must present a certificate it signed (mTLS)
     #[arg(long, value_name = "FILE", env = "UNSEEN_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Bearer tokens bound to clusters (TOML `[[token]]`: name, sha256, clusters); with
+    /// it, every request needs a listed token. Reloaded when the file changes
+    #[arg(long, value_name = "FILE", env = "UNSEEN_TOKENS")]
+    pub tokens: Option<PathBuf>,
     /// Base URL of links in alerts (`<URL>/incidents/<id>`) [default: no link]
     #[arg(long, value_name = "URL", env = "UNSEEN_CONSOLE_URL")]
     pub console_url: Option<String>,
@@ -293,6 +297,7 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub tokens: Option<PathBuf>,
     pub strict: Option<bool>,
     pub cluster_name: Option<String>,
     pub current: Option<String>,
@@ -411,6 +416,7 @@ impl FileConfig {
             tls_cert: pick(&a.tls_cert, self.tls_cert),
             tls_key: pick(&a.tls_key, self.tls_key),
             tls_client_ca: pick(&a.tls_client_ca, self.tls_client_ca),
+            tokens: pick(&a.tokens, self.tokens),
             strict: pick(&a.strict, self.strict),
             cluster_name: pick(&a.cluster_name, self.cluster_name),
             current: pick(&a.current, self.current),
@@ -464,6 +470,7 @@ pub struct Settings {
     pub hec_sourcetype: String,
     pub console_url: Option<String>,
     pub tls: Option<unseen_server::tls::TlsFiles>,
+    pub tokens: Option<PathBuf>,
     pub windows: Windows,
     pub mode: KeyMode,
     pub learn: u64,
@@ -647,6 +654,14 @@ impl Settings {
                 .unwrap_or_else(|| "unseen:finding".into()),
             console_url: http_url("console_url", c.console_url.clone())?,
             tls,
+            tokens: match &c.tokens {
+                Some(path) => {
+                    unseen_server::auth::load(path)
+                        .map_err(|e| anyhow::anyhow!("setting `tokens`: {e}"))?;
+                    Some(path.clone())
+                }
+                None => None,
+            },
             webhook_timeout: Duration::from_secs(positive(
                 "webhook_timeout",
                 c.webhook_timeout
@@ -761,6 +776,7 @@ impl Settings {
             suppressions: self.suppress.clone(),
             suppressions_file: self.suppressions.clone(),
             tls: self.tls.clone(),
+            tokens_file: self.tokens.clone(),
         }
     }
 
@@ -816,6 +832,7 @@ impl Settings {
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
             tls_key: self.tls.as_ref().map(|t| t.key.clone()),
             tls_client_ca: self.tls.as_ref().and_then(|t| t.client_ca.clone()),
+            tokens: self.tokens.clone(),
             strict: Some(self.mode.strict),
             cluster_name: Some(self.mode.cluster_name.clone().unwrap_or_default()),
             current: Some(format_duration(self.windows.current)),
@@ -892,6 +909,10 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/suppressions.toml"
         );
+        let tokens = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tokens.toml");
+        let (tokens, _) =
+            unseen_server::auth::load(Path::new(tokens)).expect("the example tokens file loads");
+        assert_eq!(tokens.len(), 2);
         let rules = crate::suppress::load(Path::new(rules)).expect("the example rules load");
         assert_eq!(rules.rules.len(), 2);
     }

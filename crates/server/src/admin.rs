@@ -65,17 +65,28 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 /// The warning of an intake that takes plaintext from beyond this host: no TLS, and a
 /// receiver on an address other than loopback. Anyone who reaches it can write into the
 /// state, and so hide an image from detection by sending it weeks early.
-pub fn exposure_warning(tls: bool, receivers: &[Option<std::net::SocketAddr>]) -> Option<String> {
+pub fn exposure_warning(
+    tls: bool,
+    tokens: bool,
+    receivers: &[Option<std::net::SocketAddr>],
+) -> Option<String> {
     let exposed: Vec<String> = receivers
         .iter()
         .flatten()
         .filter(|a| !a.ip().is_loopback())
         .map(|a| a.to_string())
         .collect();
-    (!tls && !exposed.is_empty()).then(|| {
+    if tls || exposed.is_empty() {
+        return None;
+    }
+    let on = exposed.join(", ");
+    Some(if tokens {
         format!(
-            "the receivers on {} take plaintext from the network without TLS: anyone who reaches them can write into the state (and poison the baseline); configure --tls-cert and --tls-key (and --tls-client-ca), see docs/operations.md",
-            exposed.join(", ")
+            "the receivers on {on} take plaintext from the network: the bearer tokens travel in clear text; configure --tls-cert and --tls-key, see docs/operations.md"
+        )
+    } else {
+        format!(
+            "the receivers on {on} take plaintext from the network without TLS or tokens: anyone who reaches them can write into the state (and poison the baseline); configure --tls-cert and --tls-key (and --tls-client-ca) and --tokens, see docs/operations.md"
         )
     })
 }
@@ -97,12 +108,15 @@ mod tests {
     fn only_plaintext_beyond_loopback_is_a_warning() {
         let any: std::net::SocketAddr = "0.0.0.0:4318".parse().unwrap();
         let local: std::net::SocketAddr = "127.0.0.1:4317".parse().unwrap();
-        let w = exposure_warning(false, &[Some(local), Some(any)]).unwrap();
+        let w = exposure_warning(false, false, &[Some(local), Some(any)]).unwrap();
         assert!(
             w.contains("0.0.0.0:4318") && !w.contains("127.0.0.1"),
             "{w}"
         );
-        assert_eq!(exposure_warning(true, &[Some(any)]), None);
-        assert_eq!(exposure_warning(false, &[Some(local), None]), None);
+        assert!(w.contains("without TLS or tokens"), "{w}");
+        let w = exposure_warning(false, true, &[Some(any)]).unwrap();
+        assert!(w.contains("tokens travel in clear text"), "{w}");
+        assert_eq!(exposure_warning(true, false, &[Some(any)]), None);
+        assert_eq!(exposure_warning(false, false, &[Some(local), None]), None);
     }
 }

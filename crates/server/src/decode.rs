@@ -50,16 +50,24 @@ pub struct Rejections {
     pub first_future: Option<UnixSecs>,
     /// New keys refused because the store tracks `max_keys` keys already.
     pub key_cap: u64,
+    /// Points of a cluster their token may not report; the first one's (token, cluster).
+    pub cluster_not_allowed: u64,
+    pub first_not_allowed: Option<(String, String)>,
 }
 
 /// Metric label values for rejection reasons (never a name from the data).
 pub const REASON_MALFORMED: &str = "malformed_point";
 pub const REASON_FUTURE: &str = "future_timestamp";
 pub const REASON_KEY_CAP: &str = "key_cap";
+pub const REASON_CLUSTER_NOT_ALLOWED: &str = "cluster_not_allowed";
 
 impl Rejections {
     pub fn total(&self) -> u64 {
-        self.malformed + self.missing.total() + self.future + self.key_cap
+        self.malformed
+            + self.missing.total()
+            + self.future
+            + self.key_cap
+            + self.cluster_not_allowed
     }
 
     /// Counts by metric label.
@@ -68,6 +76,7 @@ impl Rejections {
             (REASON_MALFORMED, self.malformed),
             (REASON_FUTURE, self.future),
             (REASON_KEY_CAP, self.key_cap),
+            (REASON_CLUSTER_NOT_ALLOWED, self.cluster_not_allowed),
         ];
         out.extend(self.missing.iter().map(|(r, n)| (r.as_str(), n)));
         out.retain(|&(_, n)| n > 0);
@@ -104,6 +113,13 @@ impl Rejections {
             parts.push(format!(
                 "{} of new keys refused: the server tracks {max_keys} keys, its limit (limits.max_keys); raise it or check for a runaway label",
                 self.key_cap
+            ));
+        }
+        if self.cluster_not_allowed > 0 {
+            let (token, cluster) = self.first_not_allowed.clone().unwrap_or_default();
+            parts.push(format!(
+                "{} of clusters the request's token may not report (first: cluster `{cluster}`, token `{token}`); give that collector its own token for the cluster, or add the cluster to the token's `clusters`",
+                self.cluster_not_allowed
             ));
         }
         if parts.is_empty() {

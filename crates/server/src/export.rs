@@ -28,6 +28,8 @@ pub struct Pipeline {
     pub committer: Committer,
     /// When a rejection was last logged.
     pub rejection_logged: Arc<Mutex<Option<Instant>>>,
+    /// The bearer tokens in force; `None`: no authentication.
+    pub tokens: Option<tokio::sync::watch::Receiver<Arc<crate::auth::Tokens>>>,
 }
 
 impl Pipeline {
@@ -43,11 +45,40 @@ impl Pipeline {
         true
     }
 
+    /// The token of a request's `Authorization` header (`None` without a tokens file),
+    /// or the answer refusing it.
+    pub fn authenticate(
+        &self,
+        receiver: &'static str,
+        authorization: Option<&str>,
+    ) -> Result<Option<Arc<crate::auth::Token>>, Answer> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(None);
+        };
+        let result = tokens.borrow().authenticate(authorization);
+        match result {
+            Ok(token) => Ok(Some(token)),
+            Err(refusal) => {
+                let answer = Answer::Unauthenticated(refusal.message().to_string());
+                m::request(receiver, answer.outcome(), 0, 0, 0, &[]);
+                if self.log_rejection_now() {
+                    tracing::warn!(
+                        receiver,
+                        "a request was refused: {} (logged at most once a minute)",
+                        refusal.message()
+                    );
+                }
+                Err(answer)
+            }
+        }
+    }
+
     pub async fn export(
         &self,
         receiver: &'static str,
         body: Bytes,
         encoding: BodyEncoding,
+        token: Option<Arc<crate::auth::Token>>,
     ) -> Answer {
         let now = now_secs();
         let decoded = if body.len() < DECODE_INLINE_MAX {
@@ -59,7 +90,7 @@ impl Pipeline {
                 .unwrap_or_else(|e| Err(Malformed(format!("decoder failed: {e}"))))
         };
         let Decoded {
-            sightings,
+            mut sightings,
             ready_points,
             other_points,
             mut rejected,
@@ -77,6 +108,20 @@ impl Pipeline {
                 return answer;
             }
         };
+        if let Some(token) = &token {
+            // A token reports its own clusters only: the others' points are rejected.
+            sightings.retain(|s| {
+                let allowed = token.allows(&s.key.cluster);
+                if !allowed {
+                    rejected.cluster_not_allowed += 1;
+                    if rejected.first_not_allowed.is_none() {
+                        rejected.first_not_allowed =
+                            Some((token.name.clone(), s.key.cluster.clone()));
+                    }
+                }
+                allowed
+            });
+        }
         let usable = sightings.len() as u64;
         let answer = match self.committer.submit(sightings).await {
             Ok(committed) => {

@@ -208,9 +208,17 @@ impl UnaryService<Bytes> for Export {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let pipeline = self.0.clone();
         Box::pin(async move {
+            let authorization = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            let token = match pipeline.authenticate(RECEIVER, authorization) {
+                Ok(token) => token,
+                Err(answer) => return Err(grpc_status(&answer)),
+            };
             let body = request.into_inner();
             match pipeline
-                .export(RECEIVER, body, BodyEncoding::Protobuf)
+                .export(RECEIVER, body, BodyEncoding::Protobuf, token)
                 .await
             {
                 Answer::Accepted { rejected, message } => {

@@ -63,8 +63,24 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             return respond(&answer, BodyEncoding::Protobuf);
         }
     };
+    // Who sends, before anything of the body is read.
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = match state.pipeline.authenticate(RECEIVER, authorization) {
+        Ok(token) => token,
+        Err(answer) => {
+            drain(body).await;
+            return respond(&answer, encoding);
+        }
+    };
     let answer = match read_body(&headers, body, state.max_body_bytes).await {
-        Ok(bytes) => state.pipeline.export(RECEIVER, bytes, encoding).await,
+        Ok(bytes) => {
+            state
+                .pipeline
+                .export(RECEIVER, bytes, encoding, token)
+                .await
+        }
         Err(answer) => {
             crate::metrics::request(RECEIVER, answer.outcome(), 0, 0, 0, &[]);
             answer
@@ -195,6 +211,7 @@ fn respond(answer: &Answer, encoding: BodyEncoding) -> Response {
             message,
         ),
         Answer::Failed(m) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, m),
+        Answer::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated, m),
     };
     let body = match encoding {
         BodyEncoding::Protobuf => RpcStatus {
@@ -211,6 +228,11 @@ fn respond(answer: &Answer, encoding: BodyEncoding) -> Response {
         Answer::Failed(_) => Some(RETRY_AFTER),
         _ => None,
     };
+    if matches!(answer, Answer::Unauthenticated(_)) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     if let Some(delay) = retry_after {
         response.headers_mut().insert(
             header::RETRY_AFTER,

@@ -19,6 +19,7 @@
 //! and the sinks made their last delivery attempt.
 
 mod admin;
+pub mod auth;
 mod committer;
 mod conn;
 pub mod decode;
@@ -71,6 +72,8 @@ pub struct Config {
     pub suppressions_file: Option<std::path::PathBuf>,
     /// TLS for every listener (receivers and admin); plaintext when `None`.
     pub tls: Option<tls::TlsFiles>,
+    /// Bearer tokens bound to clusters (see `auth`); no authentication when `None`.
+    pub tokens_file: Option<std::path::PathBuf>,
 }
 
 /// Explicit limits; each has a test.
@@ -120,6 +123,8 @@ pub enum ServerError {
     Suppressions(#[from] SuppressError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Tokens(#[from] auth::TokensError),
     #[error("the {receiver} receiver failed: {message}")]
     Receiver {
         receiver: &'static str,
@@ -178,11 +183,21 @@ pub async fn run(
         Some(files) => Some(tls::Tls::load(files.clone())?),
         None => None,
     };
-    let tls_stop = CancellationToken::new();
+    let watchers_stop = CancellationToken::new();
     if let Some(tls) = &tls {
-        tokio::spawn(tls.clone().watch(tls_stop.clone()));
+        tokio::spawn(tls.clone().watch(watchers_stop.clone()));
     }
     let with_tls = |p: tls::Protocols| tls.clone().map(|t| (t, p));
+    let tokens = match &config.tokens_file {
+        Some(path) => {
+            let (tokens, text) = auth::load(path)?;
+            tracing::info!(file = %path.display(), tokens = tokens.len(), "bearer tokens in force");
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(tokens));
+            tokio::spawn(auth::watch(path.clone(), text, tx, watchers_stop.clone()));
+            Some(rx)
+        }
+        None => None,
+    };
 
     let notify = Arc::new(Notify::new());
     let sinks_stop = CancellationToken::new();
@@ -220,6 +235,7 @@ pub async fn run(
         max_keys: config.limits.max_keys,
         committer,
         rejection_logged: Default::default(),
+        tokens,
     };
 
     // The receivers stop on `shutdown`, or when the other one fails.
@@ -286,7 +302,11 @@ pub async fn run(
     };
 
     let ready = Readiness::default();
-    let exposure = admin::exposure_warning(config.tls.is_some(), &[grpc_addr, http_addr]);
+    let exposure = admin::exposure_warning(
+        config.tls.is_some(),
+        config.tokens_file.is_some(),
+        &[grpc_addr, http_addr],
+    );
     if let Some(warning) = &exposure {
         tracing::warn!("{warning}");
     }
@@ -356,7 +376,7 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     accept_stop.cancel();
-    tls_stop.cancel();
+    watchers_stop.cancel();
     tracing::info!("stopped");
     match errors.into_iter().next() {
         Some(error) => Err(error),

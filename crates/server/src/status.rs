@@ -31,6 +31,8 @@ pub enum Answer {
     },
     /// The store failed; nothing was acknowledged: retry (503 / UNAVAILABLE).
     Failed(String),
+    /// No valid bearer token (401 / UNAUTHENTICATED).
+    Unauthenticated(String),
 }
 
 impl Answer {
@@ -44,6 +46,7 @@ impl Answer {
             Answer::Unsupported(_) => "unsupported",
             Answer::Unavailable { .. } => "unavailable",
             Answer::Failed(_) => "failed",
+            Answer::Unauthenticated(_) => "unauthenticated",
         }
     }
 
@@ -139,6 +142,7 @@ pub fn grpc_status(answer: &Answer) -> tonic::Status {
             m.clone(),
             retry_details(tonic::Code::Unavailable, m, RETRY_AFTER),
         ),
+        Answer::Unauthenticated(m) => tonic::Status::unauthenticated(m),
     }
 }
 

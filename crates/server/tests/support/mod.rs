@@ -113,6 +113,7 @@ pub fn config(findings: &Path) -> Config {
         suppressions: Default::default(),
         suppressions_file: None,
         tls: None,
+        tokens_file: None,
     }
 }
 

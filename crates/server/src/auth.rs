@@ -1,0 +1,302 @@
+//! Bearer tokens bound to clusters: who may write into the state, and for which
+//! clusters.
+//!
+//! The tokens file (`--tokens`) is TOML, `[[token]]` tables of `name`, `sha256` (hex
+//! SHA-256 of the token's bytes: the file holds no token) and `clusters` (names, or
+//! `["*"]` for any). With it, every request needs `Authorization: Bearer <token>` (what
+//! the Collector's `bearertokenauth` extension sends) of a listed token: otherwise 401 /
+//! `UNAUTHENTICATED`. A point whose cluster (after the key mode's fallback) is not one of
+//! its token's is rejected in the partial success, so a compromised collector in one
+//! cluster cannot write another's baseline. The file is read again every [`POLL`] and a
+//! valid change applies to the next request; an invalid one is logged and the tokens in
+//! force stay. Tokens are never logged; names are.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often the file is read again.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// The largest tokens file read.
+pub const MAX_TOKENS_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tokens file {origin}: {message}")]
+pub struct TokensError {
+    pub origin: String,
+    pub message: String,
+}
+
+/// One token: its name (for logs and messages), its digest, the clusters it may report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub name: String,
+    digest: [u8; 32],
+    /// `None`: any cluster.
+    clusters: Option<BTreeSet<String>>,
+}
+
+impl Token {
+    pub fn allows(&self, cluster: &str) -> bool {
+        self.clusters.as_ref().is_none_or(|c| c.contains(cluster))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    tokens: Vec<Arc<Token>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    token: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    sha256: String,
+    clusters: Vec<String>,
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Why a request was refused (never the token itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    NotBearer,
+    Unknown,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Missing => "no token: send `Authorization: Bearer <token>` (the Collector's bearertokenauth extension) with a token listed in unseen's tokens file",
+            Refusal::NotBearer => "the Authorization header is not `Bearer <token>`",
+            Refusal::Unknown => "the token is not one of unseen's tokens file (or was removed from it)",
+        }
+    }
+}
+
+impl Tokens {
+    /// Parses a tokens file's text; errors name the file, the line and what is wrong.
+    pub fn parse(origin: &str, text: &str) -> Result<Tokens, TokensError> {
+        let err = |message: String| TokensError {
+            origin: origin.to_string(),
+            message,
+        };
+        let file: File =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let mut tokens = Vec::new();
+        let mut names = BTreeSet::new();
+        for entry in file.token {
+            let at = format!("token `{}`", entry.name);
+            if entry.name.is_empty() {
+                return Err(err("a token without a name: give each a `name`".into()));
+            }
+            if !names.insert(entry.name.clone()) {
+                return Err(err(format!("{at} is listed twice: names must differ")));
+            }
+            let hex = entry.sha256.trim().to_ascii_lowercase();
+            let digest: Option<Vec<u8>> = (hex.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                        .collect()
+                })
+                .flatten();
+            let Some(digest) = digest else {
+                return Err(err(format!(
+                    "{at}: `sha256` is not 64 hex digits; write the SHA-256 of the token (e.g. `printf %s \"$TOKEN\" | sha256sum`), never the token"
+                )));
+            };
+            if entry.clusters.is_empty() {
+                return Err(err(format!(
+                    "{at}: `clusters` is empty; list the clusters it may report, or [\"*\"] for any"
+                )));
+            }
+            let clusters = if entry.clusters.iter().any(|c| c == "*") {
+                None
+            } else {
+                Some(entry.clusters.into_iter().collect())
+            };
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&digest);
+            if tokens.iter().any(|t: &Arc<Token>| t.digest == d) {
+                return Err(err(format!(
+                    "{at} has the digest of another token: each collector needs its own"
+                )));
+            }
+            tokens.push(Arc::new(Token {
+                name: entry.name,
+                digest: d,
+                clusters,
+            }));
+        }
+        Ok(Tokens { tokens })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The token of a request's `Authorization` header.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<Token>, Refusal> {
+        let header = authorization.ok_or(Refusal::Missing)?.trim();
+        let (scheme, token) = header.split_once(' ').ok_or(Refusal::NotBearer)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Refusal::NotBearer);
+        }
+        let digest = sha256(token.trim().as_bytes());
+        // Digests are compared whole (no early exit), though a timing difference on a
+        // digest tells an attacker nothing about a token.
+        self.tokens
+            .iter()
+            .find(|t| {
+                t.digest
+                    .iter()
+                    .zip(&digest)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            })
+            .cloned()
+            .ok_or(Refusal::Unknown)
+    }
+}
+
+/// Reads a tokens file's text (bounded, UTF-8).
+pub fn read(path: &Path) -> Result<String, TokensError> {
+    let err = |message: String| TokensError {
+        origin: path.display().to_string(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKENS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX_TOKENS_BYTES {
+        return Err(err(format!("over the limit of {MAX_TOKENS_BYTES} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 ({e})")))
+}
+
+/// Reads and checks a tokens file.
+pub fn load(path: &Path) -> Result<(Tokens, String), TokensError> {
+    let text = read(path)?;
+    Ok((Tokens::parse(&path.display().to_string(), &text)?, text))
+}
+
+/// Polls the file until `stop`, sending each valid new set of tokens.
+pub(crate) async fn watch(
+    path: PathBuf,
+    last: String,
+    tx: watch::Sender<Arc<Tokens>>,
+    stop: CancellationToken,
+) {
+    let mut last = Some(last);
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let read_path = path.clone();
+        let Ok(text) = tokio::task::spawn_blocking(move || read(&read_path)).await else {
+            continue;
+        };
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                if last.take().is_some() {
+                    tracing::error!(error = %e, "tokens not reloaded; the tokens in force stay");
+                }
+                continue;
+            }
+        };
+        if last.as_ref() == Some(&text) {
+            continue;
+        }
+        match Tokens::parse(&path.display().to_string(), &text) {
+            Ok(tokens) => {
+                tracing::info!(file = %path.display(), tokens = tokens.len(), "tokens reloaded");
+                tx.send_replace(Arc::new(tokens));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tokens not reloaded; the tokens in force stay: fix the file");
+            }
+        }
+        last = Some(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        sha256(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn tokens_are_matched_by_digest_and_bound_to_clusters() {
+        let text = format!(
+            "[[token]]\nname = \"prod\"\nsha256 = \"{}\"\nclusters = [\"prod-eu\"]\n\n[[token]]\nname = \"ops\"\nsha256 = \"{}\"\nclusters = [\"*\"]\n",
+            hex(b"s3cret-prod"),
+            hex(b"s3cret-ops").to_uppercase()
+        );
+        let tokens = Tokens::parse("tokens.toml", &text).unwrap();
+        let prod = tokens.authenticate(Some("Bearer s3cret-prod")).unwrap();
+        assert_eq!(prod.name, "prod");
+        assert!(prod.allows("prod-eu") && !prod.allows("staging"));
+        let ops = tokens.authenticate(Some("bearer s3cret-ops")).unwrap();
+        assert!(ops.allows("anything"));
+        assert_eq!(tokens.authenticate(None), Err(Refusal::Missing));
+        assert_eq!(
+            tokens.authenticate(Some("Basic abc")),
+            Err(Refusal::NotBearer)
+        );
+        assert_eq!(
+            tokens.authenticate(Some("Bearer nope")),
+            Err(Refusal::Unknown)
+        );
+    }
+
+    #[test]
+    fn bad_files_name_what_is_wrong() {
+        let e = |t: &str| Tokens::parse("t.toml", t).unwrap_err().message;
+        assert!(
+            e("[[token]]\nname = \"a\"\nsha256 = \"abc\"\nclusters = [\"x\"]\n")
+                .contains("64 hex digits")
+        );
+        let h = hex(b"x");
+        assert!(e(&format!(
+            "[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nclusters = []\n"
+        ))
+        .contains("`clusters` is empty"));
+        assert!(e(&format!("[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nclusters = [\"x\"]\n[[token]]\nname = \"a\"\nsha256 = \"{}\"\nclusters = [\"x\"]\n", hex(b"y"))).contains("listed twice"));
+        assert!(e(&format!("[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nclusters = [\"x\"]\n[[token]]\nname = \"b\"\nsha256 = \"{h}\"\nclusters = [\"x\"]\n")).contains("digest of another token"));
+        assert!(e("[[token]]\nname = \"a\"\ntoken = \"plain\"\n").contains("unknown field"));
+    }
+}
