@@ -15,14 +15,13 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How often the file is read again.
-pub const POLL: Duration = Duration::from_secs(1);
+pub const POLL: std::time::Duration = crate::watch::POLL;
 
 /// The largest tokens file read.
 pub const MAX_TOKENS_BYTES: u64 = 1 << 20;
@@ -214,41 +213,24 @@ pub(crate) async fn watch(
     tx: watch::Sender<Arc<Tokens>>,
     stop: CancellationToken,
 ) {
-    let mut last = Some(last);
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let read_path = path.clone();
-        let Ok(text) = tokio::task::spawn_blocking(move || read(&read_path)).await else {
-            continue;
-        };
-        let text = match text {
-            Ok(text) => text,
-            Err(e) => {
-                if last.take().is_some() {
-                    tracing::error!(error = %e, "tokens not reloaded; the tokens in force stay");
-                }
-                continue;
-            }
-        };
-        if last.as_ref() == Some(&text) {
-            continue;
-        }
-        match Tokens::parse(&path.display().to_string(), &text) {
+    let file = path.clone();
+    crate::watch::text_changes(
+        path,
+        last,
+        read,
+        stop,
+        |text| match Tokens::parse(&file.display().to_string(), text) {
             Ok(tokens) => {
-                tracing::info!(file = %path.display(), tokens = tokens.len(), "tokens reloaded");
+                tracing::info!(file = %file.display(), tokens = tokens.len(), "tokens reloaded");
                 tx.send_replace(Arc::new(tokens));
             }
             Err(e) => {
-                tracing::error!(error = %e, "tokens not reloaded; the tokens in force stay: fix the file");
+                tracing::error!(error = %e, "tokens not reloaded; the tokens in force stay: fix the file")
             }
-        }
-        last = Some(text);
-    }
+        },
+        |e| tracing::error!(error = %e, "tokens not reloaded; the tokens in force stay"),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod rules;
 mod status;
 pub mod tls;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +20,7 @@ use unseen_findings::Suppressions;
 use crate::metrics as m;
 
 /// How often the file is read again.
-pub const POLL: Duration = Duration::from_secs(1);
+pub const POLL: std::time::Duration = crate::watch::POLL;
 
 /// Reads a rules file: its text, or why it cannot be used (missing, over
 /// [`MAX_RULES_BYTES`], not UTF-8). `serve` and `unseen suppress` both read it so.
@@ -76,37 +75,15 @@ pub(crate) async fn watch(
     tx: watch::Sender<Arc<Suppressions>>,
     stop: CancellationToken,
 ) {
-    // `None` after a failed read, so that any text read next is applied, an empty one too.
-    let mut last = Some(last);
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let read_path = path.clone();
-        let Ok(text) = tokio::task::spawn_blocking(move || read(&read_path)).await else {
-            continue;
-        };
-        let text = match text {
-            Ok(text) => text,
-            Err(e) => {
-                // A file being replaced can be missing for a moment: the rules in force
-                // stay, and the next poll tries again. Logged once per distinct state.
-                if last.take().is_some() {
-                    tracing::error!(error = %e, "suppression rules not reloaded; the rules in force stay");
-                    m::suppression_reload(false);
-                }
-                continue;
-            }
-        };
-        if last.as_ref() == Some(&text) {
-            continue;
-        }
-        match parse(&path, &text, &base) {
+    let file = path.clone();
+    crate::watch::text_changes(
+        path,
+        last,
+        read,
+        stop,
+        |text| match parse(&file, text, &base) {
             Ok(rules) => {
-                tracing::info!(file = %path.display(), rules = rules.rules.len(), "suppression rules reloaded");
+                tracing::info!(file = %file.display(), rules = rules.rules.len(), "suppression rules reloaded");
                 m::suppression_rules(rules.rules.len());
                 m::suppression_reload(true);
                 tx.send_replace(Arc::new(rules));
@@ -115,7 +92,11 @@ pub(crate) async fn watch(
                 tracing::error!(error = %e, "suppression rules not reloaded; the rules in force stay: fix the file");
                 m::suppression_reload(false);
             }
-        }
-        last = Some(text);
-    }
+        },
+        |e| {
+            tracing::error!(error = %e, "suppression rules not reloaded; the rules in force stay");
+            m::suppression_reload(false);
+        },
+    )
+    .await
 }
