@@ -304,10 +304,24 @@ async fn an_unopenable_path_is_an_error_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_keeps_findings_pending() {
     let store = Backend::mem().store();
-    let run = start(store.clone(), file_sink(std::path::Path::new("/dev/full")));
+    let counting = FailingAck::times(store.clone(), 0);
+    let run = start(
+        counting.clone(),
+        file_sink(std::path::Path::new("/dev/full")),
+    );
     add_findings(store.as_ref(), 0..5);
     run.notify.notify_waiters();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Several attempts (each looks at the outbox first), every one of them failing.
+    let calls = || {
+        counting
+            .pending_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let seen = calls();
+    wait_until("the sink tried several times", LIMIT, || {
+        calls() >= seen + 3
+    })
+    .await;
     assert_eq!(pending_count(store.as_ref(), "file"), 5, "nothing acked");
     run.stop().await;
     assert_eq!(
