@@ -39,7 +39,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 WORK=${BENCH_DIR:-$ROOT/target/bench}
 mkdir -p "$WORK"
-BIN=$ROOT/target/release/unseen
+# Where cargo puts the binary: CARGO_TARGET_DIR when set (relative to the root, as cargo
+# reads it), else target/.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+BIN=$TARGET_DIR/release/unseen
 START=1767225600 # the generator's default --start, 2026-01-01T00:00:00Z
 declare -A R
 
