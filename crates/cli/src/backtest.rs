@@ -134,6 +134,8 @@ pub fn run(args: BacktestArgs) -> Result<Outcome> {
             report: false,
             suppressions: Default::default(),
             max_keys: u64::MAX,
+            new_keys: None,
+            notices: Vec::new(),
         },
         from,
         to,

@@ -65,6 +65,8 @@ pub fn run(args: BaselineArgs) -> Result<crate::scan::Outcome> {
             report: false,
             suppressions: Default::default(),
             max_keys: settings.limits.max_keys,
+            new_keys: None,
+            notices: Vec::new(),
         },
         max_clock_skew: settings.limits.max_clock_skew,
         batch: Vec::with_capacity(BATCH),

@@ -148,6 +148,32 @@ pub struct ServeArgs {
     /// Points per durable commit at most [default: 200000]
     #[arg(long, value_name = "N", env = "UNSEEN_MAX_BATCH_POINTS")]
     pub max_batch_points: Option<usize>,
+    /// Connections open at once per receiver port; one more is closed at once. The
+    /// admin port has its own 64 [default: 1024]
+    #[arg(long, value_name = "N", env = "UNSEEN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Request bytes (received and inflated) held at once across all requests; past it,
+    /// requests are told to retry (429 / RESOURCE_EXHAUSTED) [default: 536870912]
+    #[arg(long, value_name = "BYTES", env = "UNSEEN_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<usize>,
+    /// An HTTP/1 request header arrives within this, or the connection is closed
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// A request body arrives within this, or it is refused (408 / DEADLINE_EXCEEDED)
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
+    /// A connection that sends nothing for this long is closed [default: 2m]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// New keys per second one token (without tokens: one cluster) may create, on
+    /// average; past it they are refused, retryable; 0: no limit [default: 1000]
+    #[arg(long, value_name = "N", env = "UNSEEN_NEW_KEYS_PER_SECOND")]
+    pub new_keys_per_second: Option<u64>,
+    /// New keys one token (or cluster) may create at once [default: 100000]
+    #[arg(long, value_name = "N", env = "UNSEEN_NEW_KEYS_BURST")]
+    pub new_keys_burst: Option<u64>,
     /// How long shutdown waits for requests in flight [default: 30s]
     #[arg(long, value_name = "DURATION", env = "UNSEEN_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
@@ -310,6 +336,13 @@ pub struct FileConfig {
     pub max_clock_skew: Option<String>,
     pub queue_requests: Option<usize>,
     pub max_batch_points: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_inflight_bytes: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub new_keys_per_second: Option<u64>,
+    pub new_keys_burst: Option<u64>,
     pub shutdown_grace: Option<String>,
     pub rollout_window: Option<String>,
     pub digest_window: Option<String>,
@@ -429,6 +462,13 @@ impl FileConfig {
             max_clock_skew: pick(&a.max_clock_skew, self.max_clock_skew),
             queue_requests: pick(&a.queue_requests, self.queue_requests),
             max_batch_points: pick(&a.max_batch_points, self.max_batch_points),
+            max_connections: pick(&a.max_connections, self.max_connections),
+            max_inflight_bytes: pick(&a.max_inflight_bytes, self.max_inflight_bytes),
+            header_timeout: pick(&a.header_timeout, self.header_timeout),
+            body_timeout: pick(&a.body_timeout, self.body_timeout),
+            idle_timeout: pick(&a.idle_timeout, self.idle_timeout),
+            new_keys_per_second: pick(&a.new_keys_per_second, self.new_keys_per_second),
+            new_keys_burst: pick(&a.new_keys_burst, self.new_keys_burst),
             shutdown_grace: pick(&a.shutdown_grace, self.shutdown_grace),
             rollout_window: pick(&a.rollout_window, self.rollout_window),
             digest_window: pick(&a.digest_window, self.digest_window),
@@ -613,7 +653,57 @@ impl Settings {
                 c.max_batch_points.map(|v| v as u64),
                 defaults.max_batch_points as u64,
             )? as usize,
+            max_connections: positive(
+                "max_connections",
+                c.max_connections.map(|v| v as u64),
+                defaults.max_connections as u64,
+            )? as usize,
+            max_inflight_bytes: positive(
+                "max_inflight_bytes",
+                c.max_inflight_bytes.map(|v| v as u64),
+                defaults.max_inflight_bytes as u64,
+            )? as usize,
+            header_timeout: positive(
+                "header_timeout",
+                Some(duration(
+                    "header_timeout",
+                    c.header_timeout.as_deref(),
+                    &format_duration(defaults.header_timeout),
+                )?),
+                1,
+            )?,
+            body_timeout: positive(
+                "body_timeout",
+                Some(duration(
+                    "body_timeout",
+                    c.body_timeout.as_deref(),
+                    &format_duration(defaults.body_timeout),
+                )?),
+                1,
+            )?,
+            idle_timeout: positive(
+                "idle_timeout",
+                Some(duration(
+                    "idle_timeout",
+                    c.idle_timeout.as_deref(),
+                    &format_duration(defaults.idle_timeout),
+                )?),
+                1,
+            )?,
+            new_keys_per_second: c
+                .new_keys_per_second
+                .unwrap_or(defaults.new_keys_per_second),
+            new_keys_burst: positive("new_keys_burst", c.new_keys_burst, defaults.new_keys_burst)?,
         };
+        // A request holds its body and, while it is decoded, an estimate of its points
+        // (1.5 × the body): the budget must hold one of the largest at least.
+        let largest = limits.max_body_bytes.saturating_mul(5) / 2;
+        if limits.max_inflight_bytes < largest {
+            bail!(
+                "setting `max_inflight_bytes` ({}) is smaller than 2.5 × `max_body_bytes` ({largest}): a request of the largest allowed size (its body and its decoded points) could never be taken; raise max_inflight_bytes or lower max_body_bytes",
+                limits.max_inflight_bytes,
+            );
+        }
         Ok(Settings {
             otlp_grpc: address(
                 "otlp_grpc",
@@ -777,6 +867,7 @@ impl Settings {
             suppressions_file: self.suppressions.clone(),
             tls: self.tls.clone(),
             tokens_file: self.tokens.clone(),
+            reload: Default::default(),
         }
     }
 
@@ -845,6 +936,13 @@ impl Settings {
             max_clock_skew: Some(format_duration(self.limits.max_clock_skew)),
             queue_requests: Some(self.limits.queue_requests),
             max_batch_points: Some(self.limits.max_batch_points),
+            max_connections: Some(self.limits.max_connections),
+            max_inflight_bytes: Some(self.limits.max_inflight_bytes),
+            header_timeout: Some(format_duration(self.limits.header_timeout)),
+            body_timeout: Some(format_duration(self.limits.body_timeout)),
+            idle_timeout: Some(format_duration(self.limits.idle_timeout)),
+            new_keys_per_second: Some(self.limits.new_keys_per_second),
+            new_keys_burst: Some(self.limits.new_keys_burst),
             shutdown_grace: Some(format_duration(self.shutdown_grace.as_secs())),
             rollout_window: Some(format_duration(self.triage.rollout_window)),
             digest_window: Some(format_duration(self.triage.digest_window)),
@@ -915,6 +1013,52 @@ mod tests {
         assert_eq!(tokens.len(), 2);
         let rules = crate::suppress::load(Path::new(rules)).expect("the example rules load");
         assert_eq!(rules.rules.len(), 2);
+    }
+
+    #[test]
+    fn the_flood_limits_are_read_and_checked() {
+        let s = Settings::resolve(&ServeArgs {
+            max_connections: Some(10),
+            header_timeout: Some("3s".into()),
+            body_timeout: Some("1m".into()),
+            idle_timeout: Some("5m".into()),
+            new_keys_per_second: Some(0),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.limits.max_connections, 10);
+        assert_eq!(
+            (
+                s.limits.header_timeout,
+                s.limits.body_timeout,
+                s.limits.idle_timeout
+            ),
+            (3, 60, 300)
+        );
+        assert_eq!(s.limits.new_keys_per_second, 0, "0 turns the rate off");
+        let err = |args: ServeArgs| format!("{:#}", Settings::resolve(&args).unwrap_err());
+        let e = err(ServeArgs {
+            max_body_bytes: Some(100 << 20),
+            max_inflight_bytes: Some(200 << 20),
+            ..ServeArgs::default()
+        });
+        assert!(
+            e.contains("`max_inflight_bytes`") && e.contains("2.5 × `max_body_bytes`"),
+            "{e}"
+        );
+        let e = err(ServeArgs {
+            body_timeout: Some("0s".into()),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("`body_timeout` must be greater than 0"), "{e}");
+        let e = err(ServeArgs {
+            max_connections: Some(0),
+            ..ServeArgs::default()
+        });
+        assert!(
+            e.contains("`max_connections` must be greater than 0"),
+            "{e}"
+        );
     }
 
     #[test]

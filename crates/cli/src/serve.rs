@@ -40,6 +40,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Installed before any port is bound: once a port takes connections, a SIGHUP
+        // (a reload) must find its handler, not the default action that ends the process.
+        let hangup = hangup_handler();
         let listeners = Listeners {
             otlp_grpc: bind("otlp_grpc", settings.otlp_grpc).await?,
             otlp_http: bind("otlp_http", settings.otlp_http).await?,
@@ -47,14 +50,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
-        unseen_server::run(
-            listeners,
-            settings.server_config(),
-            store,
-            prometheus,
-            shutdown,
-        )
-        .await?;
+        let config = settings.server_config();
+        tokio::spawn(reload_on_hangup(hangup, config.reload.clone()));
+        unseen_server::run(listeners, config, store, prometheus, shutdown).await?;
         Ok(())
     })
 }
@@ -123,6 +121,42 @@ async fn signals(shutdown: CancellationToken) {
         tracing::info!("shutdown requested");
     }
     shutdown.cancel();
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+fn hangup_handler() -> Hangup {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let handler = signal(SignalKind::hangup()).ok();
+        if handler.is_none() {
+            tracing::warn!(
+                "cannot install the SIGHUP handler; files are still reloaded when they change"
+            );
+        }
+        handler
+    }
+}
+
+/// SIGHUP: read the TLS files, the tokens and the suppression rules again now (they are
+/// also read again within a second of any change, without it).
+async fn reload_on_hangup(hangup: Hangup, reload: std::sync::Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        let Some(mut hangup) = hangup else { return };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reading the TLS files, tokens and suppression rules again");
+            reload.notify_waiters();
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (hangup, reload);
+    }
 }
 
 fn install_metrics() -> Result<PrometheusHandle> {

@@ -377,3 +377,37 @@ fn rejected_points_are_logged_with_the_fix() {
         cmd.log_text()
     );
 }
+
+/// SIGHUP reads the watched files again (TLS, tokens, rules); it must not stop the
+/// process, as the default action of SIGHUP would.
+#[test]
+fn sighup_reloads_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "").unwrap();
+    let mut cmd = ServeCmd::new(dir.path());
+    cmd.extra = vec!["--suppressions".into(), rules.display().to_string()];
+    let mut server = cmd.spawn();
+    let pid = server.child.id().to_string();
+    // The handler is installed before the receivers listen, which `spawn` waited for.
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent);
+    assert!(
+        wait_for(Duration::from_secs(20), || cmd.log_text().contains(
+            "SIGHUP: reading the TLS files, tokens and suppression rules again"
+        )),
+        "{}",
+        cmd.log_text()
+    );
+    assert!(
+        server.alive(),
+        "SIGHUP stopped the server\n{}",
+        cmd.log_text()
+    );
+    let (status, _) = http(server.admin, "GET", "/readyz", "text/plain", b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(server.terminate(Duration::from_secs(30)));
+}

@@ -45,6 +45,9 @@ pub enum IncidentKind {
     Digest,
     /// A risk object's scores summed past the threshold within the risk window.
     RiskThreshold,
+    /// Operational: the state is at its key cap, so points of new keys are refused and
+    /// new images go unreported (rule `unseen.capacity`; no members).
+    Capacity,
 }
 
 impl IncidentKind {
@@ -54,6 +57,7 @@ impl IncidentKind {
             IncidentKind::NewNode => "new_node",
             IncidentKind::Digest => "digest",
             IncidentKind::RiskThreshold => "risk_threshold",
+            IncidentKind::Capacity => "capacity",
         }
     }
 }
@@ -151,6 +155,33 @@ impl Incident {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// The operational notice that the state is at its key cap: raised by the server
+    /// (at most once an hour while it lasts), not by the rule. `refused`: points of new
+    /// keys refused when it was raised. Its id is one per hour, so a notice re-sent
+    /// within the hour is the same notice.
+    pub fn capacity(keys: u64, max_keys: u64, refused: u64, now: UnixSecs) -> Incident {
+        let hour = now - now.rem_euclid(3_600);
+        let rule = Rule {
+            id: CAPACITY_RULE_ID,
+            ..unseen_model::SEED_RULE
+        };
+        let group = group(IncidentKind::Capacity, "", "");
+        let id = incident_id(&rule, &group, hour);
+        let mut incident = Incident::blank(
+            IncidentKind::Capacity,
+            Scope::Fleet,
+            "high",
+            id,
+            &rule,
+            (now, now + 3_600),
+            now,
+        );
+        incident.title = format!(
+            "unseen is at its key cap ({keys} of limits.max_keys = {max_keys}): points of new keys are refused ({refused} in the last commit), so new images go unreported. Raise limits.max_keys, or find the sender creating keys (unseen_points_rejected_total{{reason=\"key_cap\"}})"
+        );
+        incident
+    }
+
     fn add(&mut self, finding: &Finding) {
         self.finding_count += 1;
         self.findings.push(finding.finding_id.clone());
@@ -221,6 +252,7 @@ impl Incident {
                 self.risk_score,
                 self.finding_count
             ),
+            (IncidentKind::Capacity, _) => self.title.clone(),
         }
     }
 }
@@ -255,6 +287,9 @@ pub enum Assigned {
     /// It joined an open incident.
     Joined,
 }
+
+/// The rule id of the capacity notice.
+pub const CAPACITY_RULE_ID: &str = "unseen.capacity";
 
 fn group(kind: IncidentKind, cluster: &str, what: &str) -> String {
     format!("{}\u{0}{cluster}\u{0}{what}", kind.as_str())
@@ -398,7 +433,7 @@ impl Incidents {
             (IncidentKind::Image, Scope::Fleet) => "high",
             (IncidentKind::Image, _) | (IncidentKind::NewNode, _) => "medium",
             (IncidentKind::Digest, _) => "low",
-            (IncidentKind::RiskThreshold, _) => "high",
+            (IncidentKind::RiskThreshold, _) | (IncidentKind::Capacity, _) => "high",
         };
         let mut incident = Incident::blank(
             kind,

@@ -163,6 +163,11 @@ pub struct OwnedContext {
 }
 
 impl OwnedContext {
+    /// Bytes it holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len()
+    }
+
     pub fn new(context: &Context<'_>) -> Self {
         let len: usize = context.0.iter().flatten().map(|v| v.len()).sum();
         let mut text = String::with_capacity(len);

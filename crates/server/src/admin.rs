@@ -13,16 +13,33 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Whether the server takes requests: true once the receivers listen and the store is
 /// open, false again as soon as shutdown starts (so a load balancer stops sending
-/// before the receivers close).
+/// before the receivers close), and false while it cannot commit (the last commit
+/// failed, or the committer stopped), with the reason.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    problem: Arc<std::sync::Mutex<Option<String>>>,
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.ready.store(ready, Ordering::SeqCst);
     }
+
+    /// Ready, and nothing keeps it from committing.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.problem().is_none()
+    }
+
+    /// What keeps the server from committing; `None` clears it.
+    pub fn set_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.problem.lock() {
+            *p = problem;
+        }
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().ok().and_then(|p| p.clone())
     }
 }
 
@@ -52,7 +69,12 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         .as_deref()
         .map(|w| format!("warning: {w}\n"))
         .unwrap_or_default();
-    if state.ready.get() {
+    if let Some(problem) = state.ready.problem() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {problem}\n{warning}"),
+        )
+    } else if state.ready.get() {
         (StatusCode::OK, format!("ready\n{warning}"))
     } else {
         (

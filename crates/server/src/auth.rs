@@ -212,13 +212,18 @@ pub(crate) async fn watch(
     last: String,
     tx: watch::Sender<Arc<Tokens>>,
     stop: CancellationToken,
+    reload: Arc<tokio::sync::Notify>,
 ) {
     let file = path.clone();
     crate::watch::text_changes(
         path,
         last,
         read,
-        stop,
+        crate::watch::When {
+            stop,
+            reload,
+            poll: crate::watch::POLL,
+        },
         |text| match Tokens::parse(&file.display().to_string(), text) {
             Ok(tokens) => {
                 tracing::info!(file = %file.display(), tokens = tokens.len(), "tokens reloaded");

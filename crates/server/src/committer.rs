@@ -13,16 +13,18 @@
 //! points are taken: nothing is acknowledged that is not committed, and memory stays
 //! bounded however fast clients send.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
+use unseen_findings::{Incident, Record};
 use unseen_findings::{Suppressions, TriageSettings};
 use unseen_model::Rule;
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::KeyMode;
-use unseen_store::{ApplyOptions, Refusal, Sighting, StateStore, StoreError};
+use unseen_store::{ApplyOptions, NewKeyQuota, Refusal, Sighting, StateStore, StoreError};
 
 use crate::metrics as m;
 
@@ -44,11 +46,21 @@ pub struct CommitConfig {
     pub learning_until: Option<UnixSecs>,
     /// The suppression rules in force: each commit takes the latest.
     pub suppressions: tokio::sync::watch::Receiver<Arc<Suppressions>>,
+    /// New keys per second per sender (a token, or a cluster without tokens); 0: no limit.
+    pub new_keys_per_second: u64,
+    /// New keys a sender may create at once.
+    pub new_keys_burst: u64,
 }
+
+/// The capacity notice is raised at most this often while the key cap holds.
+pub const CAPACITY_NOTICE_EVERY: Duration = Duration::from_secs(3_600);
 
 /// One request's sightings and where its answer goes.
 struct Job {
     sightings: Vec<Sighting>,
+    /// The name of the request's token; `None` without tokens (the sender of each
+    /// sighting is then its cluster).
+    token: Option<Arc<str>>,
     reply: oneshot::Sender<Result<Committed, String>>,
 }
 
@@ -57,6 +69,76 @@ struct Job {
 pub struct Committed {
     /// Sightings refused because of the key cap.
     pub key_cap: u64,
+    /// Sightings refused because their sender created new keys too fast, who that was,
+    /// and when its allowance covers them again.
+    pub rate_limited: u64,
+    pub rate_limited_sender: Option<String>,
+    pub retry_after: Duration,
+}
+
+/// The rate of new keys, as token buckets per sender (`token` or `cluster` and a name).
+/// Buckets that have filled up again are forgotten, so the map holds only senders that
+/// created keys within the last `burst / rate` seconds.
+#[derive(Debug, Default)]
+struct NewKeyLimiter {
+    buckets: HashMap<(bool, String), Bucket>,
+    pruned: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl NewKeyLimiter {
+    fn available(&mut self, sender: (bool, &str), rate: u64, burst: u64, now: Instant) -> u64 {
+        match self.buckets.get_mut(&(sender.0, sender.1.to_string())) {
+            Some(bucket) => {
+                let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+                bucket.tokens = (bucket.tokens + elapsed * rate as f64).min(burst as f64);
+                bucket.at = now;
+                bucket.tokens.floor() as u64
+            }
+            None => burst,
+        }
+    }
+
+    fn spend(&mut self, sender: (bool, &str), used: u64, burst: u64, now: Instant) {
+        if used == 0 {
+            return;
+        }
+        let bucket = self
+            .buckets
+            .entry((sender.0, sender.1.to_string()))
+            .or_insert(Bucket {
+                tokens: burst as f64,
+                at: now,
+            });
+        bucket.tokens = (bucket.tokens - used as f64).max(0.0);
+    }
+
+    fn prune(&mut self, rate: u64, burst: u64, now: Instant) {
+        if self
+            .pruned
+            .is_some_and(|at| now.duration_since(at) < FORGET_EVERY)
+        {
+            return;
+        }
+        self.pruned = Some(now);
+        self.buckets.retain(|_, b| {
+            let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+            b.tokens + elapsed * (rate as f64) < (burst as f64)
+        });
+    }
+}
+
+/// What the committer keeps between commits.
+#[derive(Debug, Default)]
+struct CommitterState {
+    limiter: NewKeyLimiter,
+    /// When the capacity notice was last raised.
+    capacity_noticed: Option<Instant>,
 }
 
 /// Why a request could not be committed.
@@ -79,7 +161,11 @@ pub struct Committer {
 impl Committer {
     /// Queues the sightings and waits until they are durable. Fails at once when the
     /// queue is full.
-    pub async fn submit(&self, sightings: Vec<Sighting>) -> Result<Committed, SubmitError> {
+    pub async fn submit(
+        &self,
+        sightings: Vec<Sighting>,
+        token: Option<Arc<str>>,
+    ) -> Result<Committed, SubmitError> {
         if sightings.is_empty() {
             return Ok(Committed::default());
         }
@@ -88,7 +174,11 @@ impl Committer {
             mpsc::error::TrySendError::Closed(()) => SubmitError::ShuttingDown,
         })?;
         let (reply, answer) = oneshot::channel();
-        permit.send(Job { sightings, reply });
+        permit.send(Job {
+            sightings,
+            token,
+            reply,
+        });
         m::queue_depth(self.tx.max_capacity() - self.tx.capacity());
         match answer.await {
             Ok(Ok(committed)) => Ok(committed),
@@ -107,6 +197,7 @@ pub fn start(
     config: CommitConfig,
     queue_requests: usize,
     notify: Arc<Notify>,
+    ready: crate::Readiness,
     close: CancellationToken,
 ) -> (Committer, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(queue_requests.max(1));
@@ -118,7 +209,19 @@ pub fn start(
         forget_stop.clone(),
     ));
     let task = tokio::spawn(async move {
-        run(rx, store, config, notify, close).await;
+        // Run in a task of its own so that a panic is seen here: the server is then not
+        // ready (it cannot commit), and says why.
+        let ready_now = ready.clone();
+        let closing = close.clone();
+        let outcome = tokio::spawn(run(rx, store, config, notify, ready_now, close)).await;
+        if let Err(error) = outcome {
+            tracing::error!(%error, "the committer stopped: requests can no longer be committed; restart unseen");
+        }
+        if !closing.is_cancelled() {
+            ready.set_problem(Some(
+                "the committer stopped (see the log): requests can no longer be committed; restart unseen".to_string(),
+            ));
+        }
         // The queue is drained; a forget in progress finishes (in transactions of its
         // own), and the task ends.
         forget_stop.cancel();
@@ -139,8 +242,10 @@ async fn run(
     store: Arc<dyn StateStore>,
     config: CommitConfig,
     notify: Arc<Notify>,
+    ready: crate::Readiness,
     close: CancellationToken,
 ) {
+    let mut state = CommitterState::default();
     loop {
         let first = tokio::select! {
             job = rx.recv() => job,
@@ -163,18 +268,78 @@ async fn run(
             }
         }
         m::queue_depth(rx.len());
-        commit(&store, &config, jobs, points, &notify).await;
+        let committed = commit(&store, &config, &mut state, jobs, points, &notify).await;
+        // Readiness follows the last commit: a store that fails every commit (a full disk)
+        // makes the server not ready, so a load balancer sends to another replica.
+        ready.set_problem(committed.err().map(|error| {
+            format!("the last commit failed ({error}); requests are answered 'unavailable, retry' until one succeeds")
+        }));
     }
     tracing::debug!("committer stopped: queue drained");
+}
+
+/// Who sends each sighting, for the rate of new keys: the batch's senders (token or
+/// cluster, name) and, per sighting, an index into them.
+fn senders(jobs: &[Job], points: usize) -> (Vec<(bool, String)>, Vec<u32>) {
+    let mut names: Vec<(bool, String)> = Vec::new();
+    let mut index: HashMap<(bool, &str), u32> = HashMap::new();
+    let mut of = Vec::with_capacity(points);
+    for job in jobs {
+        let mut last: Option<(bool, &str, u32)> = None;
+        for s in &job.sightings {
+            let sender = match &job.token {
+                Some(token) => (true, token.as_ref()),
+                None => (false, s.key.cluster.as_str()),
+            };
+            // Consecutive points mostly share their sender: skip the hash then.
+            let i = match last {
+                Some((t, name, i)) if t == sender.0 && name == sender.1 => i,
+                _ => *index.entry(sender).or_insert_with(|| {
+                    names.push((sender.0, sender.1.to_string()));
+                    names.len() as u32 - 1
+                }),
+            };
+            last = Some((sender.0, sender.1, i));
+            of.push(i);
+        }
+    }
+    (names, of)
+}
+
+fn describe_sender(sender: &(bool, String)) -> String {
+    match sender {
+        (true, name) => format!("token `{name}`"),
+        (false, name) => format!("cluster `{name}`"),
+    }
 }
 
 async fn commit(
     store: &Arc<dyn StateStore>,
     config: &CommitConfig,
+    state: &mut CommitterState,
     jobs: Vec<Job>,
     points: usize,
     notify: &Notify,
-) {
+) -> Result<(), String> {
+    let rate = config.new_keys_per_second;
+    let burst = config.new_keys_burst;
+    let clock = Instant::now();
+    let (sender_names, quota) = if rate > 0 {
+        let (names, of) = senders(&jobs, points);
+        let allowance = names
+            .iter()
+            .map(|(t, n)| state.limiter.available((*t, n), rate, burst, clock))
+            .collect();
+        (
+            names,
+            Some(NewKeyQuota {
+                sender: of,
+                allowance,
+            }),
+        )
+    } else {
+        (Vec::new(), None)
+    };
     let mut batch = Vec::with_capacity(points);
     let mut replies = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -182,6 +347,7 @@ async fn commit(
         batch.extend(job.sightings);
         replies.push((start..batch.len(), job.reply));
     }
+    let senders_of = quota.as_ref().map(|q| q.sender.clone());
     let now = now_secs();
     let opts = ApplyOptions {
         rule: config.rule.clone(),
@@ -192,17 +358,36 @@ async fn commit(
         report: config.learning_until.is_none_or(|until| now >= until),
         suppressions: config.suppressions.borrow().clone(),
         max_keys: config.max_keys,
+        new_keys: quota,
+        notices: Vec::new(),
     };
     m::learning(!opts.report);
     let started = Instant::now();
-    let store = store.clone();
-    let result = tokio::task::spawn_blocking(move || store.apply(&batch, &opts))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))));
+    let result = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.apply(&batch, &opts).map(|a| (a, opts)))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))))
+    };
     m::commit_seconds(started.elapsed());
     match result {
-        Ok(applied) => {
+        Ok((applied, opts)) => {
             m::keys_tracked(applied.keys);
+            for (sender, used) in sender_names.iter().zip(&applied.new_keys) {
+                state
+                    .limiter
+                    .spend((sender.0, &sender.1), *used, burst, clock);
+            }
+            state.limiter.prune(rate, burst, clock);
+            let capped = applied
+                .refused
+                .iter()
+                .filter(|(_, why)| *why == Refusal::KeyCapReached)
+                .count() as u64;
+            m::capacity_reached(applied.keys >= config.max_keys);
+            if capped > 0 {
+                capacity_notice(store, config, state, opts, applied.keys, capped, notify).await;
+            }
             let findings = applied
                 .records
                 .iter()
@@ -230,13 +415,29 @@ async fn commit(
                     }
                     match why {
                         Refusal::KeyCapReached => share.key_cap += 1,
+                        Refusal::NewKeyRateLimited => {
+                            share.rate_limited += 1;
+                            if share.rate_limited_sender.is_none() {
+                                share.rate_limited_sender = senders_of
+                                    .as_ref()
+                                    .and_then(|of| of.get(index))
+                                    .and_then(|&i| sender_names.get(i as usize))
+                                    .map(describe_sender);
+                            }
+                        }
                     }
                     refused.next();
+                }
+                if share.rate_limited > 0 {
+                    // When the sender's bucket holds these keys again, within a minute.
+                    let secs = share.rate_limited.div_ceil(rate.max(1)).clamp(1, 60);
+                    share.retry_after = Duration::from_secs(secs);
                 }
                 // A sender that gave up (a closed connection) is no error: its points
                 // are committed, and a retry finds them already applied.
                 let _ = reply.send(Ok(share));
             }
+            Ok(())
         }
         Err(error) => {
             tracing::error!(%error, points, "commit failed; the requests are answered 'unavailable' and will be retried by their senders");
@@ -245,6 +446,51 @@ async fn commit(
             for (_, reply) in replies {
                 let _ = reply.send(Err(message.clone()));
             }
+            Err(message)
+        }
+    }
+}
+
+/// Raises the capacity notice (an operational incident, `unseen.capacity`) in a commit
+/// of its own, unless it was raised within [`CAPACITY_NOTICE_EVERY`]. The state being at
+/// its cap is also the gauge `unseen_capacity_reached`, for a continuous alert.
+async fn capacity_notice(
+    store: &Arc<dyn StateStore>,
+    config: &CommitConfig,
+    state: &mut CommitterState,
+    mut opts: ApplyOptions,
+    keys: u64,
+    refused: u64,
+    notify: &Notify,
+) {
+    if state
+        .capacity_noticed
+        .is_some_and(|at| at.elapsed() < CAPACITY_NOTICE_EVERY)
+    {
+        return;
+    }
+    tracing::error!(
+        keys,
+        max_keys = config.max_keys,
+        refused,
+        "the state is at its key cap (limits.max_keys): points of new keys are refused, so new images go unreported. Raise limits.max_keys, or find what creates keys (a runaway label, a hostile sender: unseen_points_rejected_total by reason). Raised as an `unseen.capacity` incident at most once an hour"
+    );
+    let notice = Incident::capacity(keys, config.max_keys, refused, opts.now);
+    opts.notices = vec![Record::Incident(Box::new(notice))];
+    opts.new_keys = None;
+    let store = store.clone();
+    let result = tokio::task::spawn_blocking(move || store.apply(&[], &opts)).await;
+    match result {
+        Ok(Ok(_)) => {
+            state.capacity_noticed = Some(Instant::now());
+            m::incidents(1);
+            notify.notify_waiters();
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the capacity notice could not be written; tried again at the next refusal")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the capacity notice could not be written; tried again at the next refusal")
         }
     }
 }
@@ -308,5 +554,33 @@ async fn forget(store: &Arc<dyn StateStore>, windows: &Windows) -> bool {
             tracing::warn!(%error, "forgetting old keys failed; retried later");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_refills_at_its_rate_up_to_its_burst_and_full_buckets_are_forgotten() {
+        let mut limiter = NewKeyLimiter::default();
+        let t0 = Instant::now();
+        let alpha = (false, "alpha");
+        assert_eq!(limiter.available(alpha, 10, 100, t0), 100, "a new sender");
+        limiter.spend(alpha, 100, 100, t0);
+        assert_eq!(limiter.available(alpha, 10, 100, t0), 0);
+        let later = t0 + Duration::from_millis(2_500);
+        assert_eq!(limiter.available(alpha, 10, 100, later), 25);
+        limiter.spend(alpha, 5, 100, later);
+        // Another sender, or the same name as a token, is another bucket.
+        assert_eq!(limiter.available((true, "alpha"), 10, 100, later), 100);
+        let much_later = later + Duration::from_secs(3_600);
+        assert_eq!(
+            limiter.available(alpha, 10, 100, much_later),
+            100,
+            "at most the burst"
+        );
+        limiter.prune(10, 100, much_later);
+        assert!(limiter.buckets.is_empty(), "{:?}", limiter.buckets);
     }
 }

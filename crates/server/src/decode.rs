@@ -50,6 +50,10 @@ pub struct Rejections {
     pub first_future: Option<UnixSecs>,
     /// New keys refused because the store tracks `max_keys` keys already.
     pub key_cap: u64,
+    /// New keys refused because their sender created new keys too fast; the limit and
+    /// who (`token \`name\`` or `cluster \`name\``).
+    pub rate_limited: u64,
+    pub rate_limited_sender: Option<String>,
     /// Points of a cluster their token may not report; the first one's (token, cluster).
     pub cluster_not_allowed: u64,
     pub first_not_allowed: Option<(String, String)>,
@@ -59,6 +63,7 @@ pub struct Rejections {
 pub const REASON_MALFORMED: &str = "malformed_point";
 pub const REASON_FUTURE: &str = "future_timestamp";
 pub const REASON_KEY_CAP: &str = "key_cap";
+pub const REASON_RATE_LIMITED: &str = "new_key_rate";
 pub const REASON_CLUSTER_NOT_ALLOWED: &str = "cluster_not_allowed";
 
 impl Rejections {
@@ -67,6 +72,7 @@ impl Rejections {
             + self.missing.total()
             + self.future
             + self.key_cap
+            + self.rate_limited
             + self.cluster_not_allowed
     }
 
@@ -76,6 +82,7 @@ impl Rejections {
             (REASON_MALFORMED, self.malformed),
             (REASON_FUTURE, self.future),
             (REASON_KEY_CAP, self.key_cap),
+            (REASON_RATE_LIMITED, self.rate_limited),
             (REASON_CLUSTER_NOT_ALLOWED, self.cluster_not_allowed),
         ];
         out.extend(self.missing.iter().map(|(r, n)| (r.as_str(), n)));
@@ -113,6 +120,13 @@ impl Rejections {
             parts.push(format!(
                 "{} of new keys refused: the server tracks {max_keys} keys, its limit (limits.max_keys); raise it or check for a runaway label",
                 self.key_cap
+            ));
+        }
+        if self.rate_limited > 0 {
+            parts.push(format!(
+                "{} of new keys refused: {} created new keys faster than limits.new_keys_per_second allows; retry later, or raise the limit if this is a real rollout",
+                self.rate_limited,
+                self.rate_limited_sender.as_deref().unwrap_or("the sender")
             ));
         }
         if self.cluster_not_allowed > 0 {

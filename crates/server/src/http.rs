@@ -3,8 +3,8 @@
 //! The body limit holds twice: on the bytes received (checked against
 //! `Content-Length` before reading, and while reading for chunked bodies) and on the
 //! decompressed bytes (a gzip bomb stops at the limit, it is never inflated whole).
-
-use std::io::Read;
+//! Both count against the budget of bytes in flight, and the body arrives within the
+//! body timeout (`body`).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -16,6 +16,8 @@ use bytes::Bytes;
 use prost::Message;
 use unseen_ingest::BodyEncoding;
 
+use crate::body;
+use crate::budget::Reservation;
 use crate::export::Pipeline;
 use crate::status::{response_json, status_json, Answer, RpcStatus, RETRY_AFTER};
 
@@ -25,16 +27,12 @@ pub const PATH: &str = "/v1/metrics";
 #[derive(Clone)]
 struct HttpState {
     pipeline: Pipeline,
-    max_body_bytes: usize,
 }
 
-pub fn router(pipeline: Pipeline, max_body_bytes: usize) -> Router {
+pub fn router(pipeline: Pipeline) -> Router {
     Router::new()
         .route(PATH, post(export))
-        .with_state(HttpState {
-            pipeline,
-            max_body_bytes,
-        })
+        .with_state(HttpState { pipeline })
 }
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -74,11 +72,11 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             return respond(&answer, encoding);
         }
     };
-    let answer = match read_body(&headers, body, state.max_body_bytes).await {
-        Ok(bytes) => {
-            state
-                .pipeline
-                .export(RECEIVER, bytes, encoding, token)
+    let pipeline = &state.pipeline;
+    let answer = match read_body(&headers, body, pipeline).await {
+        Ok((bytes, held)) => {
+            pipeline
+                .export(RECEIVER, bytes, encoding, token, held)
                 .await
         }
         Err(answer) => {
@@ -111,8 +109,13 @@ async fn drain(mut body: Body) {
     .await;
 }
 
-/// The body, decompressed, within the limit.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Answer> {
+/// The body, decompressed, within the limit and the budget, and what it holds of the
+/// budget (until the request is answered).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    pipeline: &Pipeline,
+) -> Result<(Bytes, Reservation), Answer> {
     let gzip = match headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -127,62 +130,39 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             )))
         }
     };
-    let too_large = |what: &str| {
-        Answer::TooLarge(format!(
-            "{what} is over the limit of {limit} bytes (limits.max_body_bytes); send smaller batches (the Collector's batch processor: send_batch_max_size)"
-        ))
-    };
-    if let Some(length) = headers
+    let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-    {
-        if length > limit as u64 {
-            drain(body).await;
-            return Err(too_large(&format!("request body ({length} bytes)")));
-        }
-    }
-    let raw = match axum::body::to_bytes(body, limit).await {
-        Ok(raw) => raw,
-        Err(error) => {
-            let over = std::error::Error::source(&error)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return Err(if over {
-                too_large("request body")
-            } else {
-                Answer::Malformed(format!("cannot read the request body: {error}"))
-            });
-        }
+        .map(|v| usize::try_from(v).unwrap_or(usize::MAX));
+    let limits = pipeline.body_limits();
+    let mut held = pipeline.budget.empty();
+    // Refused on its announced length, or for want of budget for it: the answer says so
+    // before the body is read, and the body is drained (a bounded amount, never kept) so
+    // that the sender sees the answer rather than a reset.
+    let refused = match length {
+        Some(l) if l > limits.limit => Some(body::too_large(
+            &format!("request body ({l} bytes)"),
+            limits.limit,
+        )),
+        Some(l) => body::hold_announced(l, limits, &mut held).err(),
+        None => None,
     };
+    if let Some(answer) = refused {
+        drain(body).await;
+        return Err(answer);
+    }
+    let announced = match length {
+        Some(l) => body::Announced::Held(l),
+        None => body::Announced::No,
+    };
+    let raw = body::read(body, announced, limits, "request body", &mut held).await?;
     if !gzip {
-        return Ok(raw);
+        return Ok((raw, held));
     }
-    gunzip(&raw, limit).map_err(|e| match e {
-        GunzipError::TooLarge => too_large("decompressed request body"),
-        GunzipError::Corrupt(message) => {
-            Answer::Malformed(format!("request body is not valid gzip: {message}"))
-        }
-    })
-}
-
-#[derive(Debug)]
-pub(crate) enum GunzipError {
-    TooLarge,
-    Corrupt(String),
-}
-
-/// Inflates at most `limit` bytes; one byte more and it stops.
-pub(crate) fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
-    let decoder = flate2::read::MultiGzDecoder::new(compressed);
-    let mut out = Vec::with_capacity((compressed.len() * 4).min(limit));
-    decoder
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| GunzipError::Corrupt(e.to_string()))?;
-    if out.len() > limit {
-        return Err(GunzipError::TooLarge);
-    }
-    Ok(out.into())
+    let (inflated, held) =
+        body::inflate(raw, limits.limit, limits.budget_bytes, held, "request body").await;
+    Ok((inflated?, held))
 }
 
 fn respond(answer: &Answer, encoding: BodyEncoding) -> Response {
@@ -212,6 +192,16 @@ fn respond(answer: &Answer, encoding: BodyEncoding) -> Response {
         ),
         Answer::Failed(m) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, m),
         Answer::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated, m),
+        Answer::Busy { message, .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            message,
+        ),
+        Answer::TimedOut(m) => (
+            StatusCode::REQUEST_TIMEOUT,
+            tonic::Code::DeadlineExceeded,
+            m,
+        ),
     };
     let body = match encoding {
         BodyEncoding::Protobuf => RpcStatus {
@@ -224,7 +214,9 @@ fn respond(answer: &Answer, encoding: BodyEncoding) -> Response {
     };
     let mut response = with_type(status, body, encoding).into_response();
     let retry_after = match answer {
-        Answer::Unavailable { retry_after, .. } => Some(*retry_after),
+        Answer::Unavailable { retry_after, .. } | Answer::Busy { retry_after, .. } => {
+            Some(*retry_after)
+        }
         Answer::Failed(_) => Some(RETRY_AFTER),
         _ => None,
     };
@@ -248,35 +240,4 @@ fn with_type(status: StatusCode, body: Vec<u8>, encoding: BodyEncoding) -> impl 
         BodyEncoding::Json => JSON,
     };
     (status, [(header::CONTENT_TYPE, content_type)], body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    #[test]
-    fn gunzip_stops_one_byte_past_the_limit() {
-        let bomb = gzip(&vec![0u8; 10 << 20]);
-        assert!(bomb.len() < 20 << 10, "a real bomb: {} bytes", bomb.len());
-        assert!(matches!(gunzip(&bomb, 1 << 20), Err(GunzipError::TooLarge)));
-        assert_eq!(gunzip(&bomb, 10 << 20).unwrap().len(), 10 << 20);
-    }
-
-    #[test]
-    fn gunzip_reports_corrupt_input() {
-        let mut data = gzip(b"hello world, hello world");
-        let n = data.len();
-        data.truncate(n - 6);
-        match gunzip(&data, 1 << 20) {
-            Err(GunzipError::Corrupt(m)) => assert!(!m.is_empty()),
-            other => panic!("expected corrupt, got {other:?}"),
-        }
-    }
 }

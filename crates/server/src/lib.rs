@@ -20,6 +20,8 @@
 
 mod admin;
 pub mod auth;
+mod body;
+mod budget;
 mod committer;
 mod conn;
 pub mod decode;
@@ -28,6 +30,7 @@ mod grpc;
 mod http;
 pub mod metrics;
 pub mod rules;
+mod serve;
 mod status;
 pub mod tls;
 mod watch;
@@ -75,6 +78,9 @@ pub struct Config {
     pub tls: Option<tls::TlsFiles>,
     /// Bearer tokens bound to clusters (see `auth`); no authentication when `None`.
     pub tokens_file: Option<std::path::PathBuf>,
+    /// Fired (`notify_waiters`) to read the TLS files, the tokens and the rules file
+    /// again at once, rather than at their next poll: SIGHUP.
+    pub reload: Arc<Notify>,
 }
 
 /// Explicit limits; each has a test.
@@ -92,6 +98,23 @@ pub struct Limits {
     pub queue_requests: usize,
     /// Sightings per transaction at most.
     pub max_batch_points: usize,
+    /// Connections open at once per receiver listener; the admin listener has its own
+    /// (`ADMIN_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Request bytes (received and inflated) held at once across all requests; a
+    /// request past it is answered "busy, retry".
+    pub max_inflight_bytes: usize,
+    /// An HTTP/1 request's header arrives within this (seconds).
+    pub header_timeout: u64,
+    /// A request's body arrives within this (seconds).
+    pub body_timeout: u64,
+    /// A connection that sends nothing for this long is closed (seconds).
+    pub idle_timeout: u64,
+    /// New keys per second that one token (without tokens: one cluster) may create,
+    /// on average; 0: no limit.
+    pub new_keys_per_second: u64,
+    /// New keys one token (or cluster) may create at once, before the rate applies.
+    pub new_keys_burst: u64,
 }
 
 impl Default for Limits {
@@ -103,6 +126,13 @@ impl Default for Limits {
             max_clock_skew: 300,
             queue_requests: 1024,
             max_batch_points: 200_000,
+            max_connections: 1024,
+            max_inflight_bytes: 512 << 20,
+            header_timeout: 10,
+            body_timeout: 60,
+            idle_timeout: 120,
+            new_keys_per_second: 1_000,
+            new_keys_burst: 100_000,
         }
     }
 }
@@ -176,6 +206,7 @@ pub async fn run(
             bytes,
             rules_tx,
             rules_stop.clone(),
+            config.reload.clone(),
         ));
     }
 
@@ -186,7 +217,10 @@ pub async fn run(
     };
     let watchers_stop = CancellationToken::new();
     if let Some(tls) = &tls {
-        tokio::spawn(tls.clone().watch(watchers_stop.clone()));
+        tokio::spawn(
+            tls.clone()
+                .watch(watchers_stop.clone(), config.reload.clone()),
+        );
     }
     let with_tls = |p: tls::Protocols| tls.clone().map(|t| (t, p));
     let tokens = match &config.tokens_file {
@@ -194,7 +228,13 @@ pub async fn run(
             let (tokens, text) = auth::load(path)?;
             tracing::info!(file = %path.display(), tokens = tokens.len(), "bearer tokens in force");
             let (tx, rx) = tokio::sync::watch::channel(Arc::new(tokens));
-            tokio::spawn(auth::watch(path.clone(), text, tx, watchers_stop.clone()));
+            tokio::spawn(auth::watch(
+                path.clone(),
+                text,
+                tx,
+                watchers_stop.clone(),
+                config.reload.clone(),
+            ));
             Some(rx)
         }
         None => None,
@@ -209,6 +249,7 @@ pub async fn run(
         sinks_stop.clone(),
     )?;
 
+    let ready = Readiness::default();
     let commit_close = CancellationToken::new();
     let (committer, commit_task) = committer::start(
         store.clone(),
@@ -221,9 +262,12 @@ pub async fn run(
             max_batch_points: config.limits.max_batch_points,
             learning_until,
             suppressions: rules_rx,
+            new_keys_per_second: config.limits.new_keys_per_second,
+            new_keys_burst: config.limits.new_keys_burst,
         },
         config.limits.queue_requests,
         notify,
+        ready.clone(),
         commit_close.clone(),
     );
     let pipeline = export::Pipeline {
@@ -237,33 +281,53 @@ pub async fn run(
         committer,
         rejection_logged: Default::default(),
         tokens,
+        budget: budget::Budget::new(config.limits.max_inflight_bytes),
+        body_timeout: Duration::from_secs(config.limits.body_timeout),
     };
 
     // The receivers stop on `shutdown`, or when the other one fails.
     let stop = shutdown.child_token();
-    let max_body = config.limits.max_body_bytes;
     let grpc_addr = listeners.otlp_grpc.local_addr().ok();
     let http_addr = listeners.otlp_http.local_addr().ok();
     let admin_addr = listeners.admin.local_addr().ok();
+    let max_connections = conn::connection_slots(config.limits.max_connections);
+    let idle = Some(Duration::from_secs(config.limits.idle_timeout));
+    let header_timeout = Duration::from_secs(config.limits.header_timeout);
     // Closes every receiver connection when the grace period is over (see `conn`).
     let kill = CancellationToken::new();
     let accept_stop = CancellationToken::new();
-    let incoming = |listener, p| {
-        conn::Incoming::start(listener, kill.clone(), with_tls(p), accept_stop.clone()).map_err(
-            |e| ServerError::Receiver {
-                receiver: "listener",
-                message: e.to_string(),
-            },
+    let incoming = |listener, p, name| {
+        let limits = conn::ListenerLimits {
+            name,
+            max_connections,
+            idle_timeout: idle,
+        };
+        conn::Incoming::start(
+            listener,
+            kill.clone(),
+            with_tls(p),
+            limits,
+            accept_stop.clone(),
         )
+        .map_err(|e| ServerError::Receiver {
+            receiver: "listener",
+            message: e.to_string(),
+        })
     };
-    let http_incoming = incoming(listeners.otlp_http, tls::Protocols::Http)?;
-    let grpc_incoming = incoming(listeners.otlp_grpc, tls::Protocols::Grpc)?;
+    let http_incoming = incoming(listeners.otlp_http, tls::Protocols::Http, http::RECEIVER)?;
+    let grpc_incoming = incoming(listeners.otlp_grpc, tls::Protocols::Grpc, grpc::RECEIVER)?;
     // The admin listener's connections are not killed at the grace period's end: probes
-    // answer until the process exits.
+    // answer until the process exits. Its slots are its own: however many connections
+    // the receivers hold, probes get through.
     let admin_incoming = conn::Incoming::start(
         listeners.admin,
         CancellationToken::new(),
         with_tls(tls::Protocols::Admin),
+        conn::ListenerLimits {
+            name: "admin",
+            max_connections: conn::ADMIN_CONNECTIONS,
+            idle_timeout: idle,
+        },
         accept_stop.clone(),
     )
     .map_err(|e| ServerError::Receiver {
@@ -271,25 +335,24 @@ pub async fn run(
         message: e.to_string(),
     })?;
     let http_task = {
-        let router = http::router(pipeline.clone(), max_body);
+        let router = http::router(pipeline.clone());
         let stop = stop.clone();
-        let serve = axum::serve(http_incoming, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
         tokio::spawn(async move {
-            let result = serve.await.map_err(|e| ServerError::Receiver {
-                receiver: http::RECEIVER,
-                message: e.to_string(),
-            });
+            serve::serve_http(http_incoming, router, header_timeout, stop.clone()).await;
             stop.cancel();
-            result
+            Ok::<(), ServerError>(())
         })
     };
     let grpc_task = {
-        let service = grpc::MetricsService::new(pipeline, max_body);
+        let service = grpc::MetricsService::new(pipeline);
         let stop = stop.clone();
         let incoming = grpc_incoming.into_stream();
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
+                // No connection lives for ever (on PINGs alone): after this age it is
+                // asked to go away (GOAWAY) and its sender reconnects.
+                .max_connection_age(serve::MAX_CONNECTION_AGE)
+                .max_connection_age_grace(Duration::from_secs(config.limits.body_timeout))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
                 .await
@@ -302,7 +365,6 @@ pub async fn run(
         })
     };
 
-    let ready = Readiness::default();
     let exposure = admin::exposure_warning(
         config.tls.is_some(),
         config.tokens_file.is_some(),
@@ -312,14 +374,12 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let admin_stop = CancellationToken::new();
-    let admin_task = {
-        let serve = axum::serve(
-            admin_incoming,
-            admin::router(prometheus, ready.clone(), exposure),
-        )
-        .with_graceful_shutdown(admin_stop.clone().cancelled_owned());
-        tokio::spawn(async move { serve.await })
-    };
+    let admin_task = tokio::spawn(serve::serve_http(
+        admin_incoming,
+        admin::router(prometheus, ready.clone(), exposure),
+        header_timeout,
+        admin_stop.clone(),
+    ));
     ready.set(true);
     tracing::info!(
         otlp_grpc = ?grpc_addr,

@@ -20,6 +20,11 @@ pub const LEARNING: &str = "unseen_learning";
 pub const SUPPRESSED: &str = "unseen_findings_suppressed_total";
 pub const SUPPRESSION_RULES: &str = "unseen_suppression_rules";
 pub const SUPPRESSION_RELOADS: &str = "unseen_suppression_reloads_total";
+pub const INFLIGHT_BYTES: &str = "unseen_request_bytes_in_flight";
+pub const CONNECTIONS: &str = "unseen_connections";
+pub const CONNECTIONS_REFUSED: &str = "unseen_connections_refused_total";
+pub const TIMEOUTS: &str = "unseen_request_timeouts_total";
+pub const CAPACITY: &str = "unseen_capacity_reached";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -69,10 +74,48 @@ pub fn describe() {
         "Findings a suppression rule matched (recorded, never alerted on)."
     );
     describe_gauge!(SUPPRESSION_RULES, "Suppression rules in force.");
+    describe_gauge!(
+        INFLIGHT_BYTES,
+        Unit::Bytes,
+        "Request bytes (received and inflated) held by requests not yet answered (limits.max_inflight_bytes)."
+    );
+    describe_gauge!(CONNECTIONS, "Open connections, by listener.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections closed at once because their listener was at limits.max_connections, by listener."
+    );
+    describe_counter!(
+        TIMEOUTS,
+        "Requests or connections closed by a timeout, by kind (header, body, idle)."
+    );
+    describe_gauge!(
+        CAPACITY,
+        "1 while new keys are refused because the state holds limits.max_keys keys."
+    );
     describe_counter!(
         SUPPRESSION_RELOADS,
         "Reloads of the suppression rules file, by result (ok, error: the old rules stay)."
     );
+}
+
+pub fn inflight_bytes(bytes: usize) {
+    metrics::gauge!(INFLIGHT_BYTES).set(bytes as f64);
+}
+
+pub fn connections(listener: &'static str, open: usize) {
+    metrics::gauge!(CONNECTIONS, "listener" => listener).set(open as f64);
+}
+
+pub fn connection_refused(listener: &'static str) {
+    metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener).increment(1);
+}
+
+pub fn timeout(kind: &'static str) {
+    metrics::counter!(TIMEOUTS, "kind" => kind).increment(1);
+}
+
+pub fn capacity_reached(on: bool) {
+    metrics::gauge!(CAPACITY).set(if on { 1.0 } else { 0.0 });
 }
 
 pub fn suppressed(n: u64) {

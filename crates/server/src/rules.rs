@@ -74,13 +74,18 @@ pub(crate) async fn watch(
     last: String,
     tx: watch::Sender<Arc<Suppressions>>,
     stop: CancellationToken,
+    reload: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let file = path.clone();
     crate::watch::text_changes(
         path,
         last,
         read,
-        stop,
+        crate::watch::When {
+            stop,
+            reload,
+            poll: crate::watch::POLL,
+        },
         |text| match parse(&file, text, &base) {
             Ok(rules) => {
                 tracing::info!(file = %file.display(), rules = rules.rules.len(), "suppression rules reloaded");

@@ -33,6 +33,15 @@ pub enum Answer {
     Failed(String),
     /// No valid bearer token (401 / UNAUTHENTICATED).
     Unauthenticated(String),
+    /// A shared resource is spent (the budget of bytes in flight, the key cap, the rate
+    /// of new keys): retry after the delay (429 / RESOURCE_EXHAUSTED with RetryInfo,
+    /// which makes it retryable in OTLP's terms).
+    Busy {
+        message: String,
+        retry_after: Duration,
+    },
+    /// The body did not arrive in time (408 / DEADLINE_EXCEEDED).
+    TimedOut(String),
 }
 
 impl Answer {
@@ -47,6 +56,8 @@ impl Answer {
             Answer::Unavailable { .. } => "unavailable",
             Answer::Failed(_) => "failed",
             Answer::Unauthenticated(_) => "unauthenticated",
+            Answer::Busy { .. } => "busy",
+            Answer::TimedOut(_) => "timed_out",
         }
     }
 
@@ -143,6 +154,15 @@ pub fn grpc_status(answer: &Answer) -> tonic::Status {
             retry_details(tonic::Code::Unavailable, m, RETRY_AFTER),
         ),
         Answer::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+        Answer::Busy {
+            message,
+            retry_after,
+        } => tonic::Status::with_details(
+            tonic::Code::ResourceExhausted,
+            message.clone(),
+            retry_details(tonic::Code::ResourceExhausted, message, *retry_after),
+        ),
+        Answer::TimedOut(m) => tonic::Status::deadline_exceeded(m),
     }
 }
 

@@ -187,13 +187,14 @@ impl Tls {
     }
 
     /// Reloads the files when they change, until `stop`.
-    pub async fn watch(self, stop: CancellationToken) {
+    pub async fn watch(self, stop: CancellationToken, hangup: Arc<tokio::sync::Notify>) {
         let mut tick = tokio::time::interval(RELOAD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = hangup.notified() => {}
             }
             let files = self.files.clone();
             let current = self.current.clone();

@@ -468,7 +468,13 @@ async fn configured_cluster_name_completes_points_without_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_cap_refuses_new_keys_past_max_keys() {
     let (store, dyn_store) = mem_store();
-    let server = TestServer::start(dyn_store, |c| c.limits.max_keys = 3).await;
+    let server = TestServer::start(dyn_store, |c| {
+        c.limits.max_keys = 3;
+        // An alerting sink that never delivers: what it would be sent stays in the log.
+        c.sinks
+            .push(unseen_sinks::SinkConfig::webhook("http://127.0.0.1:9/"));
+    })
+    .await;
     let t = hour_ago();
     let p = |image: &str, time| Pt::new("node-1", image, time);
     let (rejected, message) = export(
@@ -479,29 +485,52 @@ async fn key_cap_refuses_new_keys_past_max_keys() {
     .await;
     assert_eq!((rejected, message.as_str()), (0, ""));
 
-    let (rejected, message) = export(
+    // Past the cap, new keys are refused and the request is answered "busy, retry"
+    // (429 with Retry-After), not acknowledged: its sender keeps the points and tries
+    // again. What could be kept was kept.
+    let answer = post(
+        &http_client(),
         &server,
-        Via::HttpProtobuf,
-        &request(&[p("c", t), p("d", t), p("e", t)]),
+        PROTOBUF,
+        None,
+        request(&[p("c", t), p("d", t), p("e", t)]).encode_to_vec(),
     )
     .await;
-    assert_eq!(rejected, 2, "{message}");
+    assert_eq!(answer.status, 429, "{answer:?}");
+    assert_eq!(answer.retry_after.as_deref(), Some("60"), "{answer:?}");
+    let status = answer.proto_status();
+    assert_eq!(status.code, tonic::Code::ResourceExhausted as i32);
     assert!(
-        message.contains("2 of new keys refused")
-            && message.contains("tracks 3 keys")
-            && message.contains("max_keys"),
-        "{message}"
+        status.message.contains("2 of new keys refused")
+            && status.message.contains("tracks 3 keys")
+            && status.message.contains("max_keys")
+            && status.message.contains("other points were kept"),
+        "{}",
+        status.message
     );
 
-    // A known key is no new key: kept. A new one is refused, over gRPC too.
-    let (rejected, message) = export(
-        &server,
-        Via::Grpc,
-        &request(&[p("a", t + 60), p("f", t + 60)]),
-    )
-    .await;
-    assert_eq!(rejected, 1, "{message}");
-    assert!(message.contains("max_keys"), "{message}");
+    // A known key is no new key: kept. A new one is refused, over gRPC too, as
+    // RESOURCE_EXHAUSTED with a RetryInfo (retryable, in OTLP's terms).
+    let refused = server
+        .grpc_client()
+        .await
+        .export(request(&[p("a", t + 60), p("f", t + 60)]))
+        .await
+        .expect_err("a new key past the cap");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_keys"),
+        "{}",
+        refused.message()
+    );
+    let details = RpcStatus::decode(refused.details()).expect("a google.rpc.Status");
+    assert_eq!(details.details[0].type_url, RETRY_INFO_TYPE);
+    let info = RetryInfo::decode(details.details[0].value.as_slice()).expect("a RetryInfo");
+    assert_eq!(info.retry_delay.map(|d| d.seconds), Some(60));
 
     for image in ["a", "b", "c"] {
         assert!(store.get(&p(image, t).key()).unwrap().is_some(), "{image}");
@@ -528,9 +557,96 @@ async fn key_cap_refuses_new_keys_past_max_keys() {
         &[("receiver", "grpc"), ("reason", "key_cap")],
     );
     assert!(refused.is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(
+        sample(&text, "unseen_capacity_reached", &[]),
+        Some(1.0),
+        "{text}"
+    );
+
+    // The operational notice, once (two refusals within the hour): an incident of kind
+    // `capacity`, rule `unseen.capacity`, in the log the alerting sinks read.
+    let notices: Vec<_> = store
+        .pending("webhook", 1_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, r)| r.incident().cloned())
+        .filter(|i| i.kind == unseen_findings::IncidentKind::Capacity)
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].rule_id, "unseen.capacity");
+    assert_eq!(notices[0].severity, "high");
+    assert!(
+        notices[0].title.contains("key cap") && notices[0].title.contains("max_keys"),
+        "{}",
+        notices[0].title
+    );
 
     let got = server.stop_and_read().await;
     assert_same_findings(&got, &["a", "b", "c"].map(|i| p(i, t).finding_id()).into());
+}
+
+/// New keys past a sender's rate are refused like the cap (429, retry); another
+/// sender's are not, and known keys never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_keys_past_the_rate_of_their_cluster_are_refused_retryable() {
+    let (store, dyn_store) = mem_store();
+    let server = TestServer::start(dyn_store, |c| {
+        // 3 at once, then one every 1000 s: nothing refills during the test.
+        c.limits.new_keys_burst = 3;
+        c.limits.new_keys_per_second = 1;
+    })
+    .await;
+    let t = hour_ago();
+    let in_cluster = |cluster: &str, image: &str| {
+        let mut p = Pt::new("node-1", image, t);
+        p.cluster = Some(cluster.to_string());
+        p
+    };
+    let first: Vec<Pt> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|i| in_cluster("alpha", i))
+        .collect();
+    let answer = post(
+        &http_client(),
+        &server,
+        PROTOBUF,
+        None,
+        request(&first).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, 429, "{answer:?}");
+    let status = answer.proto_status();
+    assert!(
+        status.message.contains("2 of new keys refused")
+            && status.message.contains("cluster `alpha`")
+            && status.message.contains("new_keys_per_second"),
+        "{}",
+        status.message
+    );
+    // Two points over a rate of one a second: retry after two seconds.
+    assert_eq!(answer.retry_after.as_deref(), Some("2"), "{answer:?}");
+    let kept: Vec<bool> = first
+        .iter()
+        .map(|p| store.get(&p.key()).unwrap().is_some())
+        .collect();
+    assert_eq!(kept, [true, true, true, false, false]);
+
+    // Another cluster has its own allowance; alpha's known keys are still taken.
+    let (rejected, message) = export(
+        &server,
+        Via::Grpc,
+        &request(&[in_cluster("beta", "a"), in_cluster("alpha", "a")]),
+    )
+    .await;
+    assert_eq!((rejected, message.as_str()), (0, ""));
+    let text = server.metrics_text().await;
+    let refused = sample(
+        &text,
+        "unseen_points_rejected_total",
+        &[("receiver", "http"), ("reason", "new_key_rate")],
+    );
+    assert_eq!(refused, Some(2.0), "{text}");
+    server.stop_and_read().await;
 }
 
 /// A dimension over `max_dimension_bytes` makes its point malformed; the rest is kept.

@@ -413,6 +413,14 @@ async fn a_failed_commit_is_answered_retry_and_keeps_nothing() {
         sample(&text, "unseen_commit_failures_total", &[]).is_some_and(|n| n >= 2.0),
         "{text}"
     );
+    // While commits fail, the server is not ready (a load balancer sends elsewhere),
+    // and says why.
+    let (status, body) = server.admin_get("/readyz").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("the last commit failed") && body.contains(STORE_FAILURE),
+        "{body}"
+    );
 
     // The senders retry.
     assert_eq!(
@@ -433,6 +441,8 @@ async fn a_failed_commit_is_answered_retry_and_keeps_nothing() {
         .await,
         (0, String::new())
     );
+    // A commit that succeeds makes it ready again.
+    assert_eq!(server.admin_get("/readyz").await.unwrap().0, 200);
     let got = server.stop_and_read().await;
     assert_same_findings(&got, &[via_http.finding_id(), via_grpc.finding_id()].into());
 }
@@ -468,6 +478,8 @@ async fn forgetting_runs_beside_the_commits_and_forgets_old_keys() {
         report: false,
         suppressions: Default::default(),
         max_keys: u64::MAX,
+        new_keys: None,
+        notices: Vec::new(),
     };
     unseen_store::StateStore::apply(&store.inner, &sightings, &opts).unwrap();
     store.hold_forget();

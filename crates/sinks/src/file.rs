@@ -253,9 +253,10 @@ fn open_append(path: &Path) -> Result<File, SinkError> {
             )
         })?;
     }
+    let created = !path.exists();
     // Read access for recovery; append so that every write goes to the end, whatever
     // else truncated the file (copytruncate).
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
@@ -266,7 +267,19 @@ fn open_append(path: &Path) -> Result<File, SinkError> {
                 "cannot open it for appending; check its permissions or choose another findings path",
                 Some(e),
             )
-        })
+        })?;
+    if created {
+        // The new file's name is durable before any finding in it is acknowledged: an
+        // fsync of the file does not cover its directory entry.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        unseen_store::sync_dir(dir).map_err(|e| {
+            file_error(path, "cannot sync its directory after creating it", Some(e))
+        })?;
+    }
+    Ok(file)
 }
 
 pub(crate) fn file_error(path: &Path, what: &str, cause: Option<std::io::Error>) -> SinkError {

@@ -185,6 +185,18 @@ pub fn start(
     notify: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, SinkError> {
+    start_with_tick(store, sinks, notify, shutdown, TICK)
+}
+
+/// [`start`] with another safety-net tick (a test that shows `notify` alone delivers sets
+/// it far beyond the test's own bound).
+pub fn start_with_tick(
+    store: Arc<dyn StateStore>,
+    sinks: Vec<SinkConfig>,
+    notify: Arc<Notify>,
+    shutdown: CancellationToken,
+    tick: Duration,
+) -> Result<Vec<JoinHandle<()>>, SinkError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SinkError::NoRuntime)?;
     let mut names = Vec::new();
     for config in &sinks {
@@ -237,6 +249,7 @@ pub fn start(
                 name,
                 notify: notify.clone(),
                 shutdown: shutdown.clone(),
+                tick,
             };
             runtime.spawn(task.run(sink))
         })
@@ -302,12 +315,13 @@ struct Task {
     name: &'static str,
     notify: Arc<Notify>,
     shutdown: CancellationToken,
+    tick: Duration,
 }
 
 impl Task {
     async fn run(self, mut sink: Sink) {
         let mut local_backoff = Backoff::new(LOCAL_INITIAL_BACKOFF, LOCAL_MAX_BACKOFF);
-        let mut tick = tokio::time::interval(TICK);
+        let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tracing::info!(sink = self.name, "sink started");
         loop {

@@ -66,6 +66,8 @@ pub fn opts(now: UnixSecs) -> ApplyOptions {
         report: true,
         suppressions: Default::default(),
         max_keys: u64::MAX,
+        new_keys: None,
+        notices: Vec::new(),
     }
 }
 
@@ -257,6 +259,77 @@ pub fn learning_records_state_without_findings(make: Make) {
     assert_eq!(opened(&out), [expect(&a, t, Some(10_100), false)]);
     assert_eq!(seqs(&out.records), [1]);
     assert_eq!(seqs(&store.pending("s", 10).unwrap()), [1]);
+}
+
+/// Each sender creates at most its allowance of new keys; its known keys, and other
+/// senders' keys, are applied; what each created comes back in `new_keys`.
+pub fn new_key_quota_limits_each_sender(make: Make) {
+    let store = make();
+    let (a, b, c, d, e) = (key(1), key(2), key(3), key(4), key(5));
+    apply(&*store, &[sighting(&a, 1_000)], &opts(1_000));
+    let batch = [
+        sighting(&b, 1_000), // sender 0: new, within its one key
+        sighting(&a, 1_001), // sender 0: known, never counted
+        sighting(&c, 1_000), // sender 0: new, past its allowance
+        sighting(&d, 1_000), // sender 1: new, within its two
+        sighting(&b, 1_002), // sender 0: known now (created above)
+        sighting(&e, 1_000), // sender 1: new, within its two
+    ];
+    let quota = ApplyOptions {
+        new_keys: Some(crate::NewKeyQuota {
+            sender: vec![0, 0, 0, 1, 0, 1],
+            allowance: vec![1, 2],
+        }),
+        ..opts(2_000)
+    };
+    let out = apply(&*store, &batch, &quota);
+    assert_eq!(out.refused, [(2, Refusal::NewKeyRateLimited)]);
+    assert_eq!(out.new_keys, [1, 2]);
+    assert_eq!(store.get(&c).unwrap(), None);
+    for k in [&a, &b, &d, &e] {
+        assert!(store.get(k).unwrap().is_some());
+    }
+    assert_eq!(store.key_count().unwrap(), 4);
+    // The cap comes first: at it, a sender with allowance left is refused for the cap.
+    let capped = ApplyOptions {
+        max_keys: 4,
+        new_keys: Some(crate::NewKeyQuota {
+            sender: vec![0],
+            allowance: vec![10],
+        }),
+        ..opts(2_000)
+    };
+    let out = apply(&*store, &[sighting(&c, 1_500)], &capped);
+    assert_eq!(out.refused, [(0, Refusal::KeyCapReached)]);
+    assert_eq!(out.new_keys, [0]);
+}
+
+/// Notices (records that are not the rule's) are appended after the batch's own
+/// records, even to an empty batch, and reach every sink like the rest.
+pub fn notices_are_appended_to_the_log(make: Make) {
+    let store = make();
+    store.register_sink("reader").unwrap();
+    let notice = unseen_findings::Incident::capacity(10, 10, 3, 5_000);
+    let with_notice = ApplyOptions {
+        notices: vec![Record::Incident(Box::new(notice.clone()))],
+        ..opts(5_000)
+    };
+    let out = apply(&*store, &[], &with_notice);
+    assert_eq!(out.records.len(), 1);
+    let out = apply(&*store, &[sighting(&key(1), 4_000)], &with_notice);
+    assert_eq!(out.records.len(), 2);
+    assert!(
+        out.records[0].1.finding().is_some(),
+        "the batch's own first"
+    );
+    assert_eq!(out.records[1].1.incident(), Some(&notice));
+    let pending = store.pending("reader", 10).unwrap();
+    assert_eq!(pending.len(), 3);
+    assert_eq!(pending[0].1.incident(), Some(&notice));
+    assert!(
+        store.open_incidents().unwrap().is_empty(),
+        "a notice is no open incident of the triage"
+    );
 }
 
 /// At the key cap, new keys are refused (and leave no trace) while known keys of the
@@ -836,6 +909,14 @@ pub const ALL: &[(&str, Check)] = &[
         key_cap_refuses_only_new_keys,
     ),
     (
+        "new_key_quota_limits_each_sender",
+        new_key_quota_limits_each_sender,
+    ),
+    (
+        "notices_are_appended_to_the_log",
+        notices_are_appended_to_the_log,
+    ),
+    (
         "same_key_several_times_in_one_batch",
         same_key_several_times_in_one_batch,
     ),
@@ -1136,6 +1217,8 @@ macro_rules! conformance_tests {
             late_flag,
             learning_records_state_without_findings,
             key_cap_refuses_only_new_keys,
+            new_key_quota_limits_each_sender,
+            notices_are_appended_to_the_log,
             same_key_several_times_in_one_batch,
             finding_ids_are_deterministic,
             forgetting,

@@ -57,6 +57,21 @@ pub use unseen_findings::{Record, Sighting};
 use unseen_model::{Rule, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyMode};
 
+/// Makes a new entry of `dir` durable: a file created in it survives a power loss only
+/// once the directory itself is synced (`fsync` of the file covers its contents, not its
+/// name). Best effort on systems that cannot open a directory for syncing.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
 /// How a batch is applied.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -75,6 +90,66 @@ pub struct ApplyOptions {
     pub suppressions: Arc<Suppressions>,
     /// New keys past this many tracked keys are refused.
     pub max_keys: u64,
+    /// How many new keys each sender of the batch may still create; `None`: no limit
+    /// but `max_keys`.
+    pub new_keys: Option<NewKeyQuota>,
+    /// Records that are not the rule's (the server's operational notices), appended to
+    /// the log after the batch's own, in the same transaction.
+    pub notices: Vec<Record>,
+}
+
+/// New keys per sender (a token, or a cluster), for one batch: the rate limit on new
+/// keys, applied by the store because only it knows which keys are new.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewKeyQuota {
+    /// The sender of each sighting of the batch: an index into `allowance`.
+    pub sender: Vec<u32>,
+    /// New keys each sender may create in this batch.
+    pub allowance: Vec<u64>,
+}
+
+/// The one place a backend decides whether a sighting may create a new key: under the
+/// key cap, and within its sender's allowance. Every backend uses it, so the refusals
+/// are the same whatever the store.
+#[derive(Debug)]
+pub struct Admission<'a> {
+    opts: &'a ApplyOptions,
+    used: Vec<u64>,
+}
+
+impl<'a> Admission<'a> {
+    pub fn new(opts: &'a ApplyOptions) -> Self {
+        let senders = opts.new_keys.as_ref().map_or(0, |q| q.allowance.len());
+        Admission {
+            opts,
+            used: vec![0; senders],
+        }
+    }
+
+    /// Sighting `index` would create a new key while the store tracks `keys`: may it?
+    /// When it may, the key is counted against its sender.
+    pub fn new_key(&mut self, index: usize, keys: u64) -> Result<(), Refusal> {
+        if keys >= self.opts.max_keys {
+            return Err(Refusal::KeyCapReached);
+        }
+        if let Some(quota) = &self.opts.new_keys {
+            // A sighting without a sender (a quota shorter than the batch) is unlimited.
+            if let Some(&sender) = quota.sender.get(index) {
+                let sender = sender as usize;
+                let allowed = quota.allowance.get(sender).copied().unwrap_or(u64::MAX);
+                if self.used[sender] >= allowed {
+                    return Err(Refusal::NewKeyRateLimited);
+                }
+                self.used[sender] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// New keys created per sender.
+    pub fn into_used(self) -> Vec<u64> {
+        self.used
+    }
 }
 
 impl ApplyOptions {
@@ -97,6 +172,8 @@ impl ApplyOptions {
 pub enum Refusal {
     /// The key is new and the store already tracks `max_keys` keys.
     KeyCapReached,
+    /// The key is new and its sender has created its allowance of new keys.
+    NewKeyRateLimited,
 }
 
 /// What one `apply` did.
@@ -112,6 +189,8 @@ pub struct Applied {
     pub refused: Vec<(usize, Refusal)>,
     /// Keys tracked after the batch.
     pub keys: u64,
+    /// New keys created per sender of `ApplyOptions::new_keys` (empty without it).
+    pub new_keys: Vec<u64>,
 }
 
 impl Applied {

@@ -13,7 +13,7 @@ use unseen_findings::{Record, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
-use crate::{Applied, ApplyOptions, Refusal, Sighting, StateStore, StoreError};
+use crate::{Admission, Applied, ApplyOptions, Sighting, StateStore, StoreError};
 
 /// A [`StateStore`] in memory.
 #[derive(Debug, Default)]
@@ -77,11 +77,14 @@ impl StateStore for MemStore {
         let decider = opts.decider();
         let mut applied = Applied::default();
         let mut records = Vec::new();
+        let mut admission = Admission::new(opts);
         for (i, s) in batch.iter().enumerate() {
             let prev = inner.keys.get(&s.key).copied();
-            if prev.is_none() && inner.keys.len() as u64 >= opts.max_keys {
-                applied.refused.push((i, Refusal::KeyCapReached));
-                continue;
+            if prev.is_none() {
+                if let Err(why) = admission.new_key(i, inner.keys.len() as u64) {
+                    applied.refused.push((i, why));
+                    continue;
+                }
             }
             let st = step(prev, s.time, opts.now, &opts.windows);
             inner.keys.insert(s.key.clone(), st.state);
@@ -90,6 +93,8 @@ impl StateStore for MemStore {
             decider.sighting(&mut inner.triage, s, st.opened, previous, &mut records);
         }
         decider.end_batch(&mut inner.triage, inner.newest, &mut records);
+        records.extend(opts.notices.iter().cloned());
+        applied.new_keys = admission.into_used();
         // Nothing to write: the state is this memory.
         inner.triage.index.clear_dirty();
         inner.triage.incidents.clear_dirty();

@@ -36,7 +36,7 @@ use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
 use crate::mem::unknown;
-use crate::{Applied, ApplyOptions, Refusal, Sighting, StateStore, StoreError};
+use crate::{Admission, Applied, ApplyOptions, Sighting, StateStore, StoreError};
 
 /// The store's file inside the state directory.
 pub const FILE_NAME: &str = "state.redb";
@@ -106,6 +106,7 @@ impl RedbStore {
             ),
         })?;
         let path = dir.join(FILE_NAME);
+        let created = !path.exists();
         // redb may panic on a file damaged in ways its checksums do not cover (debug
         // builds assert): report it as an unreadable file rather than crash.
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<RedbStore, StoreError> {
@@ -119,6 +120,13 @@ impl RedbStore {
                 triage: Mutex::new(TriageState::default()),
             };
             store.init()?;
+            if created {
+                // The new file's name, durable with its first commit (`init`).
+                crate::sync_dir(dir).map_err(|e| StoreError::Open {
+                    path: dir.display().to_string(),
+                    message: format!("cannot sync the state directory: {e}"),
+                })?;
+            }
             store.reload_triage()?;
             Ok(store)
         }));
@@ -403,7 +411,7 @@ fn meta_to_secs(v: u64) -> UnixSecs {
 
 impl StateStore for RedbStore {
     fn apply(&self, batch: &[Sighting], opts: &ApplyOptions) -> Result<Applied, StoreError> {
-        if batch.is_empty() {
+        if batch.is_empty() && opts.notices.is_empty() {
             return Ok(Applied {
                 keys: self.key_count()?,
                 ..Applied::default()
@@ -752,6 +760,7 @@ impl RedbStore {
             // a B-tree read and write per sighting would cost several times more. A key
             // repeated in the batch steps from the state its previous sighting left.
             let mut touched: HashMap<Vec<u8>, KeyState> = HashMap::new();
+            let mut admission = Admission::new(opts);
             for (i, s) in batch.iter().enumerate() {
                 encode_key(&s.key, &mut encoded);
                 let prev = match touched.get(encoded.as_slice()) {
@@ -761,9 +770,11 @@ impl RedbStore {
                         .map_err(self.backend("read key"))?
                         .map(|v| decode_state(v.value())),
                 };
-                if prev.is_none() && count >= opts.max_keys {
-                    applied.refused.push((i, Refusal::KeyCapReached));
-                    continue;
+                if prev.is_none() {
+                    if let Err(why) = admission.new_key(i, count) {
+                        applied.refused.push((i, why));
+                        continue;
+                    }
                 }
                 let st = step(prev, s.time, opts.now, &opts.windows);
                 if prev != Some(st.state) {
@@ -782,6 +793,8 @@ impl RedbStore {
                 decider.sighting(triage, s, st.opened, previous, &mut records);
             }
             decider.end_batch(triage, newest, &mut records);
+            records.extend(opts.notices.iter().cloned());
+            applied.new_keys = admission.into_used();
             let mut json = Vec::with_capacity(1024);
             for record in records {
                 json.clear();

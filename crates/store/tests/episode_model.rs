@@ -77,6 +77,8 @@ fn through(
             report: true,
             suppressions: Default::default(),
             max_keys: 1_000,
+            new_keys: None,
+            notices: Vec::new(),
         };
         let applied = store.apply(&batch, &opts).unwrap();
         for f in applied.into_findings() {

@@ -43,6 +43,7 @@ pub fn free_addr() -> SocketAddr {
 pub struct Server {
     pub child: Child,
     pub http: SocketAddr,
+    pub grpc: SocketAddr,
     pub admin: SocketAddr,
 }
 
@@ -120,7 +121,12 @@ impl ServeCmd {
             .stderr(log)
             .spawn()
             .expect("start unseen serve");
-        Server { child, http, admin }
+        Server {
+            child,
+            http,
+            grpc,
+            admin,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -339,7 +345,7 @@ pub fn file_incidents(path: &Path) -> Vec<String> {
 
 fn file_findings_field(path: &Path, field: &str) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    complete_lines(&text)
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("a findings line is not JSON ({e}): {line}"));
@@ -535,4 +541,14 @@ impl Rng {
     pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(lo + self.next() % (hi - lo))
     }
+}
+
+/// The lines of a file that a sink may be appending to: a last line without its newline
+/// is a write in progress (a reader can see part of one `write`), not a broken line.
+pub fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end + 1],
+        None => "",
+    };
+    complete.lines()
 }

@@ -114,6 +114,7 @@ pub fn config(findings: &Path) -> Config {
         suppressions_file: None,
         tls: None,
         tokens_file: None,
+        reload: Default::default(),
     }
 }
 
@@ -274,7 +275,7 @@ impl TestServer {
 /// finding fails the test.
 pub fn file_ids(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    complete_lines(&text)
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("a findings line is not JSON ({e}): {line}"));
@@ -634,7 +635,7 @@ pub fn add_attribute(
 /// The findings file's lines as JSON objects, by `finding_id`.
 pub fn file_findings(path: &Path) -> HashMap<String, serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    complete_lines(&text)
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
             (v["finding_id"].as_str().expect("finding_id").to_string(), v)
@@ -994,4 +995,14 @@ pub async fn export(
         Some(p) => (p.rejected_data_points, p.error_message),
         None => (0, String::new()),
     }
+}
+
+/// The lines of a file that a sink may be appending to: a last line without its newline
+/// is a write in progress (a reader can see part of one `write`), not a broken line.
+pub fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end + 1],
+        None => "",
+    };
+    complete.lines()
 }

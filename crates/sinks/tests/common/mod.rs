@@ -104,10 +104,20 @@ pub struct Running {
 }
 
 pub fn start(store: Arc<dyn StateStore>, sinks: Vec<SinkConfig>) -> Running {
+    start_with_tick(store, sinks, unseen_sinks::TICK)
+}
+
+/// [`start`] with another safety-net tick.
+pub fn start_with_tick(
+    store: Arc<dyn StateStore>,
+    sinks: Vec<SinkConfig>,
+    tick: std::time::Duration,
+) -> Running {
     let notify = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
     let handles =
-        unseen_sinks::start(store, sinks, notify.clone(), shutdown.clone()).expect("start sinks");
+        unseen_sinks::start_with_tick(store, sinks, notify.clone(), shutdown.clone(), tick)
+            .expect("start sinks");
     Running {
         notify,
         shutdown,
