@@ -268,8 +268,8 @@ async fn the_rate_limit_paces_points() {
     // The last batch leaves once the others fit the rate.
     let batches = stats.requests;
     let min = Duration::from_secs_f64(1.5 * (batches - 1) as f64 / batches as f64 * 0.9);
+    // Only the lower bound is the rate's: a loaded machine may send slower, never faster.
     assert!(elapsed >= min, "{elapsed:?} < {min:?}");
-    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     let s = state.lock().unwrap();
     assert!(s.times.last().unwrap().duration_since(s.times[0]) >= min / 2);
 }
