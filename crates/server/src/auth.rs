@@ -12,7 +12,6 @@
 //! force stay. Tokens are never logged; names are.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -185,19 +184,10 @@ impl Tokens {
 
 /// Reads a tokens file's text (bounded, UTF-8).
 pub fn read(path: &Path) -> Result<String, TokensError> {
-    let err = |message: String| TokensError {
+    crate::watch::read_bounded(path, MAX_TOKENS_BYTES).map_err(|message| TokensError {
         origin: path.display().to_string(),
         message,
-    };
-    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_TOKENS_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(format!("cannot read it: {e}")))?;
-    if bytes.len() as u64 > MAX_TOKENS_BYTES {
-        return Err(err(format!("over the limit of {MAX_TOKENS_BYTES} bytes")));
-    }
-    String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 ({e})")))
+    })
 }
 
 /// Reads and checks a tokens file.

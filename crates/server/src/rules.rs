@@ -8,7 +8,6 @@
 //! `unseen_suppression_reloads_total`. Comparing the text rather than modification times
 //! catches every kind of edit, including a Kubernetes ConfigMap's swap of a symlink.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,21 +24,15 @@ pub const POLL: std::time::Duration = crate::watch::POLL;
 /// Reads a rules file: its text, or why it cannot be used (missing, over
 /// [`MAX_RULES_BYTES`], not UTF-8). `serve` and `unseen suppress` both read it so.
 pub fn read(path: &Path) -> Result<String, SuppressError> {
-    let err = |message: String| SuppressError {
-        origin: path.display().to_string(),
-        message,
-    };
-    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_RULES_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(format!("cannot read it: {e}")))?;
-    if bytes.len() as u64 > MAX_RULES_BYTES {
-        return Err(err(format!(
-            "over the limit of {MAX_RULES_BYTES} bytes; a rule per image is better written as one glob or regex"
-        )));
-    }
-    String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 ({e})")))
+    crate::watch::read_bounded(path, MAX_RULES_BYTES).map_err(|mut message| {
+        if message.starts_with("over the limit") {
+            message.push_str("; a rule per image is better written as one glob or regex");
+        }
+        SuppressError {
+            origin: path.display().to_string(),
+            message,
+        }
+    })
 }
 
 /// Reads and checks a rules file.

@@ -8,6 +8,21 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+/// Reads a watched file's text, at most `max` bytes of UTF-8; the error says which of
+/// those it is not, for the caller to name the file and the setting.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("over the limit of {max} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 ({e})"))
+}
+
 /// How often such a file is read again.
 pub const POLL: Duration = Duration::from_secs(1);
 
