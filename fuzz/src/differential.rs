@@ -13,10 +13,10 @@
 //!
 //! | byte & 3 | mode | fast | plain |
 //! | --- | --- | --- | --- |
-//! | 0 | [`Mode::Framed`] | `read_source(OtlpProto)`, and with read-aheads of a few bytes | `reference::read_source(OtlpProto)` |
+//! | 0 | [`Mode::Framed`] | `read_source(OtlpProto)`, `read_bytes`, and with read-aheads of a few bytes | `reference::read_source(OtlpProto)` |
 //! | 1 | [`Mode::Request`] | `read_request(Protobuf)` | `reference::read_request(Protobuf)` |
-//! | 2 | [`Mode::Csv`] | `read_source(Csv)`, and with read buffers of a few bytes | `reference::read_source(Csv)` |
-//! | 3 | [`Mode::Auto`] | `read_source(Auto)` (gzip, detection, then the decoder) | `reference::read_source(Auto)` |
+//! | 2 | [`Mode::Csv`] | `read_source(Csv)`, `read_bytes`, and with read buffers of a few bytes | `reference::read_source(Csv)` |
+//! | 3 | [`Mode::Auto`] | `read_source(Auto)` and `read_bytes` (gzip, detection, then the decoder) | `reference::read_source(Auto)` |
 //!
 //! Every input runs with each of [`LIMITS`]. In [`Mode::Auto`], a payload that is not gzip
 //! and does not look like protobuf or CSV is skipped: OTLP/JSON and YAML have one decoder,
@@ -26,7 +26,7 @@
 use unseen_detect::BatchScan;
 use unseen_findings::Finding;
 use unseen_ingest::{
-    read_request, read_source, reference, BodyEncoding, Format, Limits, SourceStats,
+    read_bytes, read_request, read_source, reference, BodyEncoding, Format, Limits, SourceStats,
 };
 use unseen_model::{unix_secs_from_nanos, Windows, SEED_RULE};
 use unseen_normalize::{key_of, KeyMode};
@@ -128,6 +128,8 @@ pub fn check(input: &[u8]) -> Result<Summary, String> {
         let context = |what: &str| format!("{mode:?}, {limits:?}, {what}");
         compare(&plain, &fast, &context("fast"))?;
         if matches!(mode, Mode::Framed | Mode::Csv | Mode::Auto) {
+            let in_memory = run(mode, payload, limits, Decoders::InMemory);
+            compare(&plain, &in_memory, &context("fast, in memory"))?;
             for buffer in BUFFERS {
                 let buffered = run(mode, payload, limits, Decoders::Buffered(buffer));
                 compare(
@@ -169,6 +171,8 @@ fn two_decoders(payload: &[u8]) -> bool {
 enum Decoders {
     Plain,
     Fast,
+    /// The fast decoders over the payload in memory (`read_bytes`, as `scan` reads a file).
+    InMemory,
     /// The fast decoders with this read-ahead or read buffer.
     Buffered(usize),
 }
@@ -186,7 +190,7 @@ fn run(mode: Mode, payload: &[u8], limits: Limits, decoders: Decoders) -> Outcom
                 Decoders::Plain => {
                     reference::read_request("fuzz", body, encoding, limits, &mut seen)
                 }
-                Decoders::Fast | Decoders::Buffered(_) => {
+                Decoders::Fast | Decoders::InMemory | Decoders::Buffered(_) => {
                     read_request("fuzz", body, encoding, limits, &mut seen)
                 }
             };
@@ -199,6 +203,7 @@ fn run(mode: Mode, payload: &[u8], limits: Limits, decoders: Decoders) -> Outcom
     let result = match decoders {
         Decoders::Plain => reference::read_source("fuzz", payload, format, limits, &mut seen),
         Decoders::Fast => read_source("fuzz", payload, format, limits, &mut seen),
+        Decoders::InMemory => read_bytes("fuzz", payload, format, limits, &mut seen),
         Decoders::Buffered(buffer) => {
             reference::read_source_buffered("fuzz", payload, format, limits, buffer, &mut seen)
         }

@@ -85,6 +85,11 @@ pub struct ScanArgs {
     /// Print at most this many malformed-input messages per file (all are counted).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub max_errors_shown: u64,
+    /// Read OTLP protobuf files as streams instead of mapping them into memory. Mapping is
+    /// faster; a mapped file that another process truncates while it is scanned kills the
+    /// scan (SIGBUS), so use this for files that may shrink meanwhile.
+    #[arg(long)]
+    pub no_mmap: bool,
     /// History files (OTLP JSON lines, OTLP protobuf, Splunk CSV; `.gz` is read
     /// transparently). `-` reads standard input.
     #[arg(value_name = "FILE", required = true)]

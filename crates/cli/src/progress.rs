@@ -73,3 +73,19 @@ impl<R: Read> Read for Progress<R> {
         Ok(n)
     }
 }
+
+/// For a mapped input, which the decoders read without calls to count: a spinner with the
+/// input's size and the time so far, on a terminal only.
+pub fn spinner(name: &str, terminal: bool, len: usize) -> Option<ProgressBar> {
+    terminal.then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {msg}, {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(name.to_string());
+        bar.set_message(format!("{} (mapped)", indicatif::HumanBytes(len as u64)));
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    })
+}

@@ -10,13 +10,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use unseen_detect::{BatchScan, Placement};
 use unseen_findings::{render_table, Decider, Finding, Suppressions, TriageSettings, TriageState};
-use unseen_ingest::{read_source, Issue, IssueKind, Limits, SourceStats, Visitor};
+use unseen_ingest::{
+    read_bytes, read_source, Format, Issue, IssueKind, Limits, SourceStats, Visitor,
+};
 use unseen_model::{
     parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
 };
 use unseen_normalize::{key_of, DropCounts, KeyMode};
 
-use crate::args::{RuleArgs, ScanArgs, ScanOutput};
+use crate::args::{FormatArg, RuleArgs, ScanArgs, ScanOutput};
 use crate::progress::Progress;
 use crate::summary::Summary;
 
@@ -66,17 +68,37 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     let mut bytes = 0u64;
     for path in &args.files {
         let name = path.display().to_string();
-        let input = open(path)?;
-        let mut progress = Progress::new(input, &name, stderr_is_terminal, visitor.points.clone());
         visitor.shown = 0;
-        let (_, stats) = read_source(
-            &name,
-            &mut progress,
-            args.format.into(),
-            Limits::default(),
-            &mut visitor,
-        )?;
-        bytes += progress.finish();
+        let stats = match open_mapped(path, args.format, !args.no_mmap)? {
+            Input::Mapped(map) => {
+                let spinner = crate::progress::spinner(&name, stderr_is_terminal, map.len());
+                let (_, stats) = read_bytes(
+                    &name,
+                    &map,
+                    args.format.into(),
+                    Limits::default(),
+                    &mut visitor,
+                )?;
+                if let Some(spinner) = spinner {
+                    spinner.finish_and_clear();
+                }
+                bytes += map.len() as u64;
+                stats
+            }
+            Input::Stream(input) => {
+                let mut progress =
+                    Progress::new(input, &name, stderr_is_terminal, visitor.points.clone());
+                let (_, stats) = read_source(
+                    &name,
+                    &mut progress,
+                    args.format.into(),
+                    Limits::default(),
+                    &mut visitor,
+                )?;
+                bytes += progress.finish();
+                stats
+            }
+        };
         if visitor.hidden > 0 {
             eprintln!(
                 "warning: {name}: {} more malformed-input messages not shown (--max-errors-shown)",
@@ -141,6 +163,46 @@ fn now() -> UnixSecs {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as UnixSecs)
+}
+
+/// An input file, mapped or as a stream.
+enum Input {
+    Mapped(memmap2::Mmap),
+    Stream(Box<dyn Read>),
+}
+
+/// Opens `path` for `scan`. A non-empty regular file of OTLP protobuf (the format given, or
+/// detected) is mapped when `map` is set, so that the decoder walks the page cache in place:
+/// that saves the copy out of the kernel, the largest cost of a protobuf scan after the
+/// walk itself. Everything else is read as a stream: standard input, pipes, gzip, and the
+/// text formats, whose decoders gain nothing from a map (measured in BENCHMARKS.md) and
+/// whose files would then count in the process's RSS.
+fn open_mapped(path: &Path, format: FormatArg, map: bool) -> Result<Input> {
+    if !map || path.as_os_str() == "-" {
+        return open(path).map(Input::Stream);
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
+        return Ok(Input::Stream(Box::new(file)));
+    }
+    // SAFETY: the map is read only, and only while this scan holds it. If another process
+    // truncates the file meanwhile, reading the lost pages raises SIGBUS: `--no-mmap` is for
+    // files that may shrink while they are scanned.
+    let Ok(mapped) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return Ok(Input::Stream(Box::new(file)));
+    };
+    let head = &mapped[..mapped.len().min(64 << 10)];
+    let protobuf = match format {
+        FormatArg::Auto => unseen_ingest::detect_format(head) == Some(Format::OtlpProto),
+        format => Format::from(format) == Format::OtlpProto,
+    };
+    if !protobuf {
+        // The map did not move the file's offset: the stream starts at its first byte.
+        return Ok(Input::Stream(Box::new(file)));
+    }
+    // Read once, front to back: let the kernel read ahead.
+    let _ = mapped.advise(memmap2::Advice::Sequential);
+    Ok(Input::Mapped(mapped))
 }
 
 pub fn open(path: &Path) -> Result<Box<dyn Read>> {

@@ -6,6 +6,9 @@
 //! - `stdin` (optional): fed to the binary;
 //! - `stdout`, `stderr`, `status`: what it must print and exit with.
 //!
+//! Every `scan` case but the usage errors runs twice: as written (files mapped into memory)
+//! and with `--no-mmap` (files read as streams), to the same expectations.
+//!
 //! Timings in the summary vary from run to run and are masked. Run with
 //! `UNSEEN_BLESS=1` to rewrite the expectations after a deliberate change, then review
 //! the diff like code.
@@ -46,9 +49,9 @@ fn normalize(text: &str, case: &Path) -> String {
         + if text.ends_with('\n') { "\n" } else { "" }
 }
 
-fn run_case(case: &Path) -> Result<(), String> {
+fn run_case(case: &Path, extra: Option<&str>) -> Result<(), String> {
     let args_text = fs::read_to_string(case.join("args")).map_err(|e| format!("args: {e}"))?;
-    let args: Vec<String> = args_text
+    let mut args: Vec<String> = args_text
         .lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -56,6 +59,10 @@ fn run_case(case: &Path) -> Result<(), String> {
                 .replace("$CASE", &case.display().to_string())
         })
         .collect();
+    if let Some(extra) = extra {
+        // Right after the subcommand, where it cannot be taken for a file.
+        args.insert(1, extra.to_string());
+    }
     let stdin = fs::read(case.join("stdin")).ok();
     let mut child = Command::new(env!("CARGO_BIN_EXE_unseen"))
         .args(&args)
@@ -88,7 +95,7 @@ fn run_case(case: &Path) -> Result<(), String> {
         ),
         ("status", format!("{}\n", out.status.code().unwrap_or(-1))),
     ];
-    let bless = std::env::var_os("UNSEEN_BLESS").is_some();
+    let bless = std::env::var_os("UNSEEN_BLESS").is_some() && extra.is_none();
     let mut failures = Vec::new();
     for (name, text) in got {
         let path = case.join(name);
@@ -122,14 +129,23 @@ fn cases() {
         dirs.len()
     );
     let mut failed = Vec::new();
+    let mut streamed = 0;
     for dir in &dirs {
-        if let Err(e) = run_case(dir) {
-            failed.push(format!(
-                "case {}:\n{e}",
-                dir.file_name().unwrap_or_default().to_string_lossy()
-            ));
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        if let Err(e) = run_case(dir, None) {
+            failed.push(format!("case {name}:\n{e}"));
+        }
+        let args = fs::read_to_string(dir.join("args")).unwrap_or_default();
+        // A usage error (status 2) prints the usage line, which would name the flag.
+        let usage_error = fs::read_to_string(dir.join("status")).unwrap_or_default() == "2\n";
+        if args.lines().next() == Some("scan") && !usage_error {
+            streamed += 1;
+            if let Err(e) = run_case(dir, Some("--no-mmap")) {
+                failed.push(format!("case {name}, with --no-mmap:\n{e}"));
+            }
         }
     }
+    assert!(streamed >= 10, "expected the scan cases, found {streamed}");
     assert!(
         failed.is_empty(),
         "{} of {} cases failed:\n{}",

@@ -1,5 +1,6 @@
 //! In-process ingest on one core: realistic OTLP protobuf batches (from the generator) through
-//! unseen's decoder, and on to findings, next to a bare `prost::Message::decode` of the same
+//! unseen's decoder (over the bytes in memory, as `scan` reads a mapped file, and as request
+//! bodies, as `serve` reads them), and on to findings, next to a bare `prost::Message::decode` of the same
 //! bytes into opentelemetry-proto's `ExportMetricsServiceRequest` (the naive reference).
 //!
 //! A plain `harness = false` main rather than criterion: each figure is one pass over
@@ -16,19 +17,23 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use prost::Message;
 use unseen_detect::BatchScan;
 use unseen_generate::{Encoder, Format, Generator, Params};
-use unseen_ingest::{read_source, Issue, Limits, Visitor};
+use unseen_ingest::{read_bytes, Issue, Limits, Visitor};
 use unseen_model::{unix_secs_from_nanos, PointRef, Windows, SEED_RULE};
 use unseen_normalize::{key_of, KeyMode};
 
 struct Options {
     ready_points: u64,
     runs: u32,
+    /// `--profile ROW`: run only that row (`decode`, `findings` or `bodies`), `runs` times,
+    /// and print its time: for `perf record`, which would otherwise see mostly the generator.
+    profile: Option<String>,
 }
 
 fn options() -> Options {
     let mut o = Options {
         ready_points: 400_000,
         runs: 3,
+        profile: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,6 +49,7 @@ fn options() -> Options {
                     .expect("--ready-points N")
             }
             "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            "--profile" => o.profile = Some(args.next().expect("--profile decode|findings|bodies")),
             // `cargo bench` passes `--bench`; ignore what is not ours.
             _ => {}
         }
@@ -125,7 +131,7 @@ impl Visitor for Count {
 
 fn ingest_decode(bytes: &[u8]) -> u64 {
     let mut v = Count(0);
-    read_source(
+    read_bytes(
         "bench",
         bytes,
         unseen_ingest::Format::OtlpProto,
@@ -166,15 +172,14 @@ impl Visitor for Scan<'_> {
     }
 }
 
-/// What `unseen scan` does per point: decode, key, batch rule state; then the findings.
-fn ingest_to_findings(bytes: &[u8], at: i64) -> u64 {
-    let mode = KeyMode::default();
+/// The rule's batch state over `bytes`, read as `unseen scan` reads a mapped file.
+fn scan_bytes<'m>(bytes: &[u8], at: i64, mode: &'m KeyMode) -> Scan<'m> {
     let mut v = Scan {
-        mode: &mode,
+        mode,
         scan: BatchScan::new(Windows::default(), at),
         points: 0,
     };
-    read_source(
+    read_bytes(
         "bench",
         bytes,
         unseen_ingest::Format::OtlpProto,
@@ -182,6 +187,13 @@ fn ingest_to_findings(bytes: &[u8], at: i64) -> u64 {
         &mut v,
     )
     .unwrap();
+    v
+}
+
+/// What `unseen scan` does per point: decode, key, batch rule state; then the findings.
+fn ingest_to_findings(bytes: &[u8], at: i64) -> u64 {
+    let mode = KeyMode::default();
+    let v = scan_bytes(bytes, at, &mode);
     findings(v, &mode, at)
 }
 
@@ -211,6 +223,24 @@ fn bodies_to_findings(bodies: &[bytes::Bytes], at: i64) -> u64 {
 /// The findings as `unseen scan` makes them: what the baseline window knew, streamed
 /// into the triage's index, then the detections through the triage (`Decider::batch_with`).
 fn findings(v: Scan<'_>, mode: &KeyMode, at: i64) -> u64 {
+    with_decider(mode, at, |decider| {
+        let mut state = unseen_findings::TriageState::untracked();
+        v.scan
+            .for_each_baseline_key(|c, n, i| decider.know_baseline(&mut state, c, n, i));
+        let detections = v.scan.finish();
+        let findings = decider.batch_with(detections, state);
+        black_box(findings.len());
+    });
+    v.points
+}
+
+/// `f` with the `Decider` that `unseen scan` uses: the seed rule, default windows and
+/// triage settings, no suppressions, reporting at `at`.
+fn with_decider<R>(
+    mode: &KeyMode,
+    at: i64,
+    f: impl FnOnce(&unseen_findings::Decider<'_>) -> R,
+) -> R {
     let settings = unseen_findings::TriageSettings::default();
     let suppressions = unseen_findings::Suppressions::default();
     let decider = unseen_findings::Decider {
@@ -222,13 +252,39 @@ fn findings(v: Scan<'_>, mode: &KeyMode, at: i64) -> u64 {
         now: at,
         report: true,
     };
-    let mut state = unseen_findings::TriageState::untracked();
+    f(&decider)
+}
+
+/// For `--profile triage`: the detections and baseline keys of the scan, kept so that
+/// the triage alone can run again and again.
+#[allow(clippy::type_complexity)]
+fn scanned(
+    bytes: &[u8],
+    at: i64,
+) -> (Vec<unseen_detect::Detection>, Vec<(String, String, String)>) {
+    let mode = KeyMode::default();
+    let v = scan_bytes(bytes, at, &mode);
+    let mut known = Vec::new();
     v.scan
-        .for_each_baseline_key(|c, n, i| decider.know_baseline(&mut state, c, n, i));
-    let detections = v.scan.finish();
-    let findings = decider.batch_with(detections, state);
-    black_box(findings.len());
-    v.points
+        .for_each_baseline_key(|c, n, i| known.push((c.to_string(), n.to_string(), i.to_string())));
+    (v.scan.finish(), known)
+}
+
+/// The triage step of [`findings`] alone.
+fn triage(
+    detections: Vec<unseen_detect::Detection>,
+    known: &[(String, String, String)],
+    at: i64,
+) -> u64 {
+    with_decider(&KeyMode::default(), at, |decider| {
+        let mut state = unseen_findings::TriageState::untracked();
+        for (c, n, i) in known {
+            decider.know_baseline(&mut state, c, n, i);
+        }
+        let findings = decider.batch_with(detections, state);
+        black_box(&findings);
+        findings.len() as u64
+    })
 }
 
 fn best(runs: u32, mut f: impl FnMut() -> u64) -> (Duration, u64) {
@@ -254,6 +310,30 @@ fn main() {
     );
     let at = (params.start_unix_secs + params.duration_secs) as i64;
     let bodies: Vec<bytes::Bytes> = frames(&bytes).map(bytes::Bytes::copy_from_slice).collect();
+    if let Some(row) = &o.profile {
+        let (d, n) = match row.as_str() {
+            "decode" => best(o.runs, || ingest_decode(&bytes)),
+            "findings" => best(o.runs, || ingest_to_findings(&bytes, at)),
+            "bodies" => best(o.runs, || bodies_to_findings(&bodies, at)),
+            "triage" => {
+                let (detections, known) = scanned(&bytes, at);
+                let (d, n) = best(o.runs, || triage(detections.clone(), &known, at));
+                println!(
+                    "triage of {n} detections: best {:.1} ms",
+                    d.as_secs_f64() * 1e3
+                );
+                return;
+            }
+            other => panic!("--profile {other}: expected decode, findings or bodies"),
+        };
+        assert_eq!(n, ready);
+        println!(
+            "{row}: best {:.3} s, {:.0} ready points/s",
+            d.as_secs_f64(),
+            ready as f64 / d.as_secs_f64()
+        );
+        return;
+    }
 
     let rows: Vec<(&str, Duration, u64)> = vec![
         {
@@ -266,7 +346,11 @@ fn main() {
         },
         {
             let (d, n) = best(o.runs, || ingest_decode(&bytes));
-            ("unseen_ingest::read_source, decode only", d, n)
+            (
+                "unseen_ingest::read_bytes (as `scan` reads a mapped protobuf file), decode only",
+                d,
+                n,
+            )
         },
         {
             let (d, n) = best(o.runs, || ingest_to_findings(&bytes, at));

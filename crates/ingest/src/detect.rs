@@ -7,9 +7,9 @@ use flate2::read::MultiGzDecoder;
 use crate::Format;
 
 /// How much is looked at to tell the format; also the read buffer's size.
-const HEAD: usize = 64 * 1024;
+pub(crate) const HEAD: usize = 64 * 1024;
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A source with its first bytes (after gzip is removed) read ahead.

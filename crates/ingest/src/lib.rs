@@ -324,22 +324,62 @@ fn read_source_with<V: Visitor>(
         error,
     };
     let opened = detect::Opened::new(input).map_err(io_error)?;
-    let format = match format {
-        Format::Auto => match detect::detect_format(opened.head()) {
+    let format = resolve_format(source_name, format, opened.head())?;
+    let mut sink = sink::Sink::new(source_name, limits, visitor);
+    let mut reader = opened.into_reader();
+    let result = decode(format, &mut reader, &mut sink);
+    finish(source_name, format, result, &sink)
+}
+
+/// [`read_source`] over input that is already in memory (a mapped file, a buffer): the
+/// decoders walk it where it lies instead of copying it through a reader's buffer. Gzip
+/// input is decompressed as a stream, as [`read_source`] does. Same points, issues and
+/// counts as [`read_source`] over the same bytes.
+pub fn read_bytes(
+    source_name: &str,
+    input: &[u8],
+    format: Format,
+    limits: Limits,
+    visitor: &mut impl Visitor,
+) -> Result<(Format, SourceStats), SourceError> {
+    if input.starts_with(&detect::GZIP_MAGIC) {
+        return read_source(source_name, input, format, limits, visitor);
+    }
+    let format = resolve_format(source_name, format, &input[..input.len().min(detect::HEAD)])?;
+    let mut sink = sink::Sink::new(source_name, limits, visitor);
+    // `&[u8]` is a `BufRead` whose buffer is all of it.
+    let mut reader = input;
+    let result = decode(format, &mut reader, &mut sink);
+    finish(source_name, format, result, &sink)
+}
+
+/// The format to read `head` (the input's first bytes, decompressed) with.
+fn resolve_format(source_name: &str, format: Format, head: &[u8]) -> Result<Format, SourceError> {
+    Ok(match format {
+        Format::Auto => match detect::detect_format(head) {
             Some(format) => format,
-            None if detect::is_blank(opened.head()) => Format::OtlpJson,
+            None if detect::is_blank(head) => Format::OtlpJson,
             None => {
                 return Err(SourceError::UnknownFormat {
                     source_name: source_name.to_string(),
-                    found: detect::show_bytes(opened.head()),
+                    found: detect::show_bytes(head),
                 })
             }
         },
         format => format,
+    })
+}
+
+fn finish<V: Visitor>(
+    source_name: &str,
+    format: Format,
+    result: Result<(), sink::Fatal>,
+    sink: &sink::Sink<'_, V>,
+) -> Result<(Format, SourceStats), SourceError> {
+    let io_error = |error| SourceError::Io {
+        source_name: source_name.to_string(),
+        error,
     };
-    let mut sink = sink::Sink::new(source_name, limits, visitor);
-    let mut reader = opened.into_reader();
-    let result = decode(format, &mut reader, &mut sink);
     match result {
         Ok(()) => Ok((format, sink.stats())),
         Err(sink::Fatal::Io(error)) => Err(io_error(error)),

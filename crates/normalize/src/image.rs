@@ -221,37 +221,40 @@ impl Split<'_> {
 /// then reads (it is never wrong to answer `None`).
 fn canonical_prefix(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    let lower_alnum = |i: usize| b.get(i).is_some_and(|&c| is_lower_alnum(c));
+    let n = b.len();
+    // Every point's key pays for this scan, so each byte costs one table load and test
+    // (`i < n` lets the compiler drop the bounds checks).
+    let run = |mut i: usize, class: u8| {
+        while i < n && CLASS[b[i] as usize] & class != 0 {
+            i += 1;
+        }
+        i
+    };
     // The domain: labels of `[a-z0-9-]` (no `-` at either end) joined by `.`, then an
     // optional `:port`, then `/`.
     let mut i = 0;
     let mut looks_like_domain = false;
     loop {
         let start = i;
-        while lower_alnum(i) || b.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        if i == start || b[start] == b'-' || b[i - 1] == b'-' {
+        i = run(i, LOWER_ALNUM | DASH);
+        if i == start || b[start] == b'-' || b[i - 1] == b'-' || i == n {
             return None;
         }
-        match b.get(i) {
-            Some(b'.') => {
+        match b[i] {
+            b'.' => {
                 looks_like_domain = true;
                 i += 1;
             }
-            Some(b':') => {
+            b':' => {
                 looks_like_domain = true;
-                i += 1;
-                let port = i;
-                while b.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
-                if i == port || b.get(i) != Some(&b'/') {
+                let port = i + 1;
+                i = run(port, DIGIT);
+                if i == port || i == n || b[i] != b'/' {
                     return None;
                 }
                 break;
             }
-            Some(b'/') => break,
+            b'/' => break,
             _ => return None,
         }
     }
@@ -263,33 +266,50 @@ fn canonical_prefix(s: &str) -> Option<usize> {
     // The path: components `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` joined by `/`.
     let mut components = 1;
     let name_len = loop {
-        let run = i;
-        while lower_alnum(i) {
-            i += 1;
-        }
-        if i == run {
+        let start = i;
+        i = run(i, LOWER_ALNUM);
+        if i == start {
             return None;
         }
-        match b.get(i) {
-            None => break i,
-            Some(b'/') => {
+        if i == n {
+            break i;
+        }
+        match b[i] {
+            b'/' => {
                 components += 1;
                 i += 1;
             }
-            Some(b'.') => i += 1,
-            Some(b'_') => i += 1 + usize::from(b.get(i + 1) == Some(&b'_')),
-            Some(b'-') => {
-                while b.get(i) == Some(&b'-') {
-                    i += 1;
-                }
-            }
-            Some(b':') if is_tag(&s[i + 1..]) => break i,
+            b'.' => i += 1,
+            b'_' => i += 1 + usize::from(b.get(i + 1) == Some(&b'_')),
+            b'-' => i = run(i, DASH),
+            b':' if is_tag(&s[i + 1..]) => break i,
             _ => return None,
         }
         // After a separator, the next run must start at once (checked at the loop's top).
     };
     (domain != DOCKER_HUB || components >= 2).then_some(name_len)
 }
+
+/// Byte classes of [`canonical_prefix`]: `[a-z0-9]`, `-`, `[0-9]`.
+const LOWER_ALNUM: u8 = 1;
+const DASH: u8 = 2;
+const DIGIT: u8 = 4;
+static CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_lowercase() {
+            table[c] = LOWER_ALNUM;
+        } else if b.is_ascii_digit() {
+            table[c] = LOWER_ALNUM | DIGIT;
+        } else if b == b'-' {
+            table[c] = DASH;
+        }
+        c += 1;
+    }
+    table
+};
 
 /// Splits a valid reference into its parts; None for anything else.
 fn split(s: &str) -> Option<Split<'_>> {

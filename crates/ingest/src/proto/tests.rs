@@ -69,16 +69,23 @@ fn agree(frame: &[u8]) -> Outcome {
 }
 
 /// A framed source (file exporter framing) through both frame readers: with the reader
-/// `read_source` uses (64 KiB `BufReader`), and in small reads with small read-aheads,
-/// so that frames arrive, and are walked, in pieces.
+/// `read_source` uses (64 KiB `BufReader`), over the bytes in memory as `read_bytes` reads
+/// them (every frame walked where it lies), and in small reads with small read-aheads, so
+/// that frames arrive, and are walked, in pieces.
 fn agree_framed(bytes: &[u8], limits: Limits) -> Outcome {
-    let run = |new: Option<usize>, trickle: bool| {
+    #[derive(Clone, Copy)]
+    enum Via {
+        BufReader,
+        Memory,
+        Trickle,
+    }
+    let run = |new: Option<usize>, via: Via| {
         let mut seen = Seen::default();
         let mut sink = Sink::new("t", limits, &mut seen);
-        let mut reader: Box<dyn std::io::BufRead> = if trickle {
-            Box::new(BufReader::with_capacity(1000, Trickle(bytes)))
-        } else {
-            Box::new(BufReader::with_capacity(64 << 10, bytes))
+        let mut reader: Box<dyn std::io::BufRead> = match via {
+            Via::Trickle => Box::new(BufReader::with_capacity(1000, Trickle(bytes))),
+            Via::BufReader => Box::new(BufReader::with_capacity(64 << 10, bytes)),
+            Via::Memory => Box::new(bytes),
         };
         match new {
             Some(read_ahead) => super::read_frames(&mut reader, &mut sink, read_ahead).unwrap(),
@@ -87,12 +94,17 @@ fn agree_framed(bytes: &[u8], limits: Limits) -> Outcome {
         let stats = sink.stats();
         Outcome { seen, stats }
     };
-    let reference = run(None, false);
-    let ours = run(Some(super::READ_AHEAD), false);
+    let reference = run(None, Via::BufReader);
+    let ours = run(Some(super::READ_AHEAD), Via::BufReader);
     assert_eq!(ours, reference);
+    assert_eq!(
+        run(Some(super::READ_AHEAD), Via::Memory),
+        reference,
+        "in memory"
+    );
     for read_ahead in [1, 100, 5000] {
         assert_eq!(
-            run(Some(read_ahead), true),
+            run(Some(read_ahead), Via::Trickle),
             reference,
             "read-ahead {read_ahead}"
         );

@@ -367,6 +367,35 @@ fn skip_group(buf: &[u8], pos: usize, tag: u32, ctx: u32) -> Result<usize> {
     }
 }
 
+/// How far ahead of the walk [`prefetch_ahead`] asks for bytes: a few `ResourceMetrics`.
+const PREFETCH_DISTANCE: usize = 4 << 10;
+
+/// Asks the CPU to bring `buf[from + PREFETCH_DISTANCE..][..len]` into its cache. A
+/// request body is walked where it lies, in memory the core has not read yet, and the
+/// walk's many small dependent reads stall on each line; the hardware prefetcher does not
+/// run far enough ahead of them. A hint only: no effect on what the walk reads.
+#[inline(always)]
+pub(crate) fn prefetch_ahead(buf: &[u8], from: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = from.saturating_add(PREFETCH_DISTANCE);
+        let end = start.saturating_add(len).min(buf.len());
+        let mut at = start;
+        while at < end {
+            // SAFETY: `at < buf.len()`, so the address is inside `buf`; a prefetch never
+            // faults and changes no memory.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    buf.as_ptr().add(at).cast(),
+                )
+            };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (buf, from, len);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
