@@ -5,18 +5,18 @@
 mod serve_support;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serve_support::*;
 
-/// Kills, at most; the schedule is seeded, the moments it hits are not (the assertions
-/// do not depend on them).
+/// Kills during the replay, each when the client reaches a request chosen by the seeded
+/// schedule: mid-request or between requests, whichever the moment is (the assertions do
+/// not depend on it). Tied to the replay's progress rather than to a clock, so that a fast
+/// machine replays once, as a slow one does: a second pass would send points older than
+/// the horizon the restarted server forgot, which are then new again.
 const KILLS: u32 = 5;
-/// Kills at least: the replay goes on (sending the history again, which changes nothing
-/// reported: a repeated point opens no episode) until that many happened.
-const MIN_KILLS: u32 = 3;
 const SEED: u64 = 0x5EED_C0DE;
 
 #[test]
@@ -24,38 +24,37 @@ fn sigkill_at_random_moments_neither_loses_nor_repeats_a_finding() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let cmd = ServeCmd::new(dir.path());
-    // Three days at a 5-minute interval: ~860 requests, several episodes per returning key.
     let history = history(SEED, 3, 300);
     assert!(
         history.max_episodes_per_key >= 2,
         "the history must hold keys with several episodes"
     );
+    // The requests before which a kill comes, distinct, in order, none before the first.
+    let mut rng = Rng::new(SEED);
+    let n = history.bodies.len() as u64;
+    assert!(
+        n > u64::from(KILLS) * 2,
+        "{n} requests: too few to kill {KILLS} times"
+    );
+    let mut schedule = BTreeSet::new();
+    while schedule.len() < KILLS as usize {
+        schedule.insert(1 + rng.next() % (n - 1));
+    }
 
     let server = Arc::new(Mutex::new(Some(cmd.spawn())));
     let addr = Arc::new(Mutex::new(server.lock().unwrap().as_ref().unwrap().http));
-    let done = Arc::new(AtomicBool::new(false));
-    let killed = Arc::new(AtomicU32::new(0));
+    // The index of the request the client is sending.
+    let progress = Arc::new(AtomicU64::new(0));
 
-    // The killer: SIGKILL after a random delay, restart on the same data directory,
-    // again, until the replay is over or KILLS is reached.
     let killer = {
-        let (server, addr, done, cmd, killed) = (
-            server.clone(),
-            addr.clone(),
-            done.clone(),
-            cmd.clone(),
-            killed.clone(),
-        );
+        let (server, addr, cmd, progress) =
+            (server.clone(), addr.clone(), cmd.clone(), progress.clone());
         std::thread::spawn(move || {
-            let mut rng = Rng::new(SEED);
             let mut kills = 0;
-            while kills < KILLS {
-                let wake = Instant::now() + rng.millis(100, 600);
-                while Instant::now() < wake && !done.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                if done.load(Ordering::SeqCst) {
-                    break;
+            for at in schedule {
+                // The event: the client has started request `at`.
+                while progress.load(Ordering::SeqCst) < at {
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 let mut slot = server.lock().unwrap();
                 if let Some(s) = slot.take() {
@@ -65,25 +64,19 @@ fn sigkill_at_random_moments_neither_loses_nor_repeats_a_finding() {
                 *addr.lock().unwrap() = next.http;
                 *slot = Some(next);
                 kills += 1;
-                killed.store(kills, Ordering::SeqCst);
             }
             kills
         })
     };
 
     let mut attempts = 0u64;
-    let mut passes = 0;
-    while passes == 0 || killed.load(Ordering::SeqCst) < MIN_KILLS {
-        for body in &history.bodies {
-            attempts += u64::from(send_until_acked(&addr, body, Duration::from_secs(30)));
-        }
-        passes += 1;
+    for (i, body) in history.bodies.iter().enumerate() {
+        progress.store(i as u64, Ordering::SeqCst);
+        attempts += u64::from(send_until_acked(&addr, body, Duration::from_secs(30)));
     }
-    done.store(true, Ordering::SeqCst);
     let kills = killer.join().expect("killer thread");
     let replayed = started.elapsed();
 
-    // Let the file sink catch up, then stop cleanly.
     let expected_len = history.expected.len();
     wait_for(Duration::from_secs(15), || {
         file_ids(&cmd.findings).len() >= expected_len
@@ -100,7 +93,7 @@ fn sigkill_at_random_moments_neither_loses_nor_repeats_a_finding() {
         .filter(|id| !history.expected.contains(*id))
         .collect();
     eprintln!(
-        "crash test: {} requests ({attempts} attempts), {} ready points, {} keys, {} episodes (up to {} per key), {kills} kills, replay {replayed:?} ({passes} passes), total {:?}",
+        "crash test: {} requests ({attempts} attempts), {} ready points, {} keys, {} episodes (up to {} per key), {kills} kills, replay {replayed:?}, total {:?}",
         history.bodies.len(),
         history.ready_points,
         history.keys,
@@ -110,10 +103,7 @@ fn sigkill_at_random_moments_neither_loses_nor_repeats_a_finding() {
     );
     let log = cmd.log_text();
     let tail = &log[log.len().saturating_sub(4_000)..];
-    assert!(
-        kills >= MIN_KILLS,
-        "{kills} kills: the replay waits for {MIN_KILLS}"
-    );
+    assert!(kills == KILLS, "{kills} kills of the {KILLS} scheduled");
     assert!(
         dups.is_empty() && missing.is_empty() && extra.is_empty(),
         "findings file vs. the contract: {} duplicated (e.g. {:?}), {} missing (e.g. {:?}), {} unexpected (e.g. {:?})\nserver log (tail):\n{tail}",
