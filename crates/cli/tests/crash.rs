@@ -5,8 +5,7 @@
 mod serve_support;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serve_support::*;
@@ -43,8 +42,8 @@ fn sigkill_at_random_moments_neither_loses_nor_repeats_a_finding() {
 
     let server = Arc::new(Mutex::new(Some(cmd.spawn())));
     let addr = Arc::new(Mutex::new(server.lock().unwrap().as_ref().unwrap().http));
-    // The index of the request the client is sending.
-    let progress = Arc::new(AtomicU64::new(0));
+    // The index of the request the client is sending, and its change.
+    let progress = Arc::new((Mutex::new(0u64), Condvar::new()));
 
     let killer = {
         let (server, addr, cmd, progress) =
@@ -53,9 +52,12 @@ fn sigkill_at_random_moments_neither_loses_nor_repeats_a_finding() {
             let mut kills = 0;
             for at in schedule {
                 // The event: the client has started request `at`.
-                while progress.load(Ordering::SeqCst) < at {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                let (sending, changed) = &*progress;
+                drop(
+                    changed
+                        .wait_while(sending.lock().unwrap(), |i| *i < at)
+                        .unwrap(),
+                );
                 let mut slot = server.lock().unwrap();
                 if let Some(s) = slot.take() {
                     s.kill();
@@ -71,7 +73,9 @@ fn sigkill_at_random_moments_neither_loses_nor_repeats_a_finding() {
 
     let mut attempts = 0u64;
     for (i, body) in history.bodies.iter().enumerate() {
-        progress.store(i as u64, Ordering::SeqCst);
+        let (sending, changed) = &*progress;
+        *sending.lock().unwrap() = i as u64;
+        changed.notify_all();
         attempts += u64::from(send_until_acked(&addr, body, Duration::from_secs(30)));
     }
     let kills = killer.join().expect("killer thread");
