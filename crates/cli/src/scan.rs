@@ -191,6 +191,7 @@ fn open_mapped(path: &Path, format: FormatArg, map: bool) -> Result<Input> {
     let Ok(mapped) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return Ok(Input::Stream(Box::new(file)));
     };
+    // As much as `read_source` looks at to tell the format.
     let head = &mapped[..mapped.len().min(64 << 10)];
     let protobuf = match format {
         FormatArg::Auto => unseen_ingest::detect_format(head) == Some(Format::OtlpProto),
