@@ -30,3 +30,11 @@ fi
 if ! python3 -c "import py_ocsf_models.events.findings.detection_finding" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check "py-ocsf-models==0.10.0"
 fi
+
+# schemathesis: the independent check of the query API against its OpenAPI document.
+if ! command -v schemathesis >/dev/null 2>&1 || [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "4.32.5" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+fi
+
+# The console's browser test: Debian's chromium, Node.js and playwright-core.
+scripts/browser-deps.sh

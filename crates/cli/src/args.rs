@@ -38,6 +38,12 @@ pub enum Command {
     /// Edit and try a suppression rules file: add, list, remove rules, and test them
     /// against recorded findings.
     Suppress(crate::suppress::SuppressArgs),
+    /// List the incidents of a running `unseen serve` through its query API, filtered
+    /// (token from UNSEEN_API_TOKEN).
+    Incidents(crate::api_client::IncidentsArgs),
+    /// Ask a running `unseen serve` whether it knows an image, since when and where; or
+    /// list its image inventory (token from UNSEEN_API_TOKEN; exit 1: not known).
+    Images(crate::api_client::ImagesArgs),
 }
 
 /// Key and window options shared by every command that evaluates the rule.

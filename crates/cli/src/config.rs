@@ -26,6 +26,8 @@ use unseen_sinks::{Format, Secret, SinkConfig};
 
 /// The value of `findings` that turns the JSON-lines output off.
 pub const FINDINGS_OFF: &str = "off";
+/// The value of `api` that turns the query API off.
+const OFF: &str = "off";
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
@@ -41,6 +43,12 @@ pub struct ServeArgs {
     /// Admin address: /healthz, /readyz, /metrics [default: 127.0.0.1:9464]
     #[arg(long, value_name = "ADDR", env = "UNSEEN_ADMIN")]
     pub admin: Option<String>,
+    /// Query API and console address, or `off` [default: 127.0.0.1:9465]
+    #[arg(long, value_name = "ADDR", env = "UNSEEN_API")]
+    pub api: Option<String>,
+    /// How long the query API keeps findings and incidents [default: 90d]
+    #[arg(long, value_name = "DURATION", env = "UNSEEN_HISTORY")]
+    pub history: Option<String>,
     /// State directory [default: ./unseen-data]
     #[arg(long, value_name = "DIR", env = "UNSEEN_DATA")]
     pub data: Option<PathBuf>,
@@ -309,6 +317,8 @@ pub struct FileConfig {
     pub otlp_grpc: Option<String>,
     pub otlp_http: Option<String>,
     pub admin: Option<String>,
+    pub api: Option<String>,
+    pub history: Option<String>,
     pub data: Option<PathBuf>,
     pub findings: Option<FindingsSetting>,
     pub webhook: Option<WebhookSetting>,
@@ -406,6 +416,8 @@ impl FileConfig {
             otlp_grpc: pick(&a.otlp_grpc, self.otlp_grpc),
             otlp_http: pick(&a.otlp_http, self.otlp_http),
             admin: pick(&a.admin, self.admin),
+            api: pick(&a.api, self.api),
+            history: pick(&a.history, self.history),
             data: pick(&a.data, self.data),
             findings: {
                 let file = self.findings;
@@ -489,6 +501,10 @@ pub struct Settings {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub admin: SocketAddr,
+    /// `None`: the query API is off.
+    pub api: Option<SocketAddr>,
+    /// The query API's history retention, in seconds.
+    pub history: u64,
     pub data: PathBuf,
     /// `None`: the JSON-lines output is off.
     pub findings: Option<String>,
@@ -714,6 +730,19 @@ impl Settings {
                 c.otlp_http.as_deref().unwrap_or("0.0.0.0:4318"),
             )?,
             admin: address("admin", c.admin.as_deref().unwrap_or("127.0.0.1:9464"))?,
+            api: match c.api.as_deref().unwrap_or("127.0.0.1:9465") {
+                OFF => None,
+                addr => Some(address("api", addr)?),
+            },
+            history: positive(
+                "history",
+                Some(duration(
+                    "history",
+                    c.history.as_deref(),
+                    &format_duration(unseen_server::DEFAULT_HISTORY_RETENTION),
+                )?),
+                1,
+            )?,
             data: c.data.unwrap_or_else(|| PathBuf::from("unseen-data")),
             findings,
             findings_format: findings_table.format.unwrap_or_default().into(),
@@ -868,6 +897,7 @@ impl Settings {
             tls: self.tls.clone(),
             tokens_file: self.tokens.clone(),
             reload: Default::default(),
+            history_retention: self.history,
         }
     }
 
@@ -877,6 +907,8 @@ impl Settings {
             otlp_grpc: Some(self.otlp_grpc.to_string()),
             otlp_http: Some(self.otlp_http.to_string()),
             admin: Some(self.admin.to_string()),
+            api: Some(self.api.map_or_else(|| OFF.to_string(), |a| a.to_string())),
+            history: Some(format_duration(self.history)),
             data: Some(self.data.clone()),
             findings: Some({
                 let path = self

@@ -1,6 +1,7 @@
 //! The `unseen` binary: argument parsing and exit codes. The work is in the library
 //! crates; this edge only wires them and turns errors into messages (`anyhow`).
 
+mod api_client;
 mod args;
 mod backtest;
 mod baseline;
@@ -39,6 +40,10 @@ fn main() -> ExitCode {
         Command::Baseline(args) => baseline::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Suppress(args) => suppress::run(args).map(|()| scan::Outcome::Clean),
+        // Their own exit codes and messages: 1 is an answer there (`images REF`: not
+        // known), so errors are 2.
+        Command::Incidents(args) => return api_client::incidents(args),
+        Command::Images(args) => return api_client::images(args),
     };
     match result {
         Ok(scan::Outcome::Clean) => ExitCode::SUCCESS,

@@ -47,6 +47,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             otlp_grpc: bind("otlp_grpc", settings.otlp_grpc).await?,
             otlp_http: bind("otlp_http", settings.otlp_http).await?,
             admin: bind("admin", settings.admin).await?,
+            api: match settings.api {
+                Some(addr) => Some(bind("api", addr).await?),
+                None => None,
+            },
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));

@@ -10,6 +10,11 @@
 //! cluster cannot write another's baseline. The file is read again every [`POLL`] and a
 //! valid change applies to the next request; an invalid one is logged and the tokens in
 //! force stay. Tokens are never logged; names are.
+//!
+//! A token may also have a `role` (`viewer`, `responder`, `admin`): it then opens the
+//! query API and the console (`unseen_api`). A token with a role and no `clusters` is an
+//! API token only, refused by the receivers; a token without a role is a receiver's,
+//! refused by the API.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -39,6 +44,10 @@ pub struct Token {
     digest: [u8; 32],
     /// `None`: any cluster.
     clusters: Option<BTreeSet<String>>,
+    /// May send points (it lists `clusters`).
+    receiver: bool,
+    /// What it may do through the query API; `None`: nothing.
+    pub role: Option<unseen_api::Role>,
 }
 
 impl Token {
@@ -64,7 +73,10 @@ struct File {
 struct Entry {
     name: String,
     sha256: String,
-    clusters: Vec<String>,
+    #[serde(default)]
+    clusters: Option<Vec<String>>,
+    #[serde(default)]
+    role: Option<unseen_api::Role>,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -80,6 +92,8 @@ pub enum Refusal {
     Missing,
     NotBearer,
     Unknown,
+    /// An API token (a role, no clusters) sent to a receiver.
+    NotReceiver,
 }
 
 impl Refusal {
@@ -88,6 +102,7 @@ impl Refusal {
             Refusal::Missing => "no token: send `Authorization: Bearer <token>` (the Collector's bearertokenauth extension) with a token listed in unseen's tokens file",
             Refusal::NotBearer => "the Authorization header is not `Bearer <token>`",
             Refusal::Unknown => "the token is not one of unseen's tokens file (or was removed from it)",
+            Refusal::NotReceiver => "the token is an API token (it has a `role` and no `clusters`): list the clusters it may report in the tokens file to send points with it",
         }
     }
 }
@@ -124,15 +139,25 @@ impl Tokens {
                     "{at}: `sha256` is not 64 hex digits; write the SHA-256 of the token (e.g. `printf %s \"$TOKEN\" | sha256sum`), never the token"
                 )));
             };
-            if entry.clusters.is_empty() {
-                return Err(err(format!(
-                    "{at}: `clusters` is empty; list the clusters it may report, or [\"*\"] for any"
-                )));
-            }
-            let clusters = if entry.clusters.iter().any(|c| c == "*") {
+            let receiver = entry.clusters.is_some();
+            let listed = match entry.clusters {
+                None if entry.role.is_none() => {
+                    return Err(err(format!(
+                        "{at}: no `clusters` and no `role`: list the clusters it may report (or [\"*\"] for any) for a Collector's token, or give a `role` (viewer, responder, admin) for the API"
+                    )))
+                }
+                None => Vec::new(),
+                Some(c) if c.is_empty() => {
+                    return Err(err(format!(
+                        "{at}: `clusters` is empty; list the clusters it may report, or [\"*\"] for any"
+                    )))
+                }
+                Some(c) => c,
+            };
+            let clusters = if listed.iter().any(|c| c == "*") {
                 None
             } else {
-                Some(entry.clusters.into_iter().collect())
+                Some(listed.into_iter().collect())
             };
             let mut d = [0u8; 32];
             d.copy_from_slice(&digest);
@@ -145,6 +170,8 @@ impl Tokens {
                 name: entry.name,
                 digest: d,
                 clusters,
+                receiver,
+                role: entry.role,
             }));
         }
         Ok(Tokens { tokens })
@@ -156,6 +183,23 @@ impl Tokens {
 
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// The token of a receiver's request: one that may send points.
+    pub fn authenticate_receiver(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Arc<Token>, Refusal> {
+        let token = self.authenticate(authorization)?;
+        if !token.receiver {
+            return Err(Refusal::NotReceiver);
+        }
+        Ok(token)
+    }
+
+    /// A token listed under `name`, if any.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Token>> {
+        self.tokens.iter().find(|t| t.name == name)
     }
 
     /// The token of a request's `Authorization` header.
@@ -275,5 +319,38 @@ mod tests {
         assert!(e(&format!("[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nclusters = [\"x\"]\n[[token]]\nname = \"a\"\nsha256 = \"{}\"\nclusters = [\"x\"]\n", hex(b"y"))).contains("listed twice"));
         assert!(e(&format!("[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nclusters = [\"x\"]\n[[token]]\nname = \"b\"\nsha256 = \"{h}\"\nclusters = [\"x\"]\n")).contains("digest of another token"));
         assert!(e("[[token]]\nname = \"a\"\ntoken = \"plain\"\n").contains("unknown field"));
+        assert!(e(&format!("[[token]]\nname = \"a\"\nsha256 = \"{h}\"\n"))
+            .contains("no `clusters` and no `role`"));
+        assert!(e(&format!(
+            "[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nrole = \"root\"\n"
+        ))
+        .contains("unknown variant"));
+    }
+
+    #[test]
+    fn roles_open_the_api_and_only_tokens_with_clusters_send() {
+        let text = format!(
+            "[[token]]\nname = \"analyst\"\nsha256 = \"{}\"\nrole = \"responder\"\n\n[[token]]\nname = \"both\"\nsha256 = \"{}\"\nclusters = [\"*\"]\nrole = \"admin\"\n\n[[token]]\nname = \"collector\"\nsha256 = \"{}\"\nclusters = [\"a\"]\n",
+            hex(b"t-analyst"),
+            hex(b"t-both"),
+            hex(b"t-collector")
+        );
+        let tokens = Tokens::parse("tokens.toml", &text).unwrap();
+        let analyst = tokens.authenticate(Some("Bearer t-analyst")).unwrap();
+        assert_eq!(analyst.role, Some(unseen_api::Role::Responder));
+        assert_eq!(
+            tokens.authenticate_receiver(Some("Bearer t-analyst")),
+            Err(Refusal::NotReceiver)
+        );
+        let both = tokens.authenticate_receiver(Some("Bearer t-both")).unwrap();
+        assert_eq!(both.role, Some(unseen_api::Role::Admin));
+        let collector = tokens
+            .authenticate_receiver(Some("Bearer t-collector"))
+            .unwrap();
+        assert_eq!(collector.role, None);
+        assert_eq!(
+            tokens.by_name("analyst").map(|t| t.role),
+            Some(Some(unseen_api::Role::Responder))
+        );
     }
 }

@@ -50,6 +50,8 @@ pub struct CommitConfig {
     pub new_keys_per_second: u64,
     /// New keys a sender may create at once.
     pub new_keys_burst: u64,
+    /// The query API's history keeps records this long (seconds, by `detected_at`).
+    pub history_retention: u64,
 }
 
 /// The capacity notice is raised at most this often while the key cap holds.
@@ -206,6 +208,7 @@ pub fn start(
     let forgetting = tokio::spawn(forget_loop(
         store.clone(),
         config.windows,
+        config.history_retention,
         forget_stop.clone(),
     ));
     let task = tokio::spawn(async move {
@@ -506,7 +509,15 @@ async fn capacity_notice(
 ///
 /// Nothing becomes forgettable unless the newest point time moves (the horizon is
 /// relative to it), so an idle server does not rescan its keys.
-async fn forget_loop(store: Arc<dyn StateStore>, windows: Windows, stop: CancellationToken) {
+///
+/// The same task drops the query API's history records older than `history_retention`
+/// (by the server clock): a walk from the oldest record that stops at the first one kept.
+async fn forget_loop(
+    store: Arc<dyn StateStore>,
+    windows: Windows,
+    history_retention: u64,
+    stop: CancellationToken,
+) {
     // The newest point time at the last pass that succeeded; `None` before the first.
     let mut scanned_at: Option<Option<UnixSecs>> = None;
     loop {
@@ -521,10 +532,23 @@ async fn forget_loop(store: Arc<dyn StateStore>, windows: Windows, stop: Cancell
         if scanned_at != Some(newest) && forget(&store, &windows).await {
             scanned_at = Some(newest);
         }
+        prune_history(&store, history_retention).await;
         tokio::select! {
             _ = tokio::time::sleep(FORGET_EVERY) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+/// Drops the history records past the retention; a failure is retried at the next turn.
+async fn prune_history(store: &Arc<dyn StateStore>, retention: u64) {
+    let store = store.clone();
+    let before = now_secs().saturating_sub(retention.min(i64::MAX as u64) as UnixSecs);
+    match tokio::task::spawn_blocking(move || store.prune_history(before)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(pruned)) => tracing::info!(pruned, "dropped history records past the retention"),
+        Ok(Err(error)) => tracing::warn!(%error, "pruning the history failed; retried later"),
+        Err(error) => tracing::warn!(%error, "pruning the history failed; retried later"),
     }
 }
 

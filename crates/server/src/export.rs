@@ -159,7 +159,7 @@ impl Pipeline {
         let Some(tokens) = &self.tokens else {
             return Ok(None);
         };
-        let result = tokens.borrow().authenticate(authorization);
+        let result = tokens.borrow().authenticate_receiver(authorization);
         match result {
             Ok(token) => Ok(Some(token)),
             Err(refusal) => {

@@ -81,7 +81,12 @@ pub struct Config {
     /// Fired (`notify_waiters`) to read the TLS files, the tokens and the rules file
     /// again at once, rather than at their next poll: SIGHUP.
     pub reload: Arc<Notify>,
+    /// The query API's history keeps records this long (seconds).
+    pub history_retention: u64,
 }
+
+/// The query API's history is kept this long by default: 90 days.
+pub const DEFAULT_HISTORY_RETENTION: u64 = 90 * 86_400;
 
 /// Explicit limits; each has a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +142,17 @@ impl Default for Limits {
     }
 }
 
-/// The three bound listeners.
+/// The bound listeners.
 pub struct Listeners {
     pub otlp_grpc: TcpListener,
     pub otlp_http: TcpListener,
     pub admin: TcpListener,
+    /// The query API and the console; `None`: off.
+    pub api: Option<TcpListener>,
 }
+
+/// Connections the API listener takes at once (its own slots, as the admin port's).
+pub const API_CONNECTIONS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -156,6 +166,8 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Tokens(#[from] auth::TokensError),
+    #[error("the query API cannot start: {0}")]
+    Api(String),
     #[error("the {receiver} receiver failed: {message}")]
     Receiver {
         receiver: &'static str,
@@ -194,17 +206,20 @@ pub async fn run(
 
     // The suppression rules, then the sinks: a bad file or sink configuration fails the
     // start before any port is open.
-    let (rules_now, rules_bytes) =
-        rules::initial(config.suppressions_file.as_deref(), &config.suppressions)?;
-    metrics::suppression_rules(rules_now.rules.len());
-    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(rules_now));
+    let (file_rules, rules_bytes) = rules::initial(config.suppressions_file.as_deref())?;
+    let origin = config
+        .suppressions_file
+        .as_ref()
+        .map_or_else(|| "config".to_string(), |p| p.display().to_string());
+    let (rule_sources, rules_rx) =
+        rules::Sources::new(config.suppressions.clone(), file_rules, &origin)?;
+    metrics::suppression_rules(rules_rx.borrow().rules.len());
     let rules_stop = CancellationToken::new();
     if let (Some(path), Some(bytes)) = (config.suppressions_file.clone(), rules_bytes) {
         tokio::spawn(rules::watch(
             path,
-            config.suppressions.clone(),
             bytes,
-            rules_tx,
+            rule_sources.clone(),
             rules_stop.clone(),
             config.reload.clone(),
         ));
@@ -264,12 +279,34 @@ pub async fn run(
             suppressions: rules_rx,
             new_keys_per_second: config.limits.new_keys_per_second,
             new_keys_burst: config.limits.new_keys_burst,
+            history_retention: config.history_retention,
         },
         config.limits.queue_requests,
         notify,
         ready.clone(),
         commit_close.clone(),
     );
+    // The query API reads the audit log before any receiver opens, so that the rules
+    // made through it are in force for the first commit.
+    let api = match listeners.api.is_some() {
+        true => {
+            let directory = Arc::new(ApiDirectory {
+                tokens: tokens.clone(),
+            });
+            let store = store.clone();
+            let sources = rule_sources.clone();
+            let mode = config.mode.clone();
+            let secure = config.tls.is_some();
+            let api = tokio::task::spawn_blocking(move || {
+                unseen_api::Api::new(store, directory, sources, mode, secure, now_secs)
+            })
+            .await
+            .map_err(|e| ServerError::Api(e.to_string()))?
+            .map_err(|e| ServerError::Api(e.to_string()))?;
+            Some(api)
+        }
+        false => None,
+    };
     let pipeline = export::Pipeline {
         opts: DecodeOptions {
             mode: config.mode.clone(),
@@ -380,11 +417,42 @@ pub async fn run(
         header_timeout,
         admin_stop.clone(),
     ));
+    let api_addr = listeners.api.as_ref().and_then(|l| l.local_addr().ok());
+    let api_task = match (listeners.api, api) {
+        (Some(listener), Some(api)) => {
+            if config.tokens_file.is_none() {
+                tracing::warn!("the query API answers 401 to every request: it needs a tokens file (--tokens) with a token that has a `role` (docs/api.md)");
+            }
+            let incoming = conn::Incoming::start(
+                listener,
+                CancellationToken::new(),
+                with_tls(tls::Protocols::Admin),
+                conn::ListenerLimits {
+                    name: "api",
+                    max_connections: API_CONNECTIONS,
+                    idle_timeout: idle,
+                },
+                accept_stop.clone(),
+            )
+            .map_err(|e| ServerError::Receiver {
+                receiver: "api",
+                message: e.to_string(),
+            })?;
+            Some(tokio::spawn(serve::serve_http(
+                incoming,
+                unseen_api::router(api),
+                header_timeout,
+                admin_stop.clone(),
+            )))
+        }
+        _ => None,
+    };
     ready.set(true);
     tracing::info!(
         otlp_grpc = ?grpc_addr,
         otlp_http = ?http_addr,
         admin = ?admin_addr,
+        api = ?api_addr,
         keys,
         "unseen serve is ready"
     );
@@ -436,12 +504,50 @@ pub async fn run(
     }
     admin_stop.cancel();
     let _ = admin_task.await;
+    if let Some(task) = api_task {
+        let _ = task.await;
+    }
     accept_stop.cancel();
     watchers_stop.cancel();
     tracing::info!("stopped");
     match errors.into_iter().next() {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// The tokens, as the query API sees them: a token with a `role`.
+struct ApiDirectory {
+    tokens: Option<tokio::sync::watch::Receiver<Arc<auth::Tokens>>>,
+}
+
+impl unseen_api::Directory for ApiDirectory {
+    fn authenticate(&self, authorization: &str) -> Result<unseen_api::Principal, String> {
+        let Some(tokens) = &self.tokens else {
+            return Err("the query API needs a tokens file (`--tokens`) with a token that has a `role` (viewer, responder, admin): see docs/api.md".into());
+        };
+        let token = tokens
+            .borrow()
+            .authenticate(Some(authorization))
+            .map_err(|r| r.message().to_string())?;
+        match token.role {
+            Some(role) => Ok(unseen_api::Principal {
+                name: token.name.clone(),
+                role,
+            }),
+            None => Err(format!(
+                "token `{}` has no `role`: it is a receiver's token; give it a role (viewer, responder or admin) in the tokens file to use the API",
+                token.name
+            )),
+        }
+    }
+
+    fn still_valid(&self, principal: &unseen_api::Principal) -> bool {
+        self.tokens.as_ref().is_some_and(|t| {
+            t.borrow()
+                .by_name(&principal.name)
+                .is_some_and(|t| t.role == Some(principal.role))
+        })
     }
 }
 

@@ -40,32 +40,109 @@ pub fn load(path: &Path) -> Result<Suppressions, SuppressError> {
     Suppressions::parse(&path.display().to_string(), &read(path)?)
 }
 
-fn parse(path: &Path, text: &str, base: &Suppressions) -> Result<Suppressions, SuppressError> {
-    let origin = path.display().to_string();
-    let file = Suppressions::parse(&origin, text)?;
-    base.clone()
-        .merged(file)
-        .map_err(|message| SuppressError { origin, message })
+/// The rules in force come from three places, in this order: the config (fixed), the
+/// rules file (reloaded), the query API (its audit log). A change to either of the last
+/// two is merged with the others and handed to the committer; a merge that fails (two
+/// rules of one name) leaves the rules in force as they were.
+#[derive(Debug)]
+pub struct Sources {
+    base: Suppressions,
+    parts: std::sync::Mutex<(Suppressions, Suppressions)>,
+    tx: watch::Sender<Arc<Suppressions>>,
 }
 
-/// The rules in force at start: the config's, then the file's (a bad file fails the start).
+impl Sources {
+    /// The config's rules and the file's: the rules in force at start (a clash fails
+    /// the start), and the channel the committer reads them from.
+    pub fn new(
+        base: Suppressions,
+        file: Suppressions,
+        origin: &str,
+    ) -> Result<(Arc<Sources>, watch::Receiver<Arc<Suppressions>>), SuppressError> {
+        let merged = base
+            .clone()
+            .merged(file.clone())
+            .map_err(|message| SuppressError {
+                origin: origin.to_string(),
+                message,
+            })?;
+        let (tx, rx) = watch::channel(Arc::new(merged));
+        let parts = std::sync::Mutex::new((file, Suppressions::default()));
+        Ok((Arc::new(Sources { base, parts, tx }), rx))
+    }
+
+    fn publish(&self, file: &Suppressions, api: &Suppressions) -> Result<usize, String> {
+        let merged = self
+            .base
+            .clone()
+            .merged(file.clone())?
+            .merged(api.clone())?;
+        let n = merged.rules.len();
+        self.tx.send_replace(Arc::new(merged));
+        Ok(n)
+    }
+
+    /// The rules file's new rules.
+    pub fn set_file(&self, file: Suppressions) -> Result<usize, String> {
+        let mut parts = self
+            .parts
+            .lock()
+            .map_err(|_| "rules lock poisoned".to_string())?;
+        let n = self.publish(&file, &parts.1)?;
+        parts.0 = file;
+        Ok(n)
+    }
+
+    /// The query API's rules.
+    pub fn set_api(&self, api: Suppressions) -> Result<usize, String> {
+        let mut parts = self
+            .parts
+            .lock()
+            .map_err(|_| "rules lock poisoned".to_string())?;
+        let n = self.publish(&parts.0, &api)?;
+        parts.1 = api;
+        m::suppression_rules(n);
+        Ok(n)
+    }
+
+    /// The config's and the file's rules (what the API lists as `configured`).
+    pub fn configured(&self) -> Suppressions {
+        let file = self.parts.lock().map(|p| p.0.clone()).unwrap_or_default();
+        Suppressions {
+            rules: self.base.rules.iter().cloned().chain(file.rules).collect(),
+        }
+    }
+}
+
+impl unseen_api::RulesControl for Sources {
+    fn configured(&self) -> Suppressions {
+        Sources::configured(self)
+    }
+
+    fn set_api_rules(&self, rules: Suppressions) -> Result<(), String> {
+        self.set_api(rules).map(drop)
+    }
+}
+
+/// The rules file's rules at start (a bad file fails the start), and its text.
 pub(crate) fn initial(
     path: Option<&Path>,
-    base: &Suppressions,
 ) -> Result<(Suppressions, Option<String>), SuppressError> {
     let Some(path) = path else {
-        return Ok((base.clone(), None));
+        return Ok((Suppressions::default(), None));
     };
     let text = read(path)?;
-    Ok((parse(path, &text, base)?, Some(text)))
+    Ok((
+        Suppressions::parse(&path.display().to_string(), &text)?,
+        Some(text),
+    ))
 }
 
-/// Polls the file until `stop`, sending each valid new set of rules.
+/// Polls the file until `stop`, handing each valid new set of rules to `sources`.
 pub(crate) async fn watch(
     path: PathBuf,
-    base: Suppressions,
     last: String,
-    tx: watch::Sender<Arc<Suppressions>>,
+    sources: Arc<Sources>,
     stop: CancellationToken,
     reload: std::sync::Arc<tokio::sync::Notify>,
 ) {
@@ -79,16 +156,20 @@ pub(crate) async fn watch(
             reload,
             poll: crate::watch::POLL,
         },
-        |text| match parse(&file, text, &base) {
-            Ok(rules) => {
-                tracing::info!(file = %file.display(), rules = rules.rules.len(), "suppression rules reloaded");
-                m::suppression_rules(rules.rules.len());
-                m::suppression_reload(true);
-                tx.send_replace(Arc::new(rules));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "suppression rules not reloaded; the rules in force stay: fix the file");
-                m::suppression_reload(false);
+        |text| {
+            let parsed = Suppressions::parse(&file.display().to_string(), text)
+                .map_err(|e| e.to_string())
+                .and_then(|rules| sources.set_file(rules));
+            match parsed {
+                Ok(rules) => {
+                    tracing::info!(file = %file.display(), rules, "suppression rules reloaded");
+                    m::suppression_rules(rules);
+                    m::suppression_reload(true);
+                }
+                Err(e) => {
+                    tracing::error!(file = %file.display(), error = %e, "suppression rules not reloaded; the rules in force stay: fix the file");
+                    m::suppression_reload(false);
+                }
             }
         },
         |e| {

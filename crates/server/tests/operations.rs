@@ -548,6 +548,7 @@ async fn a_bad_findings_path_fails_the_start() {
         otlp_grpc: bind().await.unwrap(),
         otlp_http: bind().await.unwrap(),
         admin: bind().await.unwrap(),
+        api: None,
     };
     let http = listeners.otlp_http.local_addr().unwrap();
     let (_, store) = mem_store();

@@ -123,6 +123,7 @@ async fn start_error(text: &str) -> String {
         otlp_grpc: bind().await.unwrap(),
         otlp_http: bind().await.unwrap(),
         admin: bind().await.unwrap(),
+        api: None,
     };
     let (_, store) = mem_store();
     unseen_server::run(

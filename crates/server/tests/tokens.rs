@@ -203,6 +203,7 @@ async fn a_bad_tokens_file_fails_the_start_naming_it() {
             otlp_grpc: bind().await.unwrap(),
             otlp_http: bind().await.unwrap(),
             admin: bind().await.unwrap(),
+            api: None,
         }
     };
     let mut config = config(&dir.path().join("findings.jsonl"));

@@ -959,7 +959,120 @@ pub const ALL: &[(&str, Check)] = &[
         sinks_lists_the_registered_cursors,
     ),
     ("the_key_mode_is_bound", the_key_mode_is_bound),
+    (
+        "history_outlives_the_log_and_is_pruned_by_age",
+        history_outlives_the_log_and_is_pruned_by_age,
+    ),
+    (
+        "audit_entries_are_kept_in_order",
+        audit_entries_are_kept_in_order,
+    ),
+    (
+        "for_each_key_visits_every_key",
+        for_each_key_visits_every_key,
+    ),
 ];
+
+/// The history keeps every record under its log number after the sinks passed it,
+/// reads from any point and by number, and is pruned by `detected_at` only.
+pub fn history_outlives_the_log_and_is_pruned_by_age(make: Make) {
+    let store = make();
+    store.register_sink("a").unwrap();
+    apply(&*store, &[sighting(&key(1), 1_000)], &opts(1_000));
+    apply(
+        &*store,
+        &[sighting(&key(2), 2_000), sighting(&key(3), 2_000)],
+        &opts(2_000),
+    );
+    store.ack("a", 3).unwrap();
+    assert_eq!(store.log_len().unwrap(), 0);
+    let all = store.history(0, 100).unwrap();
+    assert_eq!(
+        seqs(&all),
+        [1, 2, 3],
+        "the sinks' cursors do not prune the history"
+    );
+    let images: Vec<&str> = all
+        .iter()
+        .map(|(_, r)| r.finding().expect("a finding").image.as_str())
+        .collect();
+    assert_eq!(images, [&key(1).image, &key(2).image, &key(3).image]);
+    assert_eq!(seqs(&store.history(1, 1).unwrap()), [2], "after, limit");
+    assert_eq!(store.history(3, 10).unwrap(), []);
+    let got = store.history_get(&[3, 9, 1]).unwrap();
+    assert_eq!(
+        seqs(&got),
+        [3, 1],
+        "in the order asked, unknown numbers left out"
+    );
+    assert_eq!(got[1].1, all[0].1);
+    // detected_at is the batch's `now`: 1,000 for the first record, 2,000 for the rest.
+    assert_eq!(
+        store.prune_history(1_000).unwrap(),
+        0,
+        "nothing older than 1,000"
+    );
+    assert_eq!(store.prune_history(1_500).unwrap(), 1);
+    assert_eq!(seqs(&store.history(0, 100).unwrap()), [2, 3]);
+    assert_eq!(store.history_get(&[1]).unwrap(), []);
+    assert_eq!(store.prune_history(1_500).unwrap(), 0, "idempotent");
+    assert_eq!(store.prune_history(3_000).unwrap(), 2);
+    assert_eq!(store.history(0, 100).unwrap(), []);
+    let out = apply(&*store, &[sighting(&key(4), 3_000)], &opts(3_000));
+    assert_eq!(seqs(&out.records), [4]);
+    assert_eq!(seqs(&store.history(0, 100).unwrap()), [4], "numbers go on");
+}
+
+/// Audit entries are numbered from 1, kept whole and in order, and read from any point.
+pub fn audit_entries_are_kept_in_order(make: Make) {
+    let store = make();
+    assert_eq!(store.audit(0, 10).unwrap(), []);
+    let entry = |i: i64| crate::AuditEntry {
+        at: 1_000 + i,
+        actor: format!("analyst-{i}"),
+        action: "incident.ack".into(),
+        target: format!("incident-{i}"),
+        note: (i % 2 == 0).then(|| format!("note {i}")),
+        detail: (i == 3).then(|| "reason = \"x\"".to_string()),
+    };
+    for i in 1..=4 {
+        assert_eq!(store.append_audit(&entry(i)).unwrap(), i as u64);
+    }
+    let all = store.audit(0, 10).unwrap();
+    assert_eq!(
+        all,
+        (1..=4).map(|i| (i as u64, entry(i))).collect::<Vec<_>>()
+    );
+    assert_eq!(store.audit(2, 1).unwrap(), [(3, entry(3))]);
+    assert_eq!(store.audit(4, 10).unwrap(), []);
+}
+
+/// `for_each_key` sees every tracked key once, with its state.
+pub fn for_each_key_visits_every_key(make: Make) {
+    let store = make();
+    let mut seen = Vec::new();
+    store
+        .for_each_key(&mut |k, s| seen.push((k.clone(), *s)))
+        .unwrap();
+    assert_eq!(seen, []);
+    apply(
+        &*store,
+        &[sighting(&key(1), 1_000), sighting(&key(2), 1_010)],
+        &opts(1_010),
+    );
+    apply(&*store, &[sighting(&key(1), 1_020)], &opts(1_020));
+    store
+        .for_each_key(&mut |k, s| seen.push((k.clone(), *s)))
+        .unwrap();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            (key(1), state(1_020, 1_000).unwrap()),
+            (key(2), state(1_010, 1_010).unwrap()),
+        ]
+    );
+}
 
 /// The first key mode is recorded; the same again is fine, another one is refused.
 pub fn the_key_mode_is_bound(make: Make) {
@@ -1235,6 +1348,9 @@ macro_rules! conformance_tests {
             risk_threshold_fires_once_per_window,
             sinks_lists_the_registered_cursors,
             the_key_mode_is_bound,
+            history_outlives_the_log_and_is_pruned_by_age,
+            audit_entries_are_kept_in_order,
+            for_each_key_visits_every_key,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -292,6 +292,61 @@ pub trait StateStore: Send + Sync {
     /// The incidents open now (as of the last committed batch), oldest first: what a
     /// sink that keeps alerts firing (Alertmanager) re-sends.
     fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError>;
+
+    /// The history the query API reads: every record `apply` appended, under the same
+    /// sequence number as in the log, oldest first, after `after`, at most `limit`.
+    /// Unlike the log it is not pruned by the sinks' cursors, only by [`Self::prune_history`].
+    fn history(&self, after: u64, limit: usize) -> Result<Vec<(u64, Record)>, StoreError>;
+
+    /// The history records of these sequence numbers, in the order asked; numbers that
+    /// are not (or no longer) in the history are left out.
+    fn history_get(&self, seqs: &[u64]) -> Result<Vec<(u64, Record)>, StoreError>;
+
+    /// Drops the history records detected before `before` (oldest first, stopping at the
+    /// first newer one). Returns how many.
+    fn prune_history(&self, before: UnixSecs) -> Result<u64, StoreError>;
+
+    /// Appends an entry to the audit log, durably; returns its sequence number (from 1,
+    /// growing by one).
+    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError>;
+
+    /// Audit entries after `after`, oldest first, at most `limit`. Never pruned.
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>, StoreError>;
+
+    /// Calls `f` with every tracked key and its state (in no particular order), from one
+    /// consistent snapshot: the image inventory of the query API.
+    fn for_each_key(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError>;
+}
+
+/// One change made through the query API (`docs/api.md`): who did what to what, and
+/// when. The audit log is the whole state of the analyst workflow: an incident's status
+/// (acknowledged, resolved) and the suppression rules made in the console are folds over
+/// it, so no change is made without its record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// When, by the server's clock.
+    pub at: UnixSecs,
+    /// The token's name (a console session acts as its token).
+    pub actor: String,
+    /// What: `incident.ack`, `incident.resolve`, `suppression.create`, `suppression.expire`.
+    pub action: String,
+    /// On what: an incident id, a suppression rule's name.
+    pub target: String,
+    /// The analyst's note, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What the action needs to be replayed: a suppression rule as TOML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// When a record was detected (its `detected_at`): what the history is pruned by.
+pub fn record_time(record: &Record) -> Option<UnixSecs> {
+    let at = match record {
+        Record::Finding(f) => &f.detected_at,
+        Record::Incident(i) => &i.detected_at,
+    };
+    unseen_model::parse_time(at).ok()
 }
 
 /// Open incidents in the order they opened.

@@ -13,7 +13,9 @@ use unseen_findings::{Record, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
-use crate::{Admission, Applied, ApplyOptions, Sighting, StateStore, StoreError};
+use crate::{
+    record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
+};
 
 /// A [`StateStore`] in memory.
 #[derive(Debug, Default)]
@@ -32,6 +34,9 @@ struct Inner {
     newest: Option<UnixSecs>,
     learning_started_at: Option<UnixSecs>,
     key_mode: Option<String>,
+    /// The query API's history: every record, until `prune_history`.
+    history: BTreeMap<u64, Record>,
+    audit: Vec<AuditEntry>,
 }
 
 impl Inner {
@@ -102,6 +107,7 @@ impl StateStore for MemStore {
         for record in records {
             inner.last_seq += 1;
             inner.log.insert(inner.last_seq, record.clone());
+            inner.history.insert(inner.last_seq, record.clone());
             applied.records.push((inner.last_seq, record));
         }
         applied.keys = inner.keys.len() as u64;
@@ -203,6 +209,63 @@ impl StateStore for MemStore {
 
     fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError> {
         Ok(crate::open_incidents_of(&self.lock()?.triage))
+    }
+
+    fn history(&self, after: u64, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
+        Ok(self
+            .lock()?
+            .history
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(seq, r)| (*seq, r.clone()))
+            .collect())
+    }
+
+    fn history_get(&self, seqs: &[u64]) -> Result<Vec<(u64, Record)>, StoreError> {
+        let inner = self.lock()?;
+        Ok(seqs
+            .iter()
+            .filter_map(|seq| inner.history.get(seq).map(|r| (*seq, r.clone())))
+            .collect())
+    }
+
+    fn prune_history(&self, before: UnixSecs) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        let old: Vec<u64> = inner
+            .history
+            .iter()
+            .take_while(|(_, r)| record_time(r).is_some_and(|t| t < before))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &old {
+            inner.history.remove(seq);
+        }
+        Ok(old.len() as u64)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        inner.audit.push(entry.clone());
+        Ok(inner.audit.len() as u64)
+    }
+
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .audit
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .skip_while(|(seq, _)| *seq <= after)
+            .take(limit)
+            .collect())
+    }
+
+    fn for_each_key(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {
+        for (key, state) in &self.lock()?.keys {
+            f(key, state);
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,8 @@
 //! | `findings` | sequence number (u64) | the finding as JSON |
 //! | `sinks` | sink name | cursor: the last sequence number the sink acknowledged |
 //! | `meta` | name | u64: `schema_version`, `last_seq`, `newest_point`, `learning_started_at` |
+//! | `history` | sequence number (u64) | `detected_at` i64 BE ++ the record as JSON: the query API's history, pruned by age only |
+//! | `audit` | sequence number (u64) | an [`AuditEntry`] as JSON |
 //!
 //! Times in `meta` are `UnixSecs` (i64) stored as their two's-complement bits in a u64.
 //! The number of keys is the `keys` table's length, which redb keeps in the tree's root:
@@ -36,7 +38,9 @@ use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
 use crate::mem::unknown;
-use crate::{Admission, Applied, ApplyOptions, Sighting, StateStore, StoreError};
+use crate::{
+    record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
+};
 
 /// The store's file inside the state directory.
 pub const FILE_NAME: &str = "state.redb";
@@ -58,6 +62,12 @@ const BOUND: TableDefinition<&str, &str> = TableDefinition::new("bound_settings"
 const BOUND_KEY_MODE: &str = "key_mode";
 /// Risk ledgers: risk object → its recent risk events and last firing, as JSON.
 const RISK: TableDefinition<&str, &[u8]> = TableDefinition::new("risk_ledger");
+/// The query API's history: sequence number → `detected_at` (i64 BE) ++ the record as
+/// JSON. The time prefix lets pruning stop without parsing JSON. Tables added after a
+/// state file was made are created when it is opened (no schema change).
+const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+/// The audit log of the query API: sequence number → [`AuditEntry`] as JSON.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
@@ -265,6 +275,8 @@ impl RedbStore {
             txn.open_table(INCIDENTS).map_err(|e| self.table_error(e))?;
             txn.open_table(RISK).map_err(|e| self.table_error(e))?;
             txn.open_table(BOUND).map_err(|e| self.table_error(e))?;
+            txn.open_table(HISTORY).map_err(|e| self.table_error(e))?;
+            txn.open_table(AUDIT).map_err(|e| self.table_error(e))?;
         }
         txn.commit().map_err(self.backend("commit"))
     }
@@ -680,6 +692,126 @@ impl StateStore for RedbStore {
         Ok(crate::open_incidents_of(&*self.lock_triage()?))
     }
 
+    fn history(&self, after: u64, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let history = txn
+            .open_table(HISTORY)
+            .map_err(self.backend("open history"))?;
+        let mut out = Vec::new();
+        for entry in history
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .map_err(self.backend("read history"))?
+            .take(limit)
+        {
+            let (seq, bytes) = entry.map_err(self.backend("read history"))?;
+            out.push((
+                seq.value(),
+                self.history_record(seq.value(), bytes.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn history_get(&self, seqs: &[u64]) -> Result<Vec<(u64, Record)>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let history = txn
+            .open_table(HISTORY)
+            .map_err(self.backend("open history"))?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(bytes) = history.get(seq).map_err(self.backend("read history"))? {
+                out.push((seq, self.history_record(seq, bytes.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    fn prune_history(&self, before: UnixSecs) -> Result<u64, StoreError> {
+        let txn = self.begin_write()?;
+        let pruned = {
+            let mut history = txn
+                .open_table(HISTORY)
+                .map_err(self.backend("open history"))?;
+            let mut last = None;
+            let mut count = 0;
+            for entry in history.iter().map_err(self.backend("read history"))? {
+                let (seq, bytes) = entry.map_err(self.backend("read history"))?;
+                let at = bytes
+                    .value()
+                    .get(..8)
+                    .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
+                match at {
+                    Some(at) if at < before => {
+                        last = Some(seq.value());
+                        count += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if let Some(last) = last {
+                history
+                    .retain_in(..=last, |_, _| false)
+                    .map_err(self.backend("prune history"))?;
+            }
+            count
+        };
+        if pruned > 0 {
+            txn.commit().map_err(self.backend("commit"))?;
+        } else {
+            txn.abort().map_err(self.backend("abort"))?;
+        }
+        Ok(pruned)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
+        let json = serde_json::to_vec(entry).map_err(self.backend("encode audit entry"))?;
+        let txn = self.begin_write()?;
+        let seq = {
+            let mut audit = txn.open_table(AUDIT).map_err(self.backend("open audit"))?;
+            let last = audit
+                .last()
+                .map_err(self.backend("read audit"))?
+                .map_or(0, |(seq, _)| seq.value());
+            audit
+                .insert(last + 1, json.as_slice())
+                .map_err(self.backend("append audit entry"))?;
+            last + 1
+        };
+        txn.commit().map_err(self.backend("commit"))?;
+        Ok(seq)
+    }
+
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let audit = txn.open_table(AUDIT).map_err(self.backend("open audit"))?;
+        let mut out = Vec::new();
+        for entry in audit
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .map_err(self.backend("read audit"))?
+            .take(limit)
+        {
+            let (seq, json) = entry.map_err(self.backend("read audit"))?;
+            let seq = seq.value();
+            let entry = serde_json::from_slice(json.value()).map_err(|e| {
+                self.incompatible(&format!("audit entry {seq} cannot be read: {e}"))
+            })?;
+            out.push((seq, entry));
+        }
+        Ok(out)
+    }
+
+    fn for_each_key(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+        for entry in keys.iter().map_err(self.backend("read keys"))? {
+            let (k, v) = entry.map_err(self.backend("read keys"))?;
+            let key =
+                decode_key(k.value()).ok_or_else(|| self.incompatible("a key is malformed"))?;
+            f(&key, &decode_state(v.value()));
+        }
+        Ok(())
+    }
+
     fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError> {
         if let Some(t) = self.read_meta(META_LEARNING_STARTED_AT)? {
             return Ok(meta_to_secs(t));
@@ -707,6 +839,12 @@ impl StateStore for RedbStore {
 }
 
 impl RedbStore {
+    /// A history entry's record (after its time prefix).
+    fn history_record(&self, seq: u64, bytes: &[u8]) -> Result<Record, StoreError> {
+        serde_json::from_slice(bytes.get(8..).unwrap_or_default())
+            .map_err(|e| self.incompatible(&format!("history record {seq} cannot be read: {e}")))
+    }
+
     /// Forgets the image index entries past B − R, as `forget` does keys: one small
     /// transaction (the index is per distinct image), only when something is forgotten.
     fn forget_index(&self, windows: &Windows) -> Result<(), StoreError> {
@@ -796,13 +934,22 @@ impl RedbStore {
             records.extend(opts.notices.iter().cloned());
             applied.new_keys = admission.into_used();
             let mut json = Vec::with_capacity(1024);
+            let mut history = txn
+                .open_table(HISTORY)
+                .map_err(self.backend("open history"))?;
             for record in records {
+                // One encoding for both: the time prefix, then the JSON the log keeps.
                 json.clear();
+                let at = record_time(&record).unwrap_or(opts.now);
+                json.extend_from_slice(&at.to_be_bytes());
                 serde_json::to_writer(&mut json, &record)
                     .map_err(self.backend("encode finding"))?;
                 last_seq += 1;
-                log.insert(last_seq, json.as_slice())
+                log.insert(last_seq, &json[8..])
                     .map_err(self.backend("append finding"))?;
+                history
+                    .insert(last_seq, json.as_slice())
+                    .map_err(self.backend("append history"))?;
                 applied.records.push((last_seq, record));
             }
             // Sorted, so that the B-tree is written in key order.

@@ -115,6 +115,10 @@ impl ServeCmd {
         if let Some(url) = &self.webhook {
             cmd.args(["--webhook", url]);
         }
+        // The query API's default port would be shared by the tests running at once.
+        if !self.extra.iter().any(|a| a == "--api") {
+            cmd.args(["--api", "off"]);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -268,25 +272,7 @@ pub fn http(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let head_end = find(&response, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
-    let status_line = String::from_utf8_lossy(&response[..head_end]).to_string();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    Ok((status, response[head_end + 4..].to_vec()))
+    http_request(addr, method, path, content_type, body, None)
 }
 
 fn bad(what: &str) -> std::io::Error {
@@ -551,4 +537,188 @@ pub fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
         None => "",
     };
     complete.lines()
+}
+
+/// The tokens of [`write_tokens`]: a Collector's (it may report any cluster) and one
+/// per API role.
+pub struct TestTokens {
+    pub path: PathBuf,
+    pub collector: &'static str,
+    pub viewer: &'static str,
+    pub responder: &'static str,
+    pub admin: &'static str,
+}
+
+/// Writes a tokens file (SHA-256 digests, as the file holds them) into `dir`.
+pub fn write_tokens(dir: &Path) -> TestTokens {
+    let tokens = TestTokens {
+        path: dir.join("tokens.toml"),
+        collector: "collector-secret-0123456789",
+        viewer: "viewer-secret-0123456789",
+        responder: "responder-secret-0123456789",
+        admin: "admin-secret-0123456789",
+    };
+    let hex = |t: &str| -> String {
+        ring::digest::digest(&ring::digest::SHA256, t.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let text = format!(
+        "[[token]]\nname = \"collector\"\nsha256 = \"{}\"\nclusters = [\"*\"]\n\n\
+         [[token]]\nname = \"viewer\"\nsha256 = \"{}\"\nrole = \"viewer\"\n\n\
+         [[token]]\nname = \"responder\"\nsha256 = \"{}\"\nrole = \"responder\"\n\n\
+         [[token]]\nname = \"admin\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
+        hex(tokens.collector),
+        hex(tokens.viewer),
+        hex(tokens.responder),
+        hex(tokens.admin)
+    );
+    std::fs::write(&tokens.path, text).expect("write the tokens file");
+    tokens
+}
+
+/// One HTTP/1.1 request with a bearer token; the status and body of the answer.
+pub fn http_with_token(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    token: &str,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    http_request(addr, method, path, content_type, body, Some(token))
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), with a bearer token
+/// when given; the status and the (de-chunked) body of the answer.
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let head_end = find(&response, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&response[..head_end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let mut body = response[head_end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = find(data, b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Sends every body of `history` with the Collector's token, each until acknowledged.
+pub fn send_history_with_token(addr: SocketAddr, history: &History, token: &str) {
+    for body in &history.bodies {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match http_with_token(
+                addr,
+                "POST",
+                "/v1/metrics",
+                "application/x-protobuf",
+                body,
+                token,
+            ) {
+                Ok((200, _)) => break,
+                Ok((429 | 503, _)) | Err(_) => {}
+                Ok((status, body)) => panic!(
+                    "the server refused a request with {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a request was not acknowledged in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// GET of the query API, as JSON.
+pub fn api_get(addr: SocketAddr, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let (status, body) =
+        http_with_token(addr, "GET", path, "application/json", b"", token).expect("API request");
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "GET {path}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (status, json)
+}
+
+/// Every item of a list endpoint of the query API, walking its `next` cursors with
+/// pages of `limit`.
+pub fn api_walk(api: SocketAddr, path: &str, token: &str, limit: usize) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+            None => format!("{path}{sep}limit={limit}"),
+        };
+        let (status, body) = api_get(api, &url, token);
+        assert_eq!(status, 200, "GET {url}: {body}");
+        items.extend(body["items"].as_array().expect("items").iter().cloned());
+        match body["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => return items,
+        }
+    }
+}
+
+/// A server with the tokens of [`write_tokens`] and the query API on a free port.
+pub fn serve_with_api(dir: &Path) -> (ServeCmd, Server, TestTokens, SocketAddr) {
+    let tokens = write_tokens(dir);
+    let api = free_addr();
+    let mut cmd = ServeCmd::new(dir);
+    cmd.extra = vec![
+        "--tokens".into(),
+        tokens.path.display().to_string(),
+        "--api".into(),
+        api.to_string(),
+    ];
+    let server = cmd.spawn();
+    (cmd, server, tokens, api)
 }

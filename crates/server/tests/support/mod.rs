@@ -114,6 +114,7 @@ pub fn config(findings: &Path) -> Config {
         suppressions_file: None,
         tls: None,
         tokens_file: None,
+        history_retention: unseen_server::DEFAULT_HISTORY_RETENTION,
         reload: Default::default(),
     }
 }
@@ -156,6 +157,7 @@ impl TestServer {
             otlp_grpc: bind(receivers_ip).await.expect("bind gRPC"),
             otlp_http: bind(receivers_ip).await.expect("bind HTTP"),
             admin: bind("127.0.0.1").await.expect("bind admin"),
+            api: None,
         };
         let grpc = listeners.otlp_grpc.local_addr().unwrap();
         let http = listeners.otlp_http.local_addr().unwrap();
@@ -919,6 +921,41 @@ impl StateStore for GatedStore {
 
     fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError> {
         self.inner.open_incidents()
+    }
+
+    fn history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, unseen_store::Record)>, StoreError> {
+        self.inner.history(after, limit)
+    }
+
+    fn history_get(&self, seqs: &[u64]) -> Result<Vec<(u64, unseen_store::Record)>, StoreError> {
+        self.inner.history_get(seqs)
+    }
+
+    fn prune_history(&self, before: unseen_model::UnixSecs) -> Result<u64, StoreError> {
+        self.inner.prune_history(before)
+    }
+
+    fn append_audit(&self, entry: &unseen_store::AuditEntry) -> Result<u64, StoreError> {
+        self.inner.append_audit(entry)
+    }
+
+    fn audit(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, unseen_store::AuditEntry)>, StoreError> {
+        self.inner.audit(after, limit)
+    }
+
+    fn for_each_key(
+        &self,
+        f: &mut dyn FnMut(&unseen_normalize::Key, &unseen_detect::KeyState),
+    ) -> Result<(), StoreError> {
+        self.inner.for_each_key(f)
     }
 }
 

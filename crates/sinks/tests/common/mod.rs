@@ -278,6 +278,41 @@ impl StateStore for FailingAck {
     fn open_incidents(&self) -> Result<Vec<unseen_findings::Incident>, StoreError> {
         self.inner.open_incidents()
     }
+
+    fn history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, unseen_store::Record)>, StoreError> {
+        self.inner.history(after, limit)
+    }
+
+    fn history_get(&self, seqs: &[u64]) -> Result<Vec<(u64, unseen_store::Record)>, StoreError> {
+        self.inner.history_get(seqs)
+    }
+
+    fn prune_history(&self, before: unseen_model::UnixSecs) -> Result<u64, StoreError> {
+        self.inner.prune_history(before)
+    }
+
+    fn append_audit(&self, entry: &unseen_store::AuditEntry) -> Result<u64, StoreError> {
+        self.inner.append_audit(entry)
+    }
+
+    fn audit(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, unseen_store::AuditEntry)>, StoreError> {
+        self.inner.audit(after, limit)
+    }
+
+    fn for_each_key(
+        &self,
+        f: &mut dyn FnMut(&unseen_normalize::Key, &unseen_detect::KeyState),
+    ) -> Result<(), StoreError> {
+        self.inner.for_each_key(f)
+    }
 }
 
 /// What the test receiver answers to one request.
