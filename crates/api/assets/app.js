@@ -558,7 +558,7 @@
         { label: 'Scope', testid: 'incident-scope', cell: (i) => (i.scope ? badge('scope', i.scope) : null) },
         { label: 'Severity', cell: (i) => (i.severity ? badge('sev', i.severity) : null) },
         { label: 'Cluster', cls: 'nowrap', cell: (i) => i.cluster },
-        { label: 'Nodes', num: true, cell: (i) => String(Array.isArray(i.nodes) ? i.nodes.length : 0) },
+        { label: 'Nodes', num: true, cell: (i) => String(i.node_count ?? (Array.isArray(i.nodes) ? i.nodes.length : 0)) },
         { label: 'Findings', num: true, cell: (i) => String(i.finding_count ?? (Array.isArray(i.findings) ? i.findings.length : 0)) },
         { label: 'Risk', num: true, cell: (i) => (i.risk_score === null || i.risk_score === undefined ? null : String(i.risk_score)) },
         { label: 'State', testid: 'incident-state', cell: (i) => i.state },

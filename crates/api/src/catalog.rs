@@ -180,6 +180,39 @@ pub struct IncidentView {
     #[serde(flatten)]
     pub incident: Incident,
     pub workflow: Workflow,
+    /// Distinct nodes of its members (`nodes` may be cut in a list: see `truncated`).
+    pub node_count: usize,
+    /// In a list, the member lists (`findings`, `nodes`, `namespaces`, `workloads`,
+    /// `images`) are cut to [`LIST_MEMBERS`] entries each; the incident's own page has
+    /// them whole. Absent when nothing was cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// Entries of each member list of an incident in a list page: a digest of a busy day
+/// has thousands of members, and a page of 50 of them would weigh megabytes.
+pub const LIST_MEMBERS: usize = 100;
+
+impl IncidentView {
+    /// The view as a list shows it: member lists cut to [`LIST_MEMBERS`].
+    fn for_list(mut self) -> Self {
+        fn cut<T: Ord>(set: &mut BTreeSet<T>) -> bool {
+            let over = set.len() > LIST_MEMBERS;
+            while set.len() > LIST_MEMBERS {
+                set.pop_last();
+            }
+            over
+        }
+        let i = &mut self.incident;
+        let mut truncated = i.findings.len() > LIST_MEMBERS;
+        i.findings.truncate(LIST_MEMBERS);
+        truncated |= cut(&mut i.nodes);
+        truncated |= cut(&mut i.namespaces);
+        truncated |= cut(&mut i.workloads);
+        truncated |= cut(&mut i.images);
+        self.truncated = truncated;
+        self
+    }
 }
 
 /// The view of the state that the API queries.
@@ -512,7 +545,12 @@ impl Catalog {
         }
         incident.finding_count = incident.finding_count.max(incident.findings.len() as u64);
         let workflow = self.workflow_of(&incident.incident_id);
-        IncidentView { incident, workflow }
+        IncidentView {
+            node_count: incident.nodes.len(),
+            incident,
+            workflow,
+            truncated: false,
+        }
     }
 
     /// Incidents matching `filter`, newest first (by their first record), after `cursor`.
@@ -578,7 +616,7 @@ impl Catalog {
                 next = Some(items_last_seq(&items, self).to_string());
                 break;
             }
-            items.push(self.view(e));
+            items.push(self.view(e).for_list());
         }
         Page { items, next }
     }

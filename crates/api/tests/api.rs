@@ -460,6 +460,20 @@ async fn bad_parameters_are_400s_naming_them() {
             "{q}: {body}"
         );
     }
+    // Cursors at the edges: before the first item, an empty last page; past the newest,
+    // the first page.
+    let page = h.get("/api/v1/findings?cursor=0", VIEWER).await;
+    assert_eq!(
+        (page["items"].as_array().unwrap().len(), &page["next"]),
+        (0, &Value::Null)
+    );
+    let first = h.get("/api/v1/findings?limit=3", VIEWER).await;
+    let past = h
+        .get("/api/v1/findings?limit=3&cursor=9999999", VIEWER)
+        .await;
+    assert_eq!(first, past);
+    let page = h.get("/api/v1/incidents?cursor=1", VIEWER).await;
+    assert_eq!(page["items"], json!([]));
     // The largest page is allowed.
     let page = h.get("/api/v1/findings?limit=500", VIEWER).await;
     assert_eq!(page["items"].as_array().unwrap().len(), h.findings().len());
@@ -517,6 +531,15 @@ async fn incidents_list_filter_and_show_their_members() {
             "since=1970-01-01T03:20:00Z",
             Box::new(|i| unseen_model::parse_time(&i.opened_at).unwrap() >= 12_000),
         ),
+        (
+            "until=1970-01-01T03:20:00Z",
+            Box::new(|i| unseen_model::parse_time(&i.opened_at).unwrap() < 12_000),
+        ),
+        (
+            "state=open",
+            Box::new(|i| i.state == unseen_findings::IncidentState::Open),
+        ),
+        ("status=new", Box::new(|_| true)),
     ];
     for (q, keep) in cases {
         let expected: Vec<String> = all
@@ -1239,4 +1262,55 @@ async fn limits_answer_as_documented() {
         .flat_map(|s| s.buckets.iter().map(|b| b.findings))
         .sum();
     assert_eq!(counted as usize, all.len(), "every finding is counted");
+}
+
+/// The served document and its reference page are what `scripts/openapi.py` writes.
+#[test]
+fn the_openapi_document_and_its_reference_are_up_to_date() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/openapi.py"))
+        .arg("--check")
+        .output()
+        .expect("python3 runs scripts/openapi.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A list page cuts an incident's member lists; its own page has them whole.
+#[tokio::test]
+async fn list_pages_cut_the_member_lists_of_big_incidents() {
+    let h = start().await;
+    let n = unseen_api::catalog::LIST_MEMBERS + 20;
+    let rollout: Vec<_> = (0..n)
+        .map(|i| {
+            sighting(
+                "a",
+                &format!("big-{i:03}"),
+                "ghcr.io/acme/everywhere",
+                21_000,
+                "web",
+                "w-0",
+                None,
+            )
+        })
+        .collect();
+    h.store.apply(&rollout, &triage_opts(21_000)).unwrap();
+    let page = h.get("/api/v1/incidents?image=everywhere", VIEWER).await;
+    let item = &page["items"][0];
+    assert_eq!(item["truncated"], true);
+    assert_eq!(item["node_count"], n);
+    assert_eq!(
+        item["nodes"].as_array().unwrap().len(),
+        unseen_api::catalog::LIST_MEMBERS
+    );
+    assert!(item["findings"].as_array().unwrap().len() <= unseen_api::catalog::LIST_MEMBERS);
+    let id = item["incident_id"].as_str().unwrap();
+    let whole = h.get(&format!("/api/v1/incidents/{id}"), VIEWER).await;
+    assert_eq!(whole["incident"]["nodes"].as_array().unwrap().len(), n);
+    assert_eq!(whole["members"].as_array().unwrap().len(), n);
+    assert!(whole["incident"].get("truncated").is_none());
 }

@@ -248,9 +248,14 @@ fn incident_row(i: &Value) -> Vec<String> {
             Value::Null => "*".to_string(),
             c => text(c),
         },
-        i["nodes"]
-            .as_array()
-            .map_or_else(String::new, |n| n.len().to_string()),
+        i["node_count"].as_u64().map_or_else(
+            || {
+                i["nodes"]
+                    .as_array()
+                    .map_or_else(String::new, |n| n.len().to_string())
+            },
+            |n| n.to_string(),
+        ),
         text(&i["title"]),
         text(&i["incident_id"]),
     ]

@@ -420,6 +420,9 @@ pub async fn run(
     let api_addr = listeners.api.as_ref().and_then(|l| l.local_addr().ok());
     let api_task = match (listeners.api, api) {
         (Some(listener), Some(api)) => {
+            if config.tls.is_none() && api_addr.is_some_and(|a| !a.ip().is_loopback()) {
+                tracing::warn!(api = ?api_addr, "the query API takes plaintext from the network: tokens and console session cookies travel in clear text; configure --tls-cert and --tls-key, see docs/api.md");
+            }
             if config.tokens_file.is_none() {
                 tracing::warn!("the query API answers 401 to every request: it needs a tokens file (--tokens) with a token that has a `role` (docs/api.md)");
             }

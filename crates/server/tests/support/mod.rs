@@ -124,6 +124,8 @@ pub struct TestServer {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// The query API (it refuses every request unless the config has a tokens file).
+    pub api: SocketAddr,
     pub findings: PathBuf,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), ServerError>>,
@@ -157,8 +159,9 @@ impl TestServer {
             otlp_grpc: bind(receivers_ip).await.expect("bind gRPC"),
             otlp_http: bind(receivers_ip).await.expect("bind HTTP"),
             admin: bind("127.0.0.1").await.expect("bind admin"),
-            api: None,
+            api: Some(bind("127.0.0.1").await.expect("bind the API")),
         };
+        let api = listeners.api.as_ref().unwrap().local_addr().unwrap();
         let grpc = listeners.otlp_grpc.local_addr().unwrap();
         let http = listeners.otlp_http.local_addr().unwrap();
         let admin = listeners.admin.local_addr().unwrap();
@@ -174,6 +177,7 @@ impl TestServer {
             grpc,
             http,
             admin,
+            api,
             findings,
             shutdown,
             task,
