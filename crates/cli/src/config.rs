@@ -1042,7 +1042,11 @@ mod tests {
         let tokens = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tokens.toml");
         let (tokens, _) =
             unseen_server::auth::load(Path::new(tokens)).expect("the example tokens file loads");
-        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens.len(), 3);
+        let analyst = tokens
+            .by_name("soc-analyst-jane")
+            .expect("the analyst's token");
+        assert_eq!(analyst.role.map(|r| r.as_str()), Some("responder"));
         let rules = crate::suppress::load(Path::new(rules)).expect("the example rules load");
         assert_eq!(rules.rules.len(), 2);
     }
