@@ -38,3 +38,16 @@ fi
 
 # The console's browser test: Debian's chromium, Node.js and playwright-core.
 scripts/browser-deps.sh
+
+# kubernetes-validate: the independent check of the Kubernetes manifests (deploy/kubernetes).
+if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
+fi
+
+# psql: the replica tests cut PostgreSQL's connections and read the shared state with it.
+if ! command -v psql >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql-client
+fi

@@ -50,7 +50,7 @@ const BATCH: usize = 100_000;
 pub fn run(args: BaselineArgs) -> Result<crate::scan::Outcome> {
     let BaselineCommand::Import(args) = args.command;
     let settings = Settings::resolve(&args.serve)?;
-    let store = crate::serve::open_store_for(&settings.data, &settings.mode)?;
+    let store = crate::serve::open_store_for(&settings.store, &settings.data, &settings.mode)?;
     let now = now_secs();
     let before = store.key_count()?;
     let mut importer = Importer {

@@ -52,6 +52,16 @@ pub struct ServeArgs {
     /// State directory [default: ./unseen-data]
     #[arg(long, value_name = "DIR", env = "UNSEEN_DATA")]
     pub data: Option<PathBuf>,
+    /// Keep the state in PostgreSQL instead of --data, shared by replicas: a
+    /// `postgres://USER@HOST/DB` URL (the password from --store-password-file)
+    #[arg(long, value_name = "URL", env = "UNSEEN_STORE")]
+    pub store: Option<String>,
+    /// PostgreSQL schema of the state [default: unseen]
+    #[arg(long, value_name = "NAME", env = "UNSEEN_STORE_SCHEMA")]
+    pub store_schema: Option<String>,
+    /// File holding the PostgreSQL password (never put it in the URL: URLs get logged)
+    #[arg(long, value_name = "FILE", env = "UNSEEN_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
     /// Findings as JSON lines: a file, `-` for stdout, `off` for none [default: -]
     #[arg(long, value_name = "PATH", env = "UNSEEN_FINDINGS")]
     pub findings: Option<String>,
@@ -268,6 +278,47 @@ impl FindingsSetting {
 /// `bearer_token_file` and `headers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+pub enum StoreSetting {
+    Url(String),
+    Table(StoreTable),
+}
+
+/// The state in PostgreSQL (`docs/scale-out.md`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTable {
+    pub url: Option<String>,
+    pub schema: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl StoreSetting {
+    fn table(self) -> StoreTable {
+        match self {
+            StoreSetting::Url(url) => StoreTable {
+                url: Some(url),
+                ..StoreTable::default()
+            },
+            StoreSetting::Table(t) => t,
+        }
+    }
+}
+
+/// Where the state is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreChoice {
+    /// The embedded store in `data`.
+    Embedded,
+    /// PostgreSQL; the password read from its file (never printed).
+    Postgres {
+        url: String,
+        schema: String,
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
 pub enum WebhookSetting {
     Url(String),
     Table(WebhookTable),
@@ -320,6 +371,8 @@ pub struct FileConfig {
     pub api: Option<String>,
     pub history: Option<String>,
     pub data: Option<PathBuf>,
+    /// `store = "postgres://…"` or `[store] url, schema, password_file`.
+    pub store: Option<StoreSetting>,
     pub findings: Option<FindingsSetting>,
     pub webhook: Option<WebhookSetting>,
     pub webhook_timeout: Option<String>,
@@ -419,6 +472,19 @@ impl FileConfig {
             api: pick(&a.api, self.api),
             history: pick(&a.history, self.history),
             data: pick(&a.data, self.data),
+            store: {
+                let file = self.store;
+                if a.store.is_none() && a.store_schema.is_none() && a.store_password_file.is_none()
+                {
+                    file
+                } else {
+                    let mut t = file.map(StoreSetting::table).unwrap_or_default();
+                    t.url = pick(&a.store, t.url);
+                    t.schema = pick(&a.store_schema, t.schema);
+                    t.password_file = pick(&a.store_password_file, t.password_file);
+                    Some(StoreSetting::Table(t))
+                }
+            },
             findings: {
                 let file = self.findings;
                 if a.findings.is_none() && a.findings_format.is_none() {
@@ -506,6 +572,7 @@ pub struct Settings {
     /// The query API's history retention, in seconds.
     pub history: u64,
     pub data: PathBuf,
+    pub store: StoreChoice,
     /// `None`: the JSON-lines output is off.
     pub findings: Option<String>,
     pub findings_format: Format,
@@ -743,7 +810,11 @@ impl Settings {
                 )?),
                 1,
             )?,
-            data: c.data.unwrap_or_else(|| PathBuf::from("unseen-data")),
+            data: c
+                .data
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("unseen-data")),
+            store: store_choice(c.store.clone())?,
             findings,
             findings_format: findings_table.format.unwrap_or_default().into(),
             webhook,
@@ -910,6 +981,18 @@ impl Settings {
             api: Some(self.api.map_or_else(|| OFF.to_string(), |a| a.to_string())),
             history: Some(format_duration(self.history)),
             data: Some(self.data.clone()),
+            store: match &self.store {
+                StoreChoice::Embedded => None,
+                StoreChoice::Postgres {
+                    url,
+                    schema,
+                    password_file,
+                } => Some(StoreSetting::Table(StoreTable {
+                    url: Some(url.clone()),
+                    schema: Some(schema.clone()),
+                    password_file: password_file.clone(),
+                })),
+            },
             findings: Some({
                 let path = self
                     .findings
@@ -1001,6 +1084,47 @@ impl Settings {
     }
 }
 
+/// `store`, checked: a PostgreSQL URL without a password in it.
+fn store_choice(setting: Option<StoreSetting>) -> Result<StoreChoice> {
+    let Some(t) = setting.map(StoreSetting::table) else {
+        return Ok(StoreChoice::Embedded);
+    };
+    let url = match t.url.filter(|u| !u.is_empty()) {
+        None => {
+            if t.schema.is_some() || t.password_file.is_some() {
+                bail!("setting `store`: `schema` and `password_file` need a `url` (postgres://USER@HOST/DB)");
+            }
+            return Ok(StoreChoice::Embedded);
+        }
+        Some(u) => u,
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("setting `store`: `{}` is not a postgres:// URL; leave `store` out for the embedded store in `data`", unseen_sinks::http::redact_url(&url));
+    }
+    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':'))
+        {
+            bail!("setting `store`: the URL holds a password; put it in a file and name it with `store_password_file` (--store-password-file): URLs end up in logs and process lists");
+        }
+    }
+    let schema = t.schema.unwrap_or_else(|| "unseen".to_string());
+    if schema.is_empty()
+        || !schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        bail!("setting `store.schema`: `{schema}` must be lower-case letters, digits and `_`");
+    }
+    Ok(StoreChoice::Postgres {
+        url,
+        schema,
+        password_file: t.password_file,
+    })
+}
+
 fn address(name: &str, value: &str) -> Result<SocketAddr> {
     value
         .to_socket_addrs()
@@ -1016,6 +1140,64 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/unseen.toml");
+
+    /// The configuration of the Kubernetes manifests is a valid config file, with the
+    /// state in PostgreSQL and no password in its URL.
+    #[test]
+    fn the_kubernetes_configmap_holds_a_valid_config() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/kubernetes/configmap.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        // The ConfigMap's `unseen.toml: |` block, de-indented.
+        let block: String = text
+            .split("unseen.toml: |\n")
+            .nth(1)
+            .expect("the unseen.toml key")
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let file: FileConfig = toml::from_str(&block).expect("a valid config file");
+        let choice = store_choice(file.store.clone()).unwrap();
+        assert!(
+            matches!(&choice, StoreChoice::Postgres { schema, password_file: Some(_), .. } if schema == "unseen"),
+            "{choice:?}"
+        );
+        assert_eq!(file.admin.as_deref(), Some("0.0.0.0:9464"));
+    }
+
+    #[test]
+    fn the_store_setting_is_checked() {
+        let store = |t: &str| store_choice(Some(StoreSetting::Url(t.into())));
+        assert_eq!(store("").unwrap(), StoreChoice::Embedded);
+        let e = store("postgres://unseen:hunter2@db/unseen")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("holds a password") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = store("mysql://db/unseen").unwrap_err().to_string();
+        assert!(e.contains("not a postgres:// URL"), "{e}");
+        let e = store_choice(Some(StoreSetting::Table(StoreTable {
+            url: Some("postgres://db/x".into()),
+            schema: Some("Bad-Name".into()),
+            password_file: None,
+        })))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("store.schema"), "{e}");
+        assert_eq!(
+            store("postgres://unseen@db/unseen").unwrap(),
+            StoreChoice::Postgres {
+                url: "postgres://unseen@db/unseen".into(),
+                schema: "unseen".into(),
+                password_file: None
+            }
+        );
+    }
 
     #[test]
     fn the_example_config_loads_and_sets_every_key() {

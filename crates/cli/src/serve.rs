@@ -32,7 +32,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "setting `current` has no effect on serve: the streaming rule uses `baseline` and `recent` (B − R) only; it applies to `scan`"
         );
     }
-    let store = open_store_for(&settings.data, &settings.mode)?;
+    let store = open_store_for(&settings.store, &settings.data, &settings.mode)?;
     let prometheus = install_metrics()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -80,17 +80,55 @@ pub fn key_mode_id(mode: &unseen_normalize::KeyMode) -> String {
     }
 }
 
-/// Opens the state and binds it to the run's key mode (refused when the state was made
-/// under another one).
+/// Opens the state (the embedded store in `data`, or PostgreSQL) and binds it to the
+/// run's key mode (refused when the state was made under another one).
 pub fn open_store_for(
+    choice: &crate::config::StoreChoice,
     data: &std::path::Path,
     mode: &unseen_normalize::KeyMode,
 ) -> Result<Arc<dyn StateStore>> {
-    let store = open_store(data)?;
+    let store: Arc<dyn StateStore> = match choice {
+        crate::config::StoreChoice::Embedded => open_store(data)?,
+        crate::config::StoreChoice::Postgres {
+            url,
+            schema,
+            password_file,
+        } => {
+            let url = match password_file {
+                Some(file) => {
+                    let password = std::fs::read_to_string(file).with_context(|| {
+                        format!("cannot read the store's password file {}", file.display())
+                    })?;
+                    // The key=value form takes the password apart from the URL.
+                    format!(
+                        "{url}{}password={}",
+                        if url.contains('?') { '&' } else { '?' },
+                        percent(password.trim_end_matches(['\n', '\r']))
+                    )
+                }
+                None => url.clone(),
+            };
+            let store = unseen_store_postgres::PostgresStore::open(&url, schema)
+                .with_context(|| format!("PostgreSQL store, schema {schema}"))?;
+            Arc::new(store)
+        }
+    };
     store
         .bind_key_mode(&key_mode_id(mode))
         .with_context(|| format!("state directory {}", data.display()))?;
     Ok(store)
+}
+
+/// Percent-encodes a URL query value.
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn bind(name: &str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {

@@ -257,12 +257,22 @@ pub async fn run(
 
     let notify = Arc::new(Notify::new());
     let sinks_stop = CancellationToken::new();
-    let sink_tasks = unseen_sinks::start(
-        store.clone(),
-        config.sinks.clone(),
-        notify.clone(),
-        sinks_stop.clone(),
-    )?;
+    // On the blocking pool: opening the sinks reads and writes the store (their cursors),
+    // and a store may block (PostgreSQL's client does).
+    let sink_tasks = {
+        let (store, sinks, notify, stop) = (
+            store.clone(),
+            config.sinks.clone(),
+            notify.clone(),
+            sinks_stop.clone(),
+        );
+        tokio::task::spawn_blocking(move || unseen_sinks::start(store, sinks, notify, stop))
+            .await
+            .map_err(|e| ServerError::Receiver {
+                receiver: "sinks",
+                message: e.to_string(),
+            })??
+    };
 
     let ready = Readiness::default();
     let commit_close = CancellationToken::new();

@@ -47,7 +47,7 @@ mod redb_store;
 pub mod conformance;
 
 pub use mem::MemStore;
-pub use redb_store::{RedbStore, FILE_NAME, SCHEMA_VERSION};
+pub use redb_store::{decode_key, encode_key, RedbStore, FILE_NAME, SCHEMA_VERSION};
 
 use std::sync::Arc;
 use unseen_detect::KeyState;
@@ -350,9 +350,7 @@ pub fn record_time(record: &Record) -> Option<UnixSecs> {
 }
 
 /// Open incidents in the order they opened.
-pub(crate) fn open_incidents_of(
-    triage: &unseen_findings::TriageState,
-) -> Vec<unseen_findings::Incident> {
+pub fn open_incidents_of(triage: &unseen_findings::TriageState) -> Vec<unseen_findings::Incident> {
     let mut open: Vec<unseen_findings::Incident> =
         triage.incidents.open().map(|(_, i)| i.clone()).collect();
     open.sort_by(|a, b| (&a.opened_at, &a.incident_id).cmp(&(&b.opened_at, &b.incident_id)));

@@ -367,7 +367,7 @@ fn open_error(path: &Path, e: DatabaseError) -> StoreError {
 
 /// Encodes a key as its four parts, each a u32 big-endian length then the bytes. The
 /// lengths make the encoding unambiguous (`"a|b","c"` and `"a","b|c"` differ).
-pub(crate) fn encode_key(key: &Key, out: &mut Vec<u8>) {
+pub fn encode_key(key: &Key, out: &mut Vec<u8>) {
     out.clear();
     for part in [&key.host, &key.cluster, &key.node, &key.image] {
         // Key parts come from OTLP attribute values, far below 4 GiB.
@@ -378,7 +378,7 @@ pub(crate) fn encode_key(key: &Key, out: &mut Vec<u8>) {
 }
 
 /// The inverse of [`encode_key`]; `None` for bytes it did not write.
-pub(crate) fn decode_key(mut bytes: &[u8]) -> Option<Key> {
+pub fn decode_key(mut bytes: &[u8]) -> Option<Key> {
     let mut part = || -> Option<String> {
         let (len, rest) = bytes.split_first_chunk::<4>()?;
         let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
