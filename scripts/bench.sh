@@ -12,15 +12,16 @@
 #   scripts/bench.sh            full size (minutes; the scan CSV is ~75 M rows, ~13 GB on disk)
 #   scripts/bench.sh --smoke    everything tiny, in seconds once built (what CI runs)
 #   options: --no-write (leave BENCHMARKS.md alone), --profile (a perf profile of the scan),
-#            --keep (keep the generated files), --only ingest,scan,memory,serve,api (some figures)
+#            --keep (keep the generated files), --only ingest,scan,memory,serve,api,replicas
 # Environment: BENCH_DIR (work directory, default target/bench), SCAN_ARGS (generator flags
 # of the scan CSV), SCAN_KEYS and SCAN_TICKS (keys and collections of the 2b CSV, default
 # 200000 and 100), KEYS (key counts for the memory figure, e.g. "1000000 10000000"),
 # BENCH_SERVE_CMD (how to start serve; `{port}`, `{admin}` and `{dir}` are replaced), SERVE_RATE
-# (points/s of the rate-limited serve runs, default 500000).
+# (points/s of the rate-limited serve runs, default 500000), BENCH_POSTGRES (the database of
+# the replica figures, default the local server's database `test`).
 set -euo pipefail
 
-SMOKE=0 WRITE=1 PROFILE=0 KEEP=0 ONLY=ingest,scan,memory,serve,api
+SMOKE=0 WRITE=1 PROFILE=0 KEEP=0 ONLY=ingest,scan,memory,serve,api,replicas
 while [ $# -gt 0 ]; do
   arg=$1
   shift
@@ -280,6 +281,21 @@ cargo bench --locked -p unseen-api --bench pages -- "${API_ARGS[@]}" | tee "$WOR
 collect "$WORK/api.txt"
 fi
 
+# ---- 6. replicas on PostgreSQL -----------------------------------------------------------
+# 1, 2 and 3 `serve` replicas sharing one state in PostgreSQL, beside the embedded store:
+# each replica gets a Collector of its own (a fleet of its own), all sending at once.
+if wanted replicas; then
+log "6. serve replicas on PostgreSQL, beside the embedded store"
+if [ "$SMOKE" = 1 ]; then
+  REPLICA_ARGS="--clusters 1 --nodes-per-cluster 3 --days 1 --interval 1h"
+else
+  REPLICA_ARGS="--clusters 1 --nodes-per-cluster 50 --pods-per-node 20 --images 2000 --days 1 --interval 5m"
+fi
+python3 scripts/bench_lib.py replicas --bin "$BIN" --gen "$REPLICA_ARGS" \
+  --url "${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}" | tee "$WORK/replicas.txt"
+collect "$WORK/replicas.txt"
+fi
+
 # ---- profiles (optional) -----------------------------------------------------------------
 if [ "$PROFILE" = 1 ] && [ -f "$CSV" ]; then
   log "profiles"
@@ -323,6 +339,9 @@ wanted serve && ROWS_OUT+=(
   "| serve-loopback-at-rate | the same at an offered load of $SERVE_RATE points/s | ${R[serve_rate]} | target p99 < 50 ms at 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
   "| serve-loopback-large | at $SERVE_RATE points/s, a fleet with ${R[serve_large_keys]:-?} keys, the measured day after a day that put them in the store | ${R[serve_large]} | informational | $DATE | \`unseen generate $LARGE_ARGS --start now-2d ...\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
 )
+wanted replicas && for n in embedded_1 postgres_1 postgres_2 postgres_3; do
+  ROWS_OUT+=("| replicas-$n | \`serve\` ${n/_/ × }, each replica fed its own fleet (\`$REPLICA_ARGS\`, seeds 1..N) at once over loopback, preloaded, 4 requests in flight each | ${R[replicas_${n}_pps]} points/s, ack p99 ${R[replicas_${n}_p99_ms]} ms; per 1,000 ready points ${R[replicas_${n}_trips_per_k]} database round trips, ${R[replicas_${n}_rows_per_k]} rows written | issue 11 | $DATE | \`scripts/bench_lib.py replicas\` (bench.sh section 6) |")
+done
 wanted api && ROWS_OUT+=(
   "| api-pages | query API over loopback, the embedded store holding ${R[api_findings_total]} findings and ${R[api_incidents_total]} incidents: every request of the console's pages, 50 each | worst p99 ${R[api_worst_p99_ms]} ms (incident queue ${R[api_incidents_p99_ms]} ms, findings ${R[api_findings_p99_ms]} ms, filtered ${R[api_findings_namespace_p99_ms]} ms, incident ${R[api_incident_p99_ms]} ms, inventory ${R[api_images_p99_ms]} ms, image ${R[api_image_p99_ms]} ms, timeline ${R[api_timeline_p99_ms]} ms); the index of the history read in ${R[api_load_s]} s at start | target < 200 ms | $DATE | \`cargo bench -p unseen-api --bench pages\` |"
 )
@@ -337,7 +356,7 @@ printf '%s\n' "${ROWS_OUT[@]}"
 if [ "$WRITE" = 1 ]; then
   # The machine line is the full run's: a run of some figures (--only) leaves it, and says
   # its machine in its rows instead.
-  if [ "$ONLY" = "ingest,scan,memory,serve,api" ]; then
+  if [ "$ONLY" = "ingest,scan,memory,serve,api,replicas" ]; then
     printf '%s\n' "${ROWS_OUT[@]}" | python3 scripts/bench_lib.py update-md --file BENCHMARKS.md --machine "Last full run: $MACHINE"
   else
     printf '%s\n' "${ROWS_OUT[@]}" | sed "s/ | \([0-9]\{4\}-[0-9][0-9]-[0-9][0-9]\) | / | \1 ($(nproc) CPUs, ${CPU//\//\\/}) | /" \

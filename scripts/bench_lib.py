@@ -199,6 +199,91 @@ def update_md(args):
         f.write(text)
 
 
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _metric(text, name):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def replicas(args):
+    """`serve` replicas on one PostgreSQL state, beside the embedded store: each replica
+    gets its own Collector (a generated fleet of its own, seeds 1..N, as the Collector's
+    loadbalancing exporter would split the clusters), all sending at once, preloaded.
+    Throughput = all points / the longest sender's time; latency = the worst sender's p99;
+    the servers' /metrics give round trips and rows written per 1,000 points."""
+    import re
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    runs = [("embedded", 1)] + [("postgres", int(n)) for n in args.replicas.split(",")]
+    os.environ["PGOPTIONS"] = "-c client_min_messages=warning"
+    for store, n in runs:
+        work = tempfile.mkdtemp(prefix="unseen-replicas-")
+        schema = f"unseen_bench_{n}_{os.getpid()}"
+        if store == "postgres":
+            subprocess.run(["psql", args.url, "-Atqc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=True)
+        servers = []
+        for i in range(n):
+            port, admin = _free_port(), _free_port()
+            cmd = [args.bin, "serve", "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
+                   "--admin", f"127.0.0.1:{admin}", "--api", "off", "--findings", os.path.join(work, f"findings-{i}.jsonl")]
+            if store == "postgres":
+                cmd += ["--store", args.url, "--store-schema", schema]
+            else:
+                cmd += ["--data", os.path.join(work, "data")]
+            log = open(os.path.join(work, f"serve-{i}.log"), "w")
+            servers.append((subprocess.Popen(cmd, stdout=log, stderr=log), port, admin))
+        for _, port, _ in servers:
+            for _ in range(200):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                except urllib.error.HTTPError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        senders = [subprocess.Popen([args.bin, "generate", *args.gen.split(), "--seed", str(i + 1), "--start", "now-1d",
+                                     "--send", f"http://127.0.0.1:{port}", "--concurrency", "4", "--preload"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                   for i, (_, port, _) in enumerate(servers)]
+        points, secs, p99 = 0, 0.0, 0.0
+        for s in senders:
+            _, err = s.communicate()
+            m = re.search(r"^sent \d+ requests, (\d+) points.* in ([0-9.]+) s: .*p99 ([0-9.]+) ms", err, re.M)
+            if not m:
+                sys.exit(f"a sender failed:\n{err}")
+            points += int(m.group(1))
+            secs = max(secs, float(m.group(2)))
+            p99 = max(p99, float(m.group(3)))
+        trips = rows = accepted = 0.0
+        for proc, _, admin in servers:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+            trips += _metric(text, "unseen_store_round_trips_total")
+            rows += _metric(text, "unseen_store_rows_written_total")
+            accepted += _metric(text, "unseen_points_accepted_total")
+            proc.terminate()
+            proc.wait()
+        if store == "postgres":
+            subprocess.run(["psql", args.url, "-Atqc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=True)
+        key = f"replicas_{store}_{n}"
+        per_k = 1000.0 / accepted if accepted else 0.0
+        print(f"{store} x{n}: {points} points in {secs:.1f} s: {points / secs:.0f} points/s, p99 {p99:.1f} ms; "
+              f"per 1,000 ready points: {trips * per_k:.2f} round trips, {rows * per_k:.0f} rows written")
+        print(f"BENCH {key}_pps={points / secs:.0f}")
+        print(f"BENCH {key}_p99_ms={p99:.1f}")
+        print(f"BENCH {key}_trips_per_k={trips * per_k:.2f}")
+        print(f"BENCH {key}_rows_per_k={rows * per_k:.0f}")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -212,6 +297,12 @@ def main():
     s.add_argument("--runs", type=int, default=1)
     s.add_argument("--prefix", default="scan")
     s.set_defaults(func=scan_vs_duckdb)
+    r = sub.add_parser("replicas")
+    r.add_argument("--bin", required=True)
+    r.add_argument("--url", required=True)
+    r.add_argument("--replicas", default="1,2,3")
+    r.add_argument("--gen", required=True)
+    r.set_defaults(func=replicas)
     u = sub.add_parser("update-md")
     u.add_argument("--file", required=True)
     u.add_argument("--machine", default="")

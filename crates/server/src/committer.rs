@@ -376,6 +376,7 @@ async fn commit(
     match result {
         Ok((applied, opts)) => {
             m::keys_tracked(applied.keys);
+            m::store_io(applied.io);
             for (sender, used) in sender_names.iter().zip(&applied.new_keys) {
                 state
                     .limiter

@@ -25,9 +25,19 @@ pub const CONNECTIONS: &str = "unseen_connections";
 pub const CONNECTIONS_REFUSED: &str = "unseen_connections_refused_total";
 pub const TIMEOUTS: &str = "unseen_request_timeouts_total";
 pub const CAPACITY: &str = "unseen_capacity_reached";
+pub const STORE_ROUND_TRIPS: &str = "unseen_store_round_trips_total";
+pub const STORE_ROWS_WRITTEN: &str = "unseen_store_rows_written_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        STORE_ROUND_TRIPS,
+        "Requests the commits sent to the state's database server and waited for (0 with the embedded store)."
+    );
+    describe_counter!(
+        STORE_ROWS_WRITTEN,
+        "Rows the commits wrote or deleted in the state: key states, records, triage state."
+    );
     describe_counter!(
         POINTS_RECEIVED,
         "k8s.container.ready points received, by receiver."
@@ -141,6 +151,13 @@ pub fn commit_seconds(elapsed: Duration) {
 
 pub fn commit_failed() {
     metrics::counter!(COMMIT_FAILURES).increment(1);
+}
+
+/// What a commit cost the store: round trips to a database server (0 for the embedded
+/// store) and rows written.
+pub fn store_io(io: unseen_store::StoreIo) {
+    metrics::counter!(STORE_ROUND_TRIPS).increment(io.round_trips);
+    metrics::counter!(STORE_ROWS_WRITTEN).increment(io.rows_written);
 }
 
 pub fn keys_tracked(keys: u64) {

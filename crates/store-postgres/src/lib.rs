@@ -181,6 +181,8 @@ impl PostgresStore {
         tx: &mut Transaction<'_>,
         triage: &mut (Option<i64>, TriageState),
     ) -> Result<i64, StoreError> {
+        // Two round trips (the lock, the version), and three more when the triage state
+        // is read again: counted by the caller as `SYNC_ROUND_TRIPS`.
         tx.execute(
             "SELECT pg_advisory_xact_lock($1)",
             &[&lock_id(&self.schema, "decide")],
@@ -194,16 +196,16 @@ impl PostgresStore {
         Ok(version)
     }
 
-    /// Writes what changed in the triage state; true when anything did.
+    /// Writes what changed in the triage state: (round trips, rows written).
     fn write_triage(
         tx: &mut Transaction<'_>,
         triage: &mut TriageState,
-    ) -> Result<bool, StoreError> {
-        let mut changed = false;
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut trips, mut rows) = (0, 0);
         let (mut up_keys, mut up_last, mut up_start, mut gone) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (key, state) in triage.index.take_dirty() {
-            changed = true;
+            rows += 1;
             match state {
                 Some(s) => {
                     up_keys.push(key.encode());
@@ -220,6 +222,7 @@ impl PostgresStore {
                 &[&up_keys, &up_last, &up_start],
             )
             .map_err(backend("write the image index"))?;
+            trips += 1;
         }
         if !gone.is_empty() {
             tx.execute(
@@ -227,10 +230,11 @@ impl PostgresStore {
                 &[&gone],
             )
             .map_err(backend("write the image index"))?;
+            trips += 1;
         }
         let incidents = triage.incidents.take_dirty();
-        changed |= !incidents.is_empty();
-        Self::write_named(
+        rows += incidents.len() as u64;
+        trips += Self::write_named(
             tx,
             "unseen_open_incidents",
             "grp",
@@ -239,8 +243,8 @@ impl PostgresStore {
             "incident",
         )?;
         let ledgers = triage.risk.take_dirty();
-        changed |= !ledgers.is_empty();
-        Self::write_named(
+        rows += ledgers.len() as u64;
+        trips += Self::write_named(
             tx,
             "unseen_risk_ledger",
             "object",
@@ -248,7 +252,7 @@ impl PostgresStore {
             ledgers,
             "risk ledger",
         )?;
-        Ok(changed)
+        Ok((trips, rows))
     }
 
     /// Upserts (`Some`) or deletes (`None`) rows of a table of name → JSON: the open
@@ -260,7 +264,8 @@ impl PostgresStore {
         value: &str,
         dirty: Vec<(String, Option<T>)>,
         what: &'static str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        let mut trips = 0;
         let (mut names, mut jsons, mut gone) = (Vec::new(), Vec::new(), Vec::new());
         for (key, entry) in dirty {
             match entry {
@@ -283,6 +288,7 @@ impl PostgresStore {
                 &[&names, &jsons],
             )
             .map_err(backend("write the triage state"))?;
+            trips += 1;
         }
         if !gone.is_empty() {
             tx.execute(
@@ -290,8 +296,9 @@ impl PostgresStore {
                 &[&gone],
             )
             .map_err(backend("write the triage state"))?;
+            trips += 1;
         }
-        Ok(())
+        Ok(trips)
     }
 
     fn apply_locked(
@@ -302,13 +309,18 @@ impl PostgresStore {
     ) -> Result<Applied, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.client().transaction().map_err(backend("begin"))?;
+        let synced = triage.0;
         let version = self.lock_and_sync(&mut tx, triage)?;
+        // begin, the lock, the version, and the triage tables when read again.
+        let mut round_trips: u64 = 3 + if synced == Some(version) { 0 } else { 3 };
+        let mut rows_written: u64 = 0;
         let state = &mut triage.1;
         let decider = opts.decider();
         let mut applied = Applied::default();
         let mut last_seq = Self::meta(&mut tx, "last_seq")?.unwrap_or(0);
         let mut newest = Self::meta(&mut tx, "newest_point")?;
         let mut count = Self::meta(&mut tx, "key_count")?.unwrap_or(0).max(0) as u64;
+        round_trips += 3;
         // The batch's keys, encoded once, and their states in one round trip.
         let encoded: Vec<Vec<u8>> = batch
             .iter()
@@ -323,6 +335,7 @@ impl PostgresStore {
         distinct.dedup();
         let mut known: HashMap<Vec<u8>, KeyState> = HashMap::with_capacity(distinct.len());
         if !distinct.is_empty() {
+            round_trips += 1;
             for row in tx
                 .query(
                     "SELECT key, last_seen, episode_start FROM unseen_keys WHERE key = ANY($1)",
@@ -370,12 +383,13 @@ impl PostgresStore {
             let k: Vec<&[u8]> = keys.iter().map(|(k, _)| *k).collect();
             let last: Vec<i64> = keys.iter().map(|(_, s)| s.last_seen).collect();
             let start: Vec<i64> = keys.iter().map(|(_, s)| s.episode_start).collect();
-            tx.execute(
+            rows_written += tx.execute(
                 "INSERT INTO unseen_keys (key, last_seen, episode_start) SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) \
                  ON CONFLICT (key) DO UPDATE SET last_seen = EXCLUDED.last_seen, episode_start = EXCLUDED.episode_start",
                 &[&k, &last, &start],
             )
             .map_err(backend("write keys"))?;
+            round_trips += 1;
         }
         if !records.is_empty() {
             let (mut seqs, mut times, mut jsons) = (Vec::new(), Vec::new(), Vec::new());
@@ -399,18 +413,30 @@ impl PostgresStore {
                 &[&seqs, &times, &jsons],
             )
             .map_err(backend("append history"))?;
+            round_trips += 2;
+            rows_written += 2 * seqs.len() as u64;
         }
-        let triage_changed = Self::write_triage(&mut tx, state)?;
-        let next_version = if triage_changed { version + 1 } else { version };
+        let (triage_trips, triage_rows) = Self::write_triage(&mut tx, state)?;
+        let next_version = if triage_rows > 0 {
+            version + 1
+        } else {
+            version
+        };
         Self::set_meta(&mut tx, "last_seq", last_seq)?;
         Self::set_meta(&mut tx, "key_count", count as i64)?;
         Self::set_meta(&mut tx, "triage_version", next_version)?;
         if let Some(n) = newest {
             Self::set_meta(&mut tx, "newest_point", n)?;
+            round_trips += 1;
         }
         tx.commit().map_err(backend("commit"))?;
         triage.0 = Some(next_version);
         applied.keys = count;
+        // The meta rows and the commit.
+        applied.io = unseen_store::StoreIo {
+            round_trips: round_trips + triage_trips + 4,
+            rows_written: rows_written + triage_rows + 4,
+        };
         Ok(applied)
     }
 
@@ -573,7 +599,8 @@ impl StateStore for PostgresStore {
                 let count = Self::meta(tx, "key_count")?.unwrap_or(0);
                 Self::set_meta(tx, "key_count", (count - forgotten as i64).max(0))?;
             }
-            if triage.1.index.forget(newest, windows) > 0 && Self::write_triage(tx, &mut triage.1)?
+            if triage.1.index.forget(newest, windows) > 0
+                && Self::write_triage(tx, &mut triage.1)?.1 > 0
             {
                 Self::set_meta(tx, "triage_version", version + 1)?;
                 triage.0 = Some(version + 1);

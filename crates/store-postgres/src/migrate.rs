@@ -27,6 +27,9 @@ pub fn apply(client: &mut Client, schema: &str) -> Result<(), StoreError> {
 
 fn apply_locked(client: &mut Client, schema: &str) -> Result<(), StoreError> {
     client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .map_err(backend("create the schema"))?;
+    client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS unseen_schema_migrations (
                  version    integer PRIMARY KEY,

@@ -116,11 +116,11 @@ impl Pool {
                 explain(&e)
             ))
         })?;
+        // The schema is created by the migrations, under their lock (replicas that start
+        // at once would race on CREATE SCHEMA IF NOT EXISTS); naming a schema that does
+        // not exist yet in the search path is fine.
         client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {0}; SET search_path TO {0}",
-                self.schema
-            ))
+            .batch_execute(&format!("SET search_path TO {}", self.schema))
             .map_err(|e| {
                 StoreError::Backend(format!(
                     "cannot use schema {}: {}",

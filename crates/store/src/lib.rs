@@ -191,6 +191,18 @@ pub struct Applied {
     pub keys: u64,
     /// New keys created per sender of `ApplyOptions::new_keys` (empty without it).
     pub new_keys: Vec<u64>,
+    /// What the batch cost the backend (exported as metrics: the steady-state cost of a
+    /// point, per backend).
+    pub io: StoreIo,
+}
+
+/// The input/output of one `apply`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreIo {
+    /// Requests sent to a database server and waited for (0 for the embedded stores).
+    pub round_trips: u64,
+    /// Rows (B-tree entries) written or deleted: key states, records, triage state.
+    pub rows_written: u64,
 }
 
 impl Applied {

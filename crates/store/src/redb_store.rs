@@ -959,6 +959,7 @@ impl RedbStore {
                 keys.insert(key.as_slice(), &encode_state(state))
                     .map_err(self.backend("write key"))?;
             }
+            applied.io.rows_written = touched.len() as u64 + 2 * applied.records.len() as u64 + 2;
             self.write_triage(&txn, triage)?;
             meta.insert(META_LAST_SEQ, last_seq)
                 .map_err(self.backend("write meta"))?;
