@@ -150,6 +150,7 @@ fn connections_cut_mid_stream_lose_nothing_and_a_dead_lease_holder_is_replaced()
     // connects again by itself.
     let cut_at = half / 3;
     let mut cuts = 0;
+    let mut after_cut = Vec::new();
     for (i, body) in history.bodies[..half].iter().enumerate() {
         if i == cut_at {
             cuts = psql(
@@ -157,10 +158,26 @@ fn connections_cut_mid_stream_lose_nothing_and_a_dead_lease_holder_is_replaced()
             )
             .parse::<u32>()
             .unwrap();
+            // The first request after the cut meets the dead connection: "unavailable,
+            // retry" (503), never a success that was not committed nor a client error;
+            // then the replica reconnects by itself.
+            let addr = *addrs[0].lock().unwrap();
+            let recovered = wait_for(Duration::from_secs(60), || {
+                let status = http(addr, "POST", "/v1/metrics", "application/x-protobuf", body)
+                    .map_or(0, |(status, _)| status);
+                after_cut.push(status);
+                status == 200
+            });
+            assert!(recovered, "the replica did not recover: {after_cut:?}");
+            continue;
         }
         send_until_acked(&addrs[0], body, Duration::from_secs(120));
     }
     assert!(cuts > 0, "connections were cut");
+    assert!(
+        after_cut.contains(&503) && after_cut.iter().all(|s| *s == 503 || *s == 200),
+        "answers after the cut: {after_cut:?}"
+    );
 
     // The findings sink's lease holder (replica 0, the one that committed) is killed;
     // replica 1 takes the lease once it expires and delivers what is left.
