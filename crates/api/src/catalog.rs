@@ -265,6 +265,18 @@ impl Catalog {
                 break;
             }
         }
+        self.refresh_audit(store)?;
+        if self
+            .inventory_at
+            .is_none_or(|at| now.saturating_sub(at) >= INVENTORY_MAX_AGE || now < at)
+        {
+            self.scan_keys(store, now)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the audit entries appended since the last call (by this replica or another).
+    pub fn refresh_audit(&mut self, store: &dyn StateStore) -> Result<(), CatalogError> {
         loop {
             let after = self.audit.last().map_or(0, |(seq, _)| *seq);
             let chunk = store.audit(after, READ_CHUNK)?;
@@ -273,16 +285,9 @@ impl Catalog {
                 self.apply_audit(seq, entry)?;
             }
             if done {
-                break;
+                return Ok(());
             }
         }
-        if self
-            .inventory_at
-            .is_none_or(|at| now.saturating_sub(at) >= INVENTORY_MAX_AGE || now < at)
-        {
-            self.scan_keys(store, now)?;
-        }
-        Ok(())
     }
 
     /// Scans the store's keys into the inventory now.

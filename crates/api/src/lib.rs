@@ -114,6 +114,8 @@ pub struct Api {
     directory: Arc<dyn Directory>,
     rules: Arc<dyn RulesControl>,
     mode: KeyMode,
+    /// The API's rules last handed to the committer (`sync_rules`).
+    pushed_rules: Mutex<Suppressions>,
     /// Cookies get `Secure` when the listener has TLS.
     secure_cookies: bool,
     clock: fn() -> UnixSecs,
@@ -139,7 +141,7 @@ impl Api {
         let mut catalog = Catalog::default();
         catalog.refresh(store.as_ref(), clock())?;
         let api_rules = catalog.api_rules();
-        if let Err(e) = rules.set_api_rules(api_rules) {
+        if let Err(e) = rules.set_api_rules(api_rules.clone()) {
             tracing::error!(error = %e, "the suppression rules made through the API are not in force: rename the clashing rule of the rules file");
         }
         Ok(Arc::new(Api {
@@ -149,9 +151,39 @@ impl Api {
             directory,
             rules,
             mode,
+            pushed_rules: Mutex::new(api_rules),
             secure_cookies,
             clock,
         }))
+    }
+
+    /// Reads the audit log again and hands the rules made through the API to the
+    /// committer when they changed: with replicas, a rule made on one replica is in
+    /// force on every replica after its next call (the server calls it every second).
+    /// Returns whether the rules changed.
+    pub fn sync_rules(&self) -> Result<bool, CatalogError> {
+        let rules = {
+            let mut catalog = self.catalog.lock().map_err(|_| {
+                CatalogError::Store(unseen_store::StoreError::Backend(
+                    "the catalog lock is poisoned".into(),
+                ))
+            })?;
+            catalog.refresh_audit(self.store.as_ref())?;
+            catalog.api_rules()
+        };
+        let mut pushed = self.pushed_rules.lock().map_err(|_| {
+            CatalogError::Store(unseen_store::StoreError::Backend(
+                "the rules lock is poisoned".into(),
+            ))
+        })?;
+        if *pushed == rules {
+            return Ok(false);
+        }
+        if let Err(e) = self.rules.set_api_rules(rules.clone()) {
+            tracing::error!(error = %e, "suppression rules made through the API not applied");
+        }
+        *pushed = rules;
+        Ok(true)
     }
 
     /// Runs `f` on the catalog, brought up to date first, on the blocking pool (the
@@ -234,6 +266,16 @@ impl Api {
             )));
         }
         Ok(principal)
+    }
+
+    /// Hands the API's rules to the committer (after a change made here).
+    fn push_rules(&self, rules: Suppressions) {
+        if let Err(e) = self.rules.set_api_rules(rules.clone()) {
+            tracing::error!(error = %e, "suppression rules made through the API not applied");
+        }
+        if let Ok(mut pushed) = self.pushed_rules.lock() {
+            *pushed = rules;
+        }
     }
 
     fn close_session(&self, id: &str) {
@@ -950,9 +992,7 @@ async fn suppression_create(
             detail: Some(rule.to_toml()),
         };
         api.audit(catalog, entry)?;
-        if let Err(e) = api.rules.set_api_rules(catalog.api_rules()) {
-            tracing::error!(error = %e, "suppression rules made through the API not applied");
-        }
+        api.push_rules(catalog.api_rules());
         tracing::info!(token = %who.name, rule = %rule.name, "suppression rule created");
         let now = (api.clock)();
         let created = catalog.api_rule(&rule.name).unwrap_or(&rule);
@@ -987,9 +1027,7 @@ async fn suppression_expire(
             detail: None,
         };
         api.audit(catalog, entry)?;
-        if let Err(e) = api.rules.set_api_rules(catalog.api_rules()) {
-            tracing::error!(error = %e, "suppression rules made through the API not applied");
-        }
+        api.push_rules(catalog.api_rules());
         tracing::info!(token = %who.name, rule = %name, "suppression rule expired");
         let rule = catalog
             .api_rule(&name)

@@ -1314,3 +1314,35 @@ async fn list_pages_cut_the_member_lists_of_big_incidents() {
     assert_eq!(whole["members"].as_array().unwrap().len(), n);
     assert!(whole["incident"].get("truncated").is_none());
 }
+
+/// With a shared store, a rule made through one replica's API comes into force on
+/// another's at its next `sync_rules`, and only a change is handed over.
+#[tokio::test]
+async fn rules_made_on_one_replica_reach_the_others() {
+    let h = start().await;
+    let other_rules = Arc::new(Rules::default());
+    let other = Api::new(
+        h.store.clone(),
+        h.tokens.clone(),
+        other_rules.clone(),
+        KeyMode::default(),
+        false,
+        || NOW,
+    )
+    .unwrap();
+    assert!(!other.sync_rules().unwrap(), "nothing new yet");
+    let rule = json!({"name": "shared", "reason": "r", "matchers": {"k8s.cluster.name": "a"}});
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/api/v1/suppressions",
+            Some(RESPONDER),
+            Some(rule),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(other_rules.api.lock().unwrap().rules.is_empty());
+    assert!(other.sync_rules().unwrap(), "the new rule is handed over");
+    assert_eq!(other_rules.api.lock().unwrap().rules[0].name, "shared");
+    assert!(!other.sync_rules().unwrap(), "once");
+}

@@ -451,6 +451,9 @@ pub async fn run(
                 receiver: "api",
                 message: e.to_string(),
             })?;
+            // Rules made through the API of another replica (a shared store) come into
+            // force here at the next turn.
+            tokio::spawn(sync_api_rules(api.clone(), watchers_stop.clone()));
             Some(tokio::spawn(serve::serve_http(
                 incoming,
                 unseen_api::router(api),
@@ -526,6 +529,24 @@ pub async fn run(
     match errors.into_iter().next() {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Reads the audit log every [`watch::POLL`] and puts the rules made through the API (by
+/// any replica) in force, until `stop`.
+async fn sync_api_rules(api: Arc<unseen_api::Api>, stop: CancellationToken) {
+    loop {
+        let turn = api.clone();
+        match tokio::task::spawn_blocking(move || turn.sync_rules()).await {
+            Ok(Ok(true)) => tracing::info!("suppression rules made through the API reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the audit log; retried"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the audit log; retried"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(watch::POLL) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 
