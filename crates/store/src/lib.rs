@@ -206,6 +206,15 @@ pub struct StoreIo {
 }
 
 impl Applied {
+    /// The same without `io`: what the batch did, whatever it cost the backend (two
+    /// backends answer a batch identically, at different costs).
+    pub fn without_io(self) -> Applied {
+        Applied {
+            io: StoreIo::default(),
+            ..self
+        }
+    }
+
     /// The findings among the records, in order.
     pub fn findings(&self) -> impl Iterator<Item = &unseen_findings::Finding> {
         self.records.iter().filter_map(|(_, r)| r.finding())
