@@ -251,29 +251,33 @@ def replicas(args):
                     break
                 except OSError:
                     time.sleep(0.1)
-        senders = [subprocess.Popen([args.bin, "generate", *args.gen.split(), "--seed", str(i + 1), "--start", "now-1d",
-                                     "--send", f"http://127.0.0.1:{port}", "--concurrency", "4", "--preload"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                   for i, (_, port, _) in enumerate(servers)]
-        points, secs, p99 = 0, 0.0, 0.0
-        for s in senders:
-            _, err = s.communicate()
-            m = re.search(r"^sent \d+ requests, (\d+) points.* in ([0-9.]+) s: .*p99 ([0-9.]+) ms", err, re.M)
-            if not m:
-                sys.exit(f"a sender failed:\n{err}")
-            points += int(m.group(1))
-            secs = max(secs, float(m.group(2)))
-            p99 = max(p99, float(m.group(3)))
-        trips = rows = accepted = 0.0
-        for proc, _, admin in servers:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
-            trips += _metric(text, "unseen_store_round_trips_total")
-            rows += _metric(text, "unseen_store_rows_written_total")
-            accepted += _metric(text, "unseen_points_accepted_total")
-            proc.terminate()
-            proc.wait()
-        if store == "postgres":
-            subprocess.run(["psql", args.url, "-Atqc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=True)
+        try:
+            senders = [subprocess.Popen([args.bin, "generate", *args.gen.split(), "--seed", str(i + 1), "--start", "now-1d",
+                                         "--send", f"http://127.0.0.1:{port}", "--concurrency", "4", "--preload"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                       for i, (_, port, _) in enumerate(servers)]
+            points, secs, p99 = 0, 0.0, 0.0
+            for s in senders:
+                _, err = s.communicate()
+                m = re.search(r"^sent \d+ requests, (\d+) points.* in ([0-9.]+) s: .*p99 ([0-9.]+) ms", err, re.M)
+                if not m:
+                    sys.exit(f"a sender failed:\n{err}")
+                points += int(m.group(1))
+                secs = max(secs, float(m.group(2)))
+                p99 = max(p99, float(m.group(3)))
+            trips = rows = accepted = 0.0
+            for _, _, admin in servers:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+                trips += _metric(text, "unseen_store_round_trips_total")
+                rows += _metric(text, "unseen_store_rows_written_total")
+                accepted += _metric(text, "unseen_points_accepted_total")
+        finally:
+            # Whatever happened (a sender failed): no server left running, no schema left.
+            for proc, _, _ in servers:
+                proc.terminate()
+                proc.wait()
+            if store == "postgres":
+                subprocess.run(["psql", args.url, "-Atqc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=False)
         key = f"replicas_{store}_{n}"
         per_k = 1000.0 / accepted if accepted else 0.0
         # The senders print their time to 0.1 s: a smoke run's can read 0.0.
