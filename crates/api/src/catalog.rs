@@ -226,6 +226,8 @@ pub struct Catalog {
     incident_ids: Interner,
     rows: Vec<Row>,
     by_finding: HashMap<Box<str>, usize>,
+    /// Image (interned) → its findings' rows: an image's page reads its own rows, not all.
+    by_image: HashMap<u32, Vec<usize>>,
     incidents: Vec<IncidentEntry>,
     /// Incident (interned id) → its entry, once its record is read.
     by_incident: HashMap<u32, usize>,
@@ -341,6 +343,7 @@ impl Catalog {
         // A finding is recorded once per episode; the same id again (a replayed log)
         // points at its latest record.
         self.by_finding.insert(row.id.clone(), index);
+        self.by_image.entry(row.image).or_default().push(index);
         self.rows.push(row);
         if incident != NONE {
             match self.by_incident.get(&incident) {
@@ -674,7 +677,7 @@ impl Catalog {
         let mut findings = 0;
         // Findings keep what the key scan does not (namespace, workload), and cover
         // keys made since the last scan.
-        for row in self.rows.iter().filter(|r| r.image == image) {
+        for row in self.image_rows(image) {
             findings += 1;
             agg.see(row.first_seen, row.first_seen, row.cluster, row.node);
             namespaces.extend(self.namespaces.name(row.namespace));
@@ -780,12 +783,20 @@ impl Catalog {
         }
     }
 
+    fn image_rows(&self, image: u32) -> impl Iterator<Item = &Row> {
+        self.by_image
+            .get(&image)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.rows[i])
+    }
+
     /// One image by its exact (canonical) name, with its incidents.
     pub fn image(&self, name: &str) -> Option<(ImageRow, Vec<String>)> {
         let id = self.images.get(name)?;
         let row = self.image_row(id)?;
         let mut incidents = BTreeSet::new();
-        for r in self.rows.iter().filter(|r| r.image == id) {
+        for r in self.image_rows(id) {
             if let Some(i) = self.incident_ids.name(r.incident) {
                 incidents.insert(i.to_string());
             }

@@ -451,6 +451,30 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Rows `(seq, bytes)` of `sql` (`$1` = after, `$2` = limit), decoded.
+    fn after_seq<T>(
+        &self,
+        sql: &str,
+        after: u64,
+        limit: usize,
+        what: &'static str,
+        decode: impl Fn(i64, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        conn.client()
+            .query(sql, &[&after, &limit])
+            .map_err(backend(what))?
+            .into_iter()
+            .map(|r| {
+                let seq: i64 = r.get(0);
+                let bytes: Vec<u8> = r.get(1);
+                Ok((seq as u64, decode(seq, &bytes)?))
+            })
+            .collect()
+    }
+
     fn with_tx<T>(
         &self,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
@@ -769,22 +793,13 @@ impl StateStore for PostgresStore {
     }
 
     fn history(&self, after: u64, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut conn = self.pool.get()?;
-        conn.client()
-            .query(
-                "SELECT seq, record FROM unseen_history WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&after, &limit],
-            )
-            .map_err(backend("read the history"))?
-            .into_iter()
-            .map(|r| {
-                let seq: i64 = r.get(0);
-                let json: Vec<u8> = r.get(1);
-                Ok((seq as u64, record_of(seq, &json)?))
-            })
-            .collect()
+        self.after_seq(
+            "SELECT seq, record FROM unseen_history WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after,
+            limit,
+            "read the history",
+            record_of,
+        )
     }
 
     fn history_get(&self, seqs: &[u64]) -> Result<Vec<(u64, Record)>, StoreError> {
@@ -845,24 +860,16 @@ impl StateStore for PostgresStore {
     }
 
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut conn = self.pool.get()?;
-        conn.client()
-            .query(
-                "SELECT seq, entry FROM unseen_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&after, &limit],
-            )
-            .map_err(backend("read the audit log"))?
-            .into_iter()
-            .map(|r| {
-                let seq: i64 = r.get(0);
-                let json: Vec<u8> = r.get(1);
-                let entry = serde_json::from_slice(&json)
-                    .map_err(|e| incompatible(format!("audit entry {seq} cannot be read: {e}")))?;
-                Ok((seq as u64, entry))
-            })
-            .collect()
+        self.after_seq(
+            "SELECT seq, entry FROM unseen_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after,
+            limit,
+            "read the audit log",
+            |seq, json| {
+                serde_json::from_slice(json)
+                    .map_err(|e| incompatible(format!("audit entry {seq} cannot be read: {e}")))
+            },
+        )
     }
 
     fn for_each_key(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {

@@ -288,22 +288,31 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// server moves on restart). Panics on an answer that must not be retried (4xx other
 /// than 429) or after `limit`.
 pub fn send_until_acked(addr: &Mutex<SocketAddr>, body: &[u8], limit: Duration) -> u32 {
+    send_until_acked_as(addr, body, limit, None)
+}
+
+/// [`send_until_acked`] with a bearer token, when given.
+pub fn send_until_acked_as(
+    addr: &Mutex<SocketAddr>,
+    body: &[u8],
+    limit: Duration,
+    token: Option<&str>,
+) -> u32 {
     let deadline = Instant::now() + limit;
     let mut attempts = 0;
     loop {
         attempts += 1;
         let target = *addr.lock().unwrap();
-        match http(
+        match http_request(
             target,
             "POST",
             "/v1/metrics",
             "application/x-protobuf",
             body,
+            token,
         ) {
             Ok((200, _)) => return attempts,
-            Ok((status @ (429 | 502 | 503 | 504), _)) => {
-                let _ = status;
-            }
+            Ok((429 | 502 | 503 | 504, _)) => {}
             Ok((status, body)) => panic!(
                 "the server refused a request with {status}: {}",
                 String::from_utf8_lossy(&body)
@@ -314,6 +323,8 @@ pub fn send_until_acked(addr: &Mutex<SocketAddr>, body: &[u8], limit: Duration) 
             Instant::now() < deadline,
             "a request was not acknowledged within {limit:?}"
         );
+        // The server said "retry": a sender's pause before the next attempt, not a
+        // wait for an event.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -647,30 +658,9 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// Sends every body of `history` with the Collector's token, each until acknowledged.
 pub fn send_history_with_token(addr: SocketAddr, history: &History, token: &str) {
+    let addr = Mutex::new(addr);
     for body in &history.bodies {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match http_with_token(
-                addr,
-                "POST",
-                "/v1/metrics",
-                "application/x-protobuf",
-                body,
-                token,
-            ) {
-                Ok((200, _)) => break,
-                Ok((429 | 503, _)) | Err(_) => {}
-                Ok((status, body)) => panic!(
-                    "the server refused a request with {status}: {}",
-                    String::from_utf8_lossy(&body)
-                ),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "a request was not acknowledged in 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        send_until_acked_as(&addr, body, Duration::from_secs(60), Some(token));
     }
 }
 
