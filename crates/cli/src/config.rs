@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// File holding the PostgreSQL password (never put it in the URL: URLs get logged)
     #[arg(long, value_name = "FILE", env = "UNSEEN_STORE_PASSWORD_FILE")]
     pub store_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed PostgreSQL's certificate: TLS to the database,
+    /// required and verified (certificate and host name)
+    #[arg(long, value_name = "FILE", env = "UNSEEN_STORE_CA_FILE")]
+    pub store_ca_file: Option<PathBuf>,
     /// Findings as JSON lines: a file, `-` for stdout, `off` for none [default: -]
     #[arg(long, value_name = "PATH", env = "UNSEEN_FINDINGS")]
     pub findings: Option<String>,
@@ -290,6 +294,8 @@ pub struct StoreTable {
     pub url: Option<String>,
     pub schema: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// The CA of the database's certificate: TLS required and verified.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl StoreSetting {
@@ -314,6 +320,7 @@ pub enum StoreChoice {
         url: String,
         schema: String,
         password_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -371,7 +378,7 @@ pub struct FileConfig {
     pub api: Option<String>,
     pub history: Option<String>,
     pub data: Option<PathBuf>,
-    /// `store = "postgres://…"` or `[store] url, schema, password_file`.
+    /// `store = "postgres://…"` or `[store] url, schema, password_file, ca_file`.
     pub store: Option<StoreSetting>,
     pub findings: Option<FindingsSetting>,
     pub webhook: Option<WebhookSetting>,
@@ -474,7 +481,10 @@ impl FileConfig {
             data: pick(&a.data, self.data),
             store: {
                 let file = self.store;
-                if a.store.is_none() && a.store_schema.is_none() && a.store_password_file.is_none()
+                if a.store.is_none()
+                    && a.store_schema.is_none()
+                    && a.store_password_file.is_none()
+                    && a.store_ca_file.is_none()
                 {
                     file
                 } else {
@@ -482,6 +492,7 @@ impl FileConfig {
                     t.url = pick(&a.store, t.url);
                     t.schema = pick(&a.store_schema, t.schema);
                     t.password_file = pick(&a.store_password_file, t.password_file);
+                    t.ca_file = pick(&a.store_ca_file, t.ca_file);
                     Some(StoreSetting::Table(t))
                 }
             },
@@ -987,10 +998,12 @@ impl Settings {
                     url,
                     schema,
                     password_file,
+                    ca_file,
                 } => Some(StoreSetting::Table(StoreTable {
                     url: Some(url.clone()),
                     schema: Some(schema.clone()),
                     password_file: password_file.clone(),
+                    ca_file: ca_file.clone(),
                 })),
             },
             findings: Some({
@@ -1091,8 +1104,8 @@ fn store_choice(setting: Option<StoreSetting>) -> Result<StoreChoice> {
     };
     let url = match t.url.filter(|u| !u.is_empty()) {
         None => {
-            if t.schema.is_some() || t.password_file.is_some() {
-                bail!("setting `store`: `schema` and `password_file` need a `url` (postgres://USER@HOST/DB)");
+            if t.schema.is_some() || t.password_file.is_some() || t.ca_file.is_some() {
+                bail!("setting `store`: `schema`, `password_file` and `ca_file` need a `url` (postgres://USER@HOST/DB)");
             }
             return Ok(StoreChoice::Embedded);
         }
@@ -1122,6 +1135,7 @@ fn store_choice(setting: Option<StoreSetting>) -> Result<StoreChoice> {
         url,
         schema,
         password_file: t.password_file,
+        ca_file: t.ca_file,
     })
 }
 
@@ -1185,16 +1199,39 @@ mod tests {
             url: Some("postgres://db/x".into()),
             schema: Some("Bad-Name".into()),
             password_file: None,
+            ca_file: None,
         })))
         .unwrap_err()
         .to_string();
         assert!(e.contains("store.schema"), "{e}");
+        let e = store_choice(Some(StoreSetting::Table(StoreTable {
+            ca_file: Some("/etc/unseen/db-ca.pem".into()),
+            ..StoreTable::default()
+        })))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`ca_file`") && e.contains("need a `url`"), "{e}");
+        assert_eq!(
+            store_choice(Some(StoreSetting::Table(StoreTable {
+                url: Some("postgres://unseen@db/unseen?sslmode=require".into()),
+                ca_file: Some("/etc/unseen/db-ca.pem".into()),
+                ..StoreTable::default()
+            })))
+            .unwrap(),
+            StoreChoice::Postgres {
+                url: "postgres://unseen@db/unseen?sslmode=require".into(),
+                schema: "unseen".into(),
+                password_file: None,
+                ca_file: Some("/etc/unseen/db-ca.pem".into()),
+            }
+        );
         assert_eq!(
             store("postgres://unseen@db/unseen").unwrap(),
             StoreChoice::Postgres {
                 url: "postgres://unseen@db/unseen".into(),
                 schema: "unseen".into(),
-                password_file: None
+                password_file: None,
+                ca_file: None,
             }
         );
     }

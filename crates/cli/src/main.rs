@@ -20,6 +20,12 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// mimalloc, not the system's malloc: `serve` allocates a few small blocks per point (the
+/// key's parts, the evidence) and frees them a batch later, on another thread; glibc's
+/// malloc spent about a fifth of the server's CPU on that (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes, documented in the README.
 mod exit {
     /// Unusable input or configuration: nothing was reported.

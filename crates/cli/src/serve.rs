@@ -93,6 +93,7 @@ pub fn open_store_for(
             url,
             schema,
             password_file,
+            ca_file,
         } => {
             let url = match password_file {
                 Some(file) => {
@@ -108,8 +109,9 @@ pub fn open_store_for(
                 }
                 None => url.clone(),
             };
-            let store = unseen_store_postgres::PostgresStore::open(&url, schema)
-                .with_context(|| format!("PostgreSQL store, schema {schema}"))?;
+            let store =
+                unseen_store_postgres::PostgresStore::open(&url, schema, ca_file.as_deref())
+                    .with_context(|| format!("PostgreSQL store, schema {schema}"))?;
             Arc::new(store)
         }
     };

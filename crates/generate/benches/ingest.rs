@@ -21,6 +21,12 @@ use unseen_ingest::{read_bytes, Issue, Limits, Visitor};
 use unseen_model::{unix_secs_from_nanos, PointRef, Windows, SEED_RULE};
 use unseen_normalize::{key_of, KeyMode};
 
+/// The allocator of the `unseen` binary (its `main.rs`): these figures are what `scan` and
+/// `serve` do, so they allocate as the binary does. (prost's decode, the reference, gains
+/// from it as much as ours.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     ready_points: u64,
     runs: u32,

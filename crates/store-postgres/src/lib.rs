@@ -111,17 +111,36 @@ fn incompatible(message: String) -> StoreError {
 impl PostgresStore {
     /// Opens the store in `schema` of the database at `url` (a `postgres://` URL or
     /// key=value string), creating the schema and applying the migrations as needed.
-    pub fn open(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
-        Self::open_with(url, schema, false)
+    /// With `ca_file` (PEM), connections use TLS, required and verified against that CA
+    /// (see `pool::tls`).
+    pub fn open(
+        url: &str,
+        schema: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<PostgresStore, StoreError> {
+        Self::open_with(url, schema, ca_file, false)
     }
 
     /// A store in a new schema of its own, dropped with the store: for tests.
     pub fn open_temporary(url: &str) -> Result<PostgresStore, StoreError> {
-        let schema = format!("unseen_test_{}", random_hex());
-        Self::open_with(url, &schema, true)
+        Self::open_temporary_with(url, None)
     }
 
-    fn open_with(url: &str, schema: &str, temporary: bool) -> Result<PostgresStore, StoreError> {
+    /// [`open_temporary`](Self::open_temporary) over TLS verified against `ca_file`.
+    pub fn open_temporary_with(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<PostgresStore, StoreError> {
+        let schema = format!("unseen_test_{}", random_hex());
+        Self::open_with(url, &schema, ca_file, true)
+    }
+
+    fn open_with(
+        url: &str,
+        schema: &str,
+        ca_file: Option<&std::path::Path>,
+        temporary: bool,
+    ) -> Result<PostgresStore, StoreError> {
         if schema.is_empty()
             || !schema
                 .bytes()
@@ -132,7 +151,7 @@ impl PostgresStore {
                 message: "the schema name must be lower-case letters, digits and `_`".into(),
             });
         }
-        let pool = Pool::new(url, schema, POOL_SIZE)?;
+        let pool = Pool::new(url, schema, POOL_SIZE, ca_file)?;
         {
             let mut conn = pool.get()?;
             migrate::apply(conn.client(), schema)?;

@@ -4,11 +4,16 @@
 //! with a timeout, and dropping a client whose connection broke; r2d2 would add a
 //! thread and a dependency for that.
 
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::{Client, Config, NoTls};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use unseen_store::StoreError;
 
 /// How long a connection attempt may take.
@@ -16,6 +21,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Pool {
     config: Config,
+    /// TLS to the database, when a CA is named: required, certificate and name verified.
+    tls: Option<MakeRustlsConnect>,
     schema: String,
     idle: Mutex<Vec<Client>>,
     max_idle: usize,
@@ -78,8 +85,59 @@ pub fn describe(config: &Config) -> String {
     )
 }
 
+/// TLS to the database. With `ca_file`, TLS is required whatever the URL's `sslmode`
+/// (naming a CA means the connection must not fall back to plain text), and the server's
+/// certificate must chain to that CA and name the host of the URL. `sslmode=require`
+/// without a CA is refused: unseen does not connect to a server it cannot verify.
+fn tls(
+    config: &mut Config,
+    ca_file: Option<&Path>,
+) -> Result<Option<MakeRustlsConnect>, StoreError> {
+    let open_error = |message: String| StoreError::Open {
+        path: ca_file.map_or_else(|| "the store URL".into(), |p| p.display().to_string()),
+        message,
+    };
+    let Some(ca_file) = ca_file else {
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(open_error(
+                "sslmode=require needs the CA that signed the database's certificate, to verify it: name its PEM file with --store-ca-file (or `ca_file` in [store])".into(),
+            ));
+        }
+        // `prefer` (the default) without a TLS client is plain text, as `disable`.
+        return Ok(None);
+    };
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| open_error(format!("cannot read the database's CA file: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| open_error(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| open_error(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(open_error(
+            "holds no certificate (expected the PEM of the CA that signed the database's certificate)".into(),
+        ));
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| open_error(format!("TLS settings: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.ssl_mode(SslMode::Require);
+    Ok(Some(MakeRustlsConnect::new(client)))
+}
+
 impl Pool {
-    pub fn new(url: &str, schema: &str, max_idle: usize) -> Result<Pool, StoreError> {
+    pub fn new(
+        url: &str,
+        schema: &str,
+        max_idle: usize,
+        ca_file: Option<&Path>,
+    ) -> Result<Pool, StoreError> {
         let mut config = Config::from_str(url).map_err(|e| StoreError::Open {
             path: "the store URL".into(),
             message: format!("not a PostgreSQL URL or connection string: {e}"),
@@ -88,8 +146,10 @@ impl Pool {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("unseen");
+        let tls = tls(&mut config, ca_file)?;
         Ok(Pool {
             config,
+            tls,
             schema: schema.to_string(),
             idle: Mutex::new(Vec::new()),
             max_idle,
@@ -109,7 +169,11 @@ impl Pool {
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| {
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        let mut client = connected.map_err(|e| {
             StoreError::Backend(format!(
                 "cannot connect to {}: {}",
                 describe(&self.config),
@@ -142,6 +206,19 @@ pub fn explain(e: &postgres::Error) -> String {
             db.code().code(),
             db.detail().map(|d| format!(": {d}")).unwrap_or_default()
         ),
-        None => e.to_string(),
+        None => {
+            // The cause says what failed (a TLS handshake: which certificate, why).
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !out.contains(&cause_text) {
+                    out.push_str(": ");
+                    out.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            out
+        }
     }
 }

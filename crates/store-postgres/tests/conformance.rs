@@ -51,7 +51,7 @@ fn replicas_starting_at_once_migrate_once() {
     let schema = format!("unseen_it_start_{}", std::process::id());
     let stores: Vec<unseen_store_postgres::PostgresStore> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| unseen_store_postgres::PostgresStore::open(&url(), &schema)))
+            .map(|_| s.spawn(|| unseen_store_postgres::PostgresStore::open(&url(), &schema, None)))
             .collect();
         handles
             .into_iter()

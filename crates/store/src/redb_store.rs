@@ -5,6 +5,7 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `keys` | the key, encoded as four length-prefixed parts ([`encode_key`]) | `last_seen` i64 BE ++ `episode_start` i64 BE (16 bytes) |
+//! | `state_log` | commit number (u64) | the key states one `apply` changed: entries of a kind byte (1: state, 0: forgotten), the key's length (u32 BE), the key, and for a state its 16 bytes |
 //! | `findings` | sequence number (u64) | the finding as JSON |
 //! | `sinks` | sink name | cursor: the last sequence number the sink acknowledged |
 //! | `meta` | name | u64: `schema_version`, `last_seq`, `newest_point`, `learning_started_at` |
@@ -12,8 +13,25 @@
 //! | `audit` | sequence number (u64) | an [`AuditEntry`] as JSON |
 //!
 //! Times in `meta` are `UnixSecs` (i64) stored as their two's-complement bits in a u64.
-//! The number of keys is the `keys` table's length, which redb keeps in the tree's root:
-//! reading it is O(1) and, unlike a counter of our own, it cannot drift from the table.
+//!
+//! # Key states: in memory, logged, folded
+//!
+//! Every key's state is held in memory (`Live::keys`), so deciding a sighting costs a
+//! hash lookup, not a B-tree search. What an `apply` changed is written as **one row** of
+//! `state_log`, in the same transaction as its records: a known key's sighting costs an
+//! append of ~100 bytes, not a B-tree insert (whose page copies and the commit that writes
+//! them back were most of the store's CPU). The durable state of a key is its entry in
+//! `keys` overridden by its entries in `state_log`, in order: that is what `open` loads.
+//!
+//! The log is **folded** into `keys` in the background of later `apply`s: once it holds
+//! `fold_log_bytes` that no cycle covers, a fold cycle starts with the keys those rows
+//! name (their newest state is in memory) and each `apply` writes a bounded chunk of them
+//! into `keys`; once the last chunk is written, the rows the cycle covers are deleted, a
+//! few by each later `apply`, oldest first (a row left over replays states that a newer
+//! row or the table overrides). A key seen many times within a cycle is written to the
+//! B-tree once, and no `apply` pays for a whole fold or a whole deletion (either at once
+//! stalled acknowledgements by hundreds of milliseconds). Forgetting a
+//! key appends a tombstone, so that replaying an older row cannot bring it back.
 //!
 //! `last_seq` is kept apart from the log because the log is pruned: a sequence number is
 //! never handed out twice, even once every finding has been delivered and deleted.
@@ -23,6 +41,8 @@ use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+
+use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 use redb::{
@@ -47,7 +67,11 @@ pub const FILE_NAME: &str = "state.redb";
 
 /// The layout of the tables; bumped on any incompatible change. A file with another
 /// version is refused ([`StoreError::Incompatible`]) rather than misread.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// Version 1 had no `state_log` (every change went to `keys`): it is read as it is, and
+/// marked version 2 at open, so that no release without the log can misread the file.
+const SCHEMA_VERSION_WITHOUT_LOG: u64 = 1;
 
 const KEYS: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("keys");
 const FINDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("findings");
@@ -68,6 +92,8 @@ const RISK: TableDefinition<&str, &[u8]> = TableDefinition::new("risk_ledger");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// The audit log of the query API: sequence number → [`AuditEntry`] as JSON.
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Key states changed since they were last folded into `keys` (see the module docs).
+const STATE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("state_log");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
@@ -78,6 +104,60 @@ const META_LEARNING_STARTED_AT: &str = "learning_started_at";
 /// held in memory) and how long it holds the write lock against `apply`.
 const FORGET_CHUNK: usize = 10_000;
 
+/// The log's size at which a fold cycle starts. It bounds what `open` replays (about
+/// 350,000 states) and the memory of a cycle; the larger it is, the more sightings of a
+/// key one B-tree write covers.
+pub const FOLD_LOG_BYTES: u64 = 32 << 20;
+
+/// Keys folded by one `apply`, at least; with twice the batch's own changed keys when
+/// that is more, a cycle ends before the log has grown by half of what it covers.
+pub const FOLD_CHUNK_MIN: usize = 4096;
+
+/// Log rows deleted by one `apply`, at most, once their cycle has ended: more than the one
+/// row an `apply` appends, so the log drains.
+const RETIRE_ROWS: usize = 4;
+
+/// Log entry kinds.
+const LOG_STATE: u8 = 1;
+const LOG_FORGOTTEN: u8 = 0;
+
+/// What is held in memory: the triage state and every key's state.
+struct Live {
+    /// The triage state (it is per distinct image, not per key), written through: each
+    /// `apply` writes what it changed in its own transaction. Reloaded from the file
+    /// after a failed transaction, so memory never runs ahead of what is durable.
+    triage: TriageState,
+    /// Every tracked key (encoded) and its state, as committed. Changed only after the
+    /// transaction that made the change durable has committed.
+    keys: HashMap<Box<[u8]>, Slot>,
+    /// The rows of `state_log`, oldest first: (number, bytes).
+    rows: VecDeque<(u64, u64)>,
+    /// Rows up to this number are covered by a finished fold cycle: they may go.
+    retire_upto: u64,
+    /// Bytes of the rows no fold cycle covers yet.
+    unfolded_bytes: u64,
+    /// The number the next log row gets (from 1).
+    next_row: u64,
+    /// The fold cycle under way, if any.
+    fold: Option<Fold>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    state: KeyState,
+    /// The state the batch being applied gives the key, until it commits.
+    pending: Option<KeyState>,
+    /// The key has a log entry that no fold cycle has taken yet.
+    logged: bool,
+}
+
+/// A fold cycle: `keys` still to be written into the `keys` table; once they are, the
+/// log rows up to `last_row` may be deleted.
+struct Fold {
+    keys: Vec<Box<[u8]>>,
+    last_row: u64,
+}
+
 /// A [`StateStore`] in one redb file.
 ///
 /// The file is locked while open: a second process (or a second `open` in the same
@@ -86,11 +166,11 @@ pub struct RedbStore {
     db: Database,
     path: PathBuf,
     forget_chunk: usize,
-    /// The triage state, in memory (it is per distinct image, not per key) and written
-    /// through: each `apply` writes what it changed in its own transaction. Loaded at
-    /// open; reloaded from the file after a failed transaction, so memory never runs
-    /// ahead of what is durable.
-    triage: Mutex<TriageState>,
+    fold_log_bytes: u64,
+    fold_chunk_min: usize,
+    /// The state in memory; `apply` holds it for the whole transaction, so it is also
+    /// what makes decisions one at a time.
+    live: Mutex<Live>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -127,7 +207,17 @@ impl RedbStore {
                 db,
                 path: path.clone(),
                 forget_chunk: FORGET_CHUNK,
-                triage: Mutex::new(TriageState::default()),
+                fold_log_bytes: FOLD_LOG_BYTES,
+                fold_chunk_min: FOLD_CHUNK_MIN,
+                live: Mutex::new(Live {
+                    triage: TriageState::default(),
+                    keys: HashMap::new(),
+                    rows: VecDeque::new(),
+                    retire_upto: 0,
+                    unfolded_bytes: 0,
+                    next_row: 1,
+                    fold: None,
+                }),
             };
             store.init()?;
             if created {
@@ -138,6 +228,7 @@ impl RedbStore {
                 })?;
             }
             store.reload_triage()?;
+            store.load_keys()?;
             Ok(store)
         }));
         opened.unwrap_or_else(|_| {
@@ -196,14 +287,98 @@ impl RedbStore {
 
     fn reload_triage(&self) -> Result<(), StoreError> {
         let loaded = self.load_triage()?;
-        *self.lock_triage()? = loaded;
+        self.lock_live()?.triage = loaded;
         Ok(())
     }
 
-    fn lock_triage(&self) -> Result<MutexGuard<'_, TriageState>, StoreError> {
-        self.triage
+    fn lock_live(&self) -> Result<MutexGuard<'_, Live>, StoreError> {
+        self.live
             .lock()
-            .map_err(|_| StoreError::Backend("triage state lock poisoned".into()))
+            .map_err(|_| StoreError::Backend("state lock poisoned".into()))
+    }
+
+    /// Sets the log's size at which a fold cycle starts ([`FOLD_LOG_BYTES`] by default)
+    /// and the fewest keys an `apply` folds ([`FOLD_CHUNK_MIN`]): small values make
+    /// every `apply` fold, and cycles span many, for tests of the fold itself.
+    pub fn with_fold(mut self, log_bytes: u64, min_chunk: usize) -> Self {
+        self.fold_log_bytes = log_bytes;
+        self.fold_chunk_min = min_chunk.max(1);
+        self
+    }
+
+    /// Loads every key's state: the `keys` table, then the log's rows in order.
+    fn load_keys(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let table = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+        let len = table.len().map_err(self.backend("count keys"))?;
+        let mut keys: HashMap<Box<[u8]>, Slot> =
+            HashMap::with_capacity(usize::try_from(len).unwrap_or(0));
+        for entry in table.iter().map_err(self.backend("read keys"))? {
+            let (k, v) = entry.map_err(self.backend("read keys"))?;
+            let state = decode_state(v.value());
+            keys.insert(
+                k.value().into(),
+                Slot {
+                    state,
+                    pending: None,
+                    logged: false,
+                },
+            );
+        }
+        let log = txn
+            .open_table(STATE_LOG)
+            .map_err(self.backend("open state log"))?;
+        let mut rows = VecDeque::new();
+        // Rows are numbered from 1, so that "every row up to next_row − 1" is never a
+        // row to come, even with the log empty.
+        let mut next_row = 1;
+        for row in log.iter().map_err(self.backend("read state log"))? {
+            let (n, blob) = row.map_err(self.backend("read state log"))?;
+            let blob = blob.value();
+            rows.push_back((n.value(), blob.len() as u64));
+            next_row = n.value() + 1;
+            for entry in LogEntries(blob) {
+                match entry.ok_or_else(|| self.incompatible("a state log row is malformed"))? {
+                    (key, Some(state)) => {
+                        keys.insert(
+                            key.into(),
+                            Slot {
+                                state,
+                                pending: None,
+                                logged: true,
+                            },
+                        );
+                    }
+                    (key, None) => {
+                        keys.remove(key);
+                    }
+                }
+            }
+        }
+        let mut live = self.lock_live()?;
+        live.keys = keys;
+        live.unfolded_bytes = rows.iter().map(|r| r.1).sum();
+        live.rows = rows;
+        live.retire_upto = 0;
+        live.next_row = next_row;
+        live.fold = None;
+        Ok(())
+    }
+
+    /// Every committed key state: a copy taken under the lock (a hash table walk, not a
+    /// B-tree's), handed to `f` after the lock is released, so that `f` never holds
+    /// `apply` off.
+    fn copy_keys(&self, f: &mut dyn FnMut(&[u8], &KeyState)) -> Result<(), StoreError> {
+        let copy: Vec<(Box<[u8]>, KeyState)> = self
+            .lock_live()?
+            .keys
+            .iter()
+            .map(|(k, slot)| (k.clone(), slot.state))
+            .collect();
+        for (k, state) in &copy {
+            f(k, state);
+        }
+        Ok(())
     }
 
     /// The triage state (image index, open incidents), as the file has it.
@@ -214,17 +389,27 @@ impl RedbStore {
     /// Every tracked key and its state, in key order. Reads the whole table: for tests,
     /// tools and debugging, not for the hot path.
     pub fn states(&self) -> Result<Vec<(Key, KeyState)>, StoreError> {
-        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
-        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
         let mut out = Vec::new();
-        for entry in keys.iter().map_err(self.backend("read keys"))? {
-            let (k, v) = entry.map_err(self.backend("read keys"))?;
-            let key =
-                decode_key(k.value()).ok_or_else(|| self.incompatible("a key is malformed"))?;
-            out.push((key, decode_state(v.value())));
+        let mut malformed = false;
+        self.copy_keys(&mut |k, state| match decode_key(k) {
+            Some(key) => out.push((key, *state)),
+            None => malformed = true,
+        })?;
+        if malformed {
+            return Err(self.incompatible("a key is malformed"));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// Keys in the fold cycle under way and rows in the log: for tests of the fold.
+    #[doc(hidden)]
+    pub fn fold_status(&self) -> Result<(usize, u64), StoreError> {
+        let live = self.lock_live()?;
+        Ok((
+            live.fold.as_ref().map_or(0, |f| f.keys.len()),
+            live.rows.iter().map(|r| r.1).sum(),
+        ))
     }
 
     /// Checks the schema version, or writes it into a new file, and creates the tables.
@@ -238,6 +423,10 @@ impl RedbStore {
                 .map(|v| v.value());
             match version {
                 Some(SCHEMA_VERSION) => {}
+                Some(SCHEMA_VERSION_WITHOUT_LOG) => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
+                        .map_err(self.backend("write meta"))?;
+                }
                 Some(v) => {
                     let which = if v > SCHEMA_VERSION {
                         "a newer"
@@ -277,6 +466,7 @@ impl RedbStore {
             txn.open_table(BOUND).map_err(|e| self.table_error(e))?;
             txn.open_table(HISTORY).map_err(|e| self.table_error(e))?;
             txn.open_table(AUDIT).map_err(|e| self.table_error(e))?;
+            txn.open_table(STATE_LOG).map_err(|e| self.table_error(e))?;
         }
         txn.commit().map_err(self.backend("commit"))
     }
@@ -423,18 +613,19 @@ fn meta_to_secs(v: u64) -> UnixSecs {
 
 impl StateStore for RedbStore {
     fn apply(&self, batch: &[Sighting], opts: &ApplyOptions) -> Result<Applied, StoreError> {
+        let mut live = self.lock_live()?;
         if batch.is_empty() && opts.notices.is_empty() {
             return Ok(Applied {
-                keys: self.key_count()?,
+                keys: live.keys.len() as u64,
                 ..Applied::default()
             });
         }
-        let mut triage = self.lock_triage()?;
-        let result = self.apply_locked(batch, opts, &mut triage);
+        let result = self.apply_locked(batch, opts, &mut live);
         if result.is_err() {
             // The transaction did not commit: what the batch did to the in-memory triage
-            // state is not durable, so it is read back from the file.
-            drop(triage);
+            // state is not durable, so it is read back from the file. (Key states are
+            // changed only after a commit.)
+            drop(live);
             self.reload_triage()?;
         }
         result
@@ -443,80 +634,74 @@ impl StateStore for RedbStore {
     fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError> {
         let mut encoded = Vec::new();
         encode_key(key, &mut encoded);
-        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
-        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-        let state = keys
-            .get(encoded.as_slice())
-            .map_err(self.backend("read key"))?
-            .map(|v| decode_state(v.value()));
-        Ok(state)
+        let live = self.lock_live()?;
+        Ok(live.keys.get(encoded.as_slice()).map(|slot| slot.state))
     }
 
     fn key_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
-        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-        keys.len().map_err(self.backend("count keys"))
+        Ok(self.lock_live()?.keys.len() as u64)
     }
 
-    /// Scans the keys in chunks of a bounded size, one durable transaction each, so a
-    /// large table never makes one huge transaction nor holds `apply` off for long. Each
-    /// chunk reads the newest point time afresh; an `apply` between chunks is fine.
+    /// Forgets in chunks of a bounded size, one durable transaction each, so that many
+    /// keys to forget never make one huge transaction nor hold `apply` off for long.
+    /// Each chunk checks its keys against the newest point time afresh (an `apply`
+    /// between chunks may have seen them again), removes them from `keys`, and logs a
+    /// tombstone for each, so that replaying an older log row cannot bring them back.
     fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
         self.forget_index(windows)?;
+        let Some(newest) = self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs) else {
+            return Ok(0);
+        };
+        let candidates: Vec<Box<[u8]>> = self
+            .lock_live()?
+            .keys
+            .iter()
+            .filter(|(_, slot)| forgettable(&slot.state, newest, windows))
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut forgotten = 0;
-        // The last key scanned by the previous chunk.
-        let mut after: Option<Vec<u8>> = None;
-        loop {
+        for chunk in candidates.chunks(self.forget_chunk.max(1)) {
+            let mut live = self.lock_live()?;
+            let newest = self
+                .read_meta(META_NEWEST_POINT)?
+                .map(meta_to_secs)
+                .unwrap_or(newest);
+            let doomed: Vec<&Box<[u8]>> = chunk
+                .iter()
+                .filter(|k| {
+                    live.keys
+                        .get(&***k)
+                        .is_some_and(|slot| forgettable(&slot.state, newest, windows))
+                })
+                .collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            let mut blob = Vec::new();
             let txn = self.begin_write()?;
-            let (doomed, next) = {
-                let meta = txn.open_table(META).map_err(self.backend("open meta"))?;
-                let Some(newest) = meta
-                    .get(META_NEWEST_POINT)
-                    .map_err(self.backend("read meta"))?
-                    .map(|v| meta_to_secs(v.value()))
-                else {
-                    return Ok(forgotten);
-                };
+            {
                 let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-                let lower = match &after {
-                    Some(k) => Bound::Excluded(k.as_slice()),
-                    None => Bound::Unbounded,
-                };
-                let mut doomed = Vec::new();
-                let mut next = None;
-                let mut scanned = 0;
-                for entry in keys
-                    .range::<&[u8]>((lower, Bound::Unbounded))
-                    .map_err(self.backend("scan keys"))?
-                {
-                    let (k, v) = entry.map_err(self.backend("scan keys"))?;
-                    if forgettable(&decode_state(v.value()), newest, windows) {
-                        doomed.push(k.value().to_vec());
-                    }
-                    scanned += 1;
-                    if scanned == self.forget_chunk {
-                        next = Some(k.value().to_vec());
-                        break;
-                    }
-                }
                 for k in &doomed {
-                    keys.remove(k.as_slice())
-                        .map_err(self.backend("forget key"))?;
+                    keys.remove(&***k).map_err(self.backend("forget key"))?;
+                    log_entry(&mut blob, k, None);
                 }
-                (doomed.len() as u64, next)
-            };
-            if doomed > 0 {
-                txn.commit().map_err(self.backend("commit"))?;
-                forgotten += doomed;
-            } else {
-                // Nothing changed: no commit, no fsync.
-                txn.abort().map_err(self.backend("abort"))?;
+                let mut log = txn
+                    .open_table(STATE_LOG)
+                    .map_err(self.backend("open state log"))?;
+                log.insert(live.next_row, blob.as_slice())
+                    .map_err(self.backend("append state log"))?;
             }
-            match next {
-                Some(k) => after = Some(k),
-                None => return Ok(forgotten),
+            txn.commit().map_err(self.backend("commit"))?;
+            let row = live.next_row;
+            live.rows.push_back((row, blob.len() as u64));
+            live.unfolded_bytes += blob.len() as u64;
+            live.next_row += 1;
+            for k in &doomed {
+                live.keys.remove(&***k);
             }
+            forgotten += doomed.len() as u64;
         }
+        Ok(forgotten)
     }
 
     fn newest_point(&self) -> Result<Option<UnixSecs>, StoreError> {
@@ -689,7 +874,7 @@ impl StateStore for RedbStore {
 
     fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
         // The in-memory copy is the file's after every commit (reloaded after a failed one).
-        Ok(crate::open_incidents_of(&*self.lock_triage()?))
+        Ok(crate::open_incidents_of(&self.lock_live()?.triage))
     }
 
     fn history(&self, after: u64, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
@@ -801,13 +986,13 @@ impl StateStore for RedbStore {
     }
 
     fn for_each_key(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
-        let keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-        for entry in keys.iter().map_err(self.backend("read keys"))? {
-            let (k, v) = entry.map_err(self.backend("read keys"))?;
-            let key =
-                decode_key(k.value()).ok_or_else(|| self.incompatible("a key is malformed"))?;
-            f(&key, &decode_state(v.value()));
+        let mut malformed = false;
+        self.copy_keys(&mut |k, state| match decode_key(k) {
+            Some(key) => f(&key, state),
+            None => malformed = true,
+        })?;
+        if malformed {
+            return Err(self.incompatible("a key is malformed"));
         }
         Ok(())
     }
@@ -851,88 +1036,56 @@ impl RedbStore {
         let Some(newest) = self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs) else {
             return Ok(());
         };
-        let mut triage = self.lock_triage()?;
-        if triage.index.forget(newest, windows) == 0 {
+        let mut live = self.lock_live()?;
+        if live.triage.index.forget(newest, windows) == 0 {
             return Ok(());
         }
         let result = self.begin_write().and_then(|txn| {
-            self.write_triage(&txn, &mut triage)?;
+            self.write_triage(&txn, &mut live.triage)?;
             txn.commit().map_err(self.backend("commit"))
         });
         if result.is_err() {
-            drop(triage);
+            drop(live);
             self.reload_triage()?;
         }
         result
     }
 
-    /// [`StateStore::apply`] with the triage state locked: one write transaction for the
-    /// keys, the records and the triage state.
+    /// [`StateStore::apply`] with the state locked: one write transaction for the log of
+    /// changed key states, a chunk of the fold under way, the records and the triage
+    /// state; the key states in memory change once it has committed.
     fn apply_locked(
         &self,
         batch: &[Sighting],
         opts: &ApplyOptions,
-        triage: &mut TriageState,
+        live: &mut Live,
     ) -> Result<Applied, StoreError> {
-        let decider = opts.decider();
-        let txn = self.begin_write()?;
         let mut applied = Applied::default();
-        {
-            let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+        // The states this batch changes: known keys' in their slot's `pending` (a key
+        // repeated in the batch, one sighting per collection interval, steps from the
+        // state its previous sighting left), new keys' in `new`; the log row lists both.
+        // Memory takes them once the transaction has committed.
+        let mut new: HashMap<Vec<u8>, KeyState> = HashMap::new();
+        let mut blob = Vec::new();
+        let decided = self
+            .decide_batch(batch, opts, live, &mut new, &mut blob, &mut applied)
+            .and_then(|decided| Ok((decided, self.begin_write()?)));
+        let ((records, newest), txn) = match decided {
+            Ok(decided) => decided,
+            Err(e) => {
+                drop_pending(live, &blob);
+                return Err(e);
+            }
+        };
+        let outcome = (|| {
             let mut log = txn
                 .open_table(FINDINGS)
                 .map_err(self.backend("open findings"))?;
             let mut meta = txn.open_table(META).map_err(self.backend("open meta"))?;
-            let read_meta = |meta: &redb::Table<&str, u64>, name| {
-                meta.get(name)
-                    .map(|v| v.map(|v| v.value()))
-                    .map_err(self.backend("read meta"))
-            };
-            let mut last_seq = read_meta(&meta, META_LAST_SEQ)?.unwrap_or(0);
-            let mut newest = read_meta(&meta, META_NEWEST_POINT)?.map(meta_to_secs);
-            let mut count = keys.len().map_err(self.backend("count keys"))?;
-            let mut encoded = Vec::with_capacity(256);
-            let mut records = Vec::new();
-            // The states this batch changed, written to the table once at the end: a
-            // batch holds many sightings of each key (one per collection interval), and
-            // a B-tree read and write per sighting would cost several times more. A key
-            // repeated in the batch steps from the state its previous sighting left.
-            let mut touched: HashMap<Vec<u8>, KeyState> = HashMap::new();
-            let mut admission = Admission::new(opts);
-            for (i, s) in batch.iter().enumerate() {
-                encode_key(&s.key, &mut encoded);
-                let prev = match touched.get(encoded.as_slice()) {
-                    Some(state) => Some(*state),
-                    None => keys
-                        .get(encoded.as_slice())
-                        .map_err(self.backend("read key"))?
-                        .map(|v| decode_state(v.value())),
-                };
-                if prev.is_none() {
-                    if let Err(why) = admission.new_key(i, count) {
-                        applied.refused.push((i, why));
-                        continue;
-                    }
-                }
-                let st = step(prev, s.time, opts.now, &opts.windows);
-                if prev != Some(st.state) {
-                    match touched.get_mut(encoded.as_slice()) {
-                        Some(state) => *state = st.state,
-                        None => {
-                            touched.insert(encoded.clone(), st.state);
-                        }
-                    }
-                    if prev.is_none() {
-                        count += 1;
-                    }
-                }
-                newest = Some(newest.map_or(s.time, |n| n.max(s.time)));
-                let previous = prev.map(|p| p.last_seen);
-                decider.sighting(triage, s, st.opened, previous, &mut records);
-            }
-            decider.end_batch(triage, newest, &mut records);
-            records.extend(opts.notices.iter().cloned());
-            applied.new_keys = admission.into_used();
+            let mut last_seq = meta
+                .get(META_LAST_SEQ)
+                .map_err(self.backend("read meta"))?
+                .map_or(0, |v| v.value());
             let mut json = Vec::with_capacity(1024);
             let mut history = txn
                 .open_table(HISTORY)
@@ -952,25 +1105,211 @@ impl RedbStore {
                     .map_err(self.backend("append history"))?;
                 applied.records.push((last_seq, record));
             }
-            // Sorted, so that the B-tree is written in key order.
-            let mut touched: Vec<(Vec<u8>, KeyState)> = touched.into_iter().collect();
-            touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (key, state) in &touched {
-                keys.insert(key.as_slice(), &encode_state(state))
-                    .map_err(self.backend("write key"))?;
+            let mut state_log = txn
+                .open_table(STATE_LOG)
+                .map_err(self.backend("open state log"))?;
+            let changed = LogEntries(&blob).count();
+            if !blob.is_empty() {
+                state_log
+                    .insert(live.next_row, blob.as_slice())
+                    .map_err(self.backend("append state log"))?;
             }
-            applied.io.rows_written = touched.len() as u64 + 2 * applied.records.len() as u64 + 2;
-            self.write_triage(&txn, triage)?;
+            let chunk = self.fold_chunk(&txn, &mut state_log, live, 2 * changed)?;
+            applied.io.rows_written =
+                u64::from(!blob.is_empty()) + chunk.written + 2 * applied.records.len() as u64 + 2;
+            self.write_triage(&txn, &mut live.triage)?;
             meta.insert(META_LAST_SEQ, last_seq)
                 .map_err(self.backend("write meta"))?;
             if let Some(newest) = newest {
                 meta.insert(META_NEWEST_POINT, secs_to_meta(newest))
                     .map_err(self.backend("write meta"))?;
             }
-            applied.keys = count;
+            Ok::<_, StoreError>(chunk)
+        })();
+        let committed =
+            outcome.and_then(|chunk| txn.commit().map(|()| chunk).map_err(self.backend("commit")));
+        let folded = match committed {
+            Ok(folded) => folded,
+            Err(e) => {
+                drop_pending(live, &blob);
+                return Err(e);
+            }
+        };
+        if !blob.is_empty() {
+            live.rows.push_back((live.next_row, blob.len() as u64));
+            live.unfolded_bytes += blob.len() as u64;
+            live.next_row += 1;
         }
-        txn.commit().map_err(self.backend("commit"))?;
+        folded.done(live);
+        // The batch is durable: its states are the keys' states now.
+        for entry in LogEntries(&blob) {
+            let Some((key, Some(state))) = entry else {
+                continue;
+            };
+            match live.keys.get_mut(key) {
+                Some(slot) => {
+                    slot.state = state;
+                    slot.pending = None;
+                    slot.logged = true;
+                }
+                None => {
+                    live.keys.insert(
+                        key.into(),
+                        Slot {
+                            state,
+                            pending: None,
+                            logged: true,
+                        },
+                    );
+                }
+            }
+        }
+        applied.keys = live.keys.len() as u64;
+        if live.fold.is_none() && live.unfolded_bytes >= self.fold_log_bytes {
+            self.start_fold(live);
+        }
         Ok(applied)
+    }
+
+    /// Decides every sighting of the batch (in memory: nothing is written), leaving the
+    /// changed states as `pending` in their slots or in `new`, and the log row that lists
+    /// them in `blob`. Returns the records and the newest point time.
+    fn decide_batch(
+        &self,
+        batch: &[Sighting],
+        opts: &ApplyOptions,
+        live: &mut Live,
+        new: &mut HashMap<Vec<u8>, KeyState>,
+        blob: &mut Vec<u8>,
+        applied: &mut Applied,
+    ) -> Result<(Vec<Record>, Option<UnixSecs>), StoreError> {
+        let decider = opts.decider();
+        let mut newest = self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs);
+        let mut count = live.keys.len() as u64;
+        let mut encoded = Vec::with_capacity(256);
+        let mut records = Vec::new();
+        let mut admission = Admission::new(opts);
+        // Known keys the batch changed: their encoded bytes, one after the other.
+        let mut changed: Vec<u8> = Vec::new();
+        let Live { keys, triage, .. } = live;
+        for (i, s) in batch.iter().enumerate() {
+            encode_key(&s.key, &mut encoded);
+            let slot = keys.get_mut(encoded.as_slice());
+            let prev = match &slot {
+                Some(slot) => Some(slot.pending.unwrap_or(slot.state)),
+                None => new.get(encoded.as_slice()).copied(),
+            };
+            if prev.is_none() {
+                if let Err(why) = admission.new_key(i, count) {
+                    applied.refused.push((i, why));
+                    continue;
+                }
+            }
+            let st = step(prev, s.time, opts.now, &opts.windows);
+            if prev != Some(st.state) {
+                match slot {
+                    Some(slot) => {
+                        if slot.pending.is_none() {
+                            changed.extend_from_slice(&(encoded.len() as u32).to_ne_bytes());
+                            changed.extend_from_slice(&encoded);
+                        }
+                        slot.pending = Some(st.state);
+                    }
+                    None => {
+                        if prev.is_none() {
+                            count += 1;
+                        }
+                        match new.get_mut(encoded.as_slice()) {
+                            Some(state) => *state = st.state,
+                            None => {
+                                new.insert(encoded.clone(), st.state);
+                            }
+                        }
+                    }
+                }
+            }
+            newest = Some(newest.map_or(s.time, |n| n.max(s.time)));
+            let previous = prev.map(|p| p.last_seen);
+            decider.sighting(triage, s, st.opened, previous, &mut records);
+        }
+        let mut rest = changed.as_slice();
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let (key, tail) = tail.split_at(u32::from_ne_bytes(*len) as usize);
+            rest = tail;
+            if let Some(state) = keys.get(key).and_then(|slot| slot.pending) {
+                log_entry(blob, key, Some(&state));
+            }
+        }
+        for (key, state) in new.iter() {
+            log_entry(blob, key, Some(state));
+        }
+        decider.end_batch(triage, newest, &mut records);
+        records.extend(opts.notices.iter().cloned());
+        applied.new_keys = admission.into_used();
+        Ok((records, newest))
+    }
+
+    /// Starts a fold cycle with every key the log names that no cycle has taken: their
+    /// newest states (in memory) go into `keys` over the next `apply`s, and then the rows
+    /// written so far can go.
+    fn start_fold(&self, live: &mut Live) {
+        let mut keys = Vec::new();
+        for (key, slot) in live.keys.iter_mut() {
+            if slot.logged {
+                slot.logged = false;
+                keys.push(key.clone());
+            }
+        }
+        // Written from the end, so reversed: the B-tree is written in key order.
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        live.fold = Some(Fold {
+            keys,
+            last_row: live.next_row - 1,
+        });
+        live.unfolded_bytes = 0;
+    }
+
+    /// Writes the next chunk (at least `at_least` keys, at least `fold_chunk_min`) of the
+    /// fold under way into `keys`, and deletes up to [`RETIRE_ROWS`] of the rows a finished
+    /// cycle covers. What is returned is applied to memory once the transaction has
+    /// committed.
+    fn fold_chunk(
+        &self,
+        txn: &WriteTransaction,
+        state_log: &mut redb::Table<u64, &[u8]>,
+        live: &Live,
+        at_least: usize,
+    ) -> Result<Folded, StoreError> {
+        let mut folded = Folded::default();
+        for &(row, _) in live.rows.iter().take(RETIRE_ROWS) {
+            if row > live.retire_upto {
+                break;
+            }
+            state_log
+                .remove(row)
+                .map_err(self.backend("delete folded log rows"))?;
+            folded.retired += 1;
+        }
+        let Some(fold) = &live.fold else {
+            return Ok(folded);
+        };
+        let n = at_least.max(self.fold_chunk_min).min(fold.keys.len());
+        let chunk = &fold.keys[fold.keys.len() - n..];
+        if !chunk.is_empty() {
+            let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
+            for key in chunk.iter().rev() {
+                // A key forgotten since the cycle started has nothing to fold: its
+                // tombstone is in the log.
+                if let Some(slot) = live.keys.get(key) {
+                    keys.insert(&**key, &encode_state(&slot.state))
+                        .map_err(self.backend("fold key"))?;
+                    folded.written += 1;
+                }
+            }
+        }
+        folded.taken = n;
+        folded.last = n == fold.keys.len();
+        Ok(folded)
     }
 
     /// Writes what changed in the triage state since it was last written.
@@ -1043,6 +1382,96 @@ impl RedbStore {
         }
         log.retain_in(..=passed_by_all, |_, _| false)
             .map_err(self.backend("prune findings"))
+    }
+}
+
+/// What one `apply` folded, applied to memory after its commit.
+#[derive(Default)]
+struct Folded {
+    /// Keys taken off the end of the cycle's list.
+    taken: usize,
+    /// Of them, those written (not forgotten meanwhile).
+    written: u64,
+    /// The cycle ended: its rows may go.
+    last: bool,
+    /// Rows deleted, from the front.
+    retired: usize,
+}
+
+impl Folded {
+    fn done(&self, live: &mut Live) {
+        live.rows.drain(..self.retired);
+        let Some(fold) = &mut live.fold else {
+            return;
+        };
+        let keep = fold.keys.len() - self.taken;
+        fold.keys.truncate(keep);
+        if self.last {
+            live.retire_upto = fold.last_row;
+            live.fold = None;
+        }
+    }
+}
+
+/// Forgets what an `apply` that did not commit left pending in the slots of `blob`'s keys.
+fn drop_pending(live: &mut Live, blob: &[u8]) {
+    for (key, _) in LogEntries(blob).flatten() {
+        if let Some(slot) = live.keys.get_mut(key) {
+            slot.pending = None;
+        }
+    }
+}
+
+/// Appends one entry to a log row: a key's new state, or (`None`) that it is forgotten.
+fn log_entry(out: &mut Vec<u8>, key: &[u8], state: Option<&KeyState>) {
+    out.push(if state.is_some() {
+        LOG_STATE
+    } else {
+        LOG_FORGOTTEN
+    });
+    // Encoded keys are four parts of attribute values, far below 4 GiB.
+    let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(key);
+    if let Some(state) = state {
+        out.extend_from_slice(&encode_state(state));
+    }
+}
+
+/// The entries of a log row, in order; `None` for bytes [`log_entry`] did not write.
+struct LogEntries<'a>(&'a [u8]);
+
+impl<'a> Iterator for LogEntries<'a> {
+    type Item = Option<(&'a [u8], Option<KeyState>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&kind, rest) = self.0.split_first()?;
+        let entry = (|| {
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+            if rest.len() < len {
+                return None;
+            }
+            let (key, rest) = rest.split_at(len);
+            match kind {
+                LOG_STATE => {
+                    let (state, rest) = rest.split_first_chunk::<16>()?;
+                    Some(((key, Some(decode_state(state))), rest))
+                }
+                LOG_FORGOTTEN => Some(((key, None), rest)),
+                _ => None,
+            }
+        })();
+        match entry {
+            Some((entry, rest)) => {
+                self.0 = rest;
+                Some(Some(entry))
+            }
+            None => {
+                self.0 = &[];
+                Some(None)
+            }
+        }
     }
 }
 

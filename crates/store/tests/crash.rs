@@ -1,4 +1,5 @@
-//! Crash safety: a writer process is killed with SIGKILL at random moments; every time,
+//! Crash safety: a writer process is killed with SIGKILL at random moments (its store
+//! folding its state log all along); every time,
 //! the store must reopen and hold exactly the result of a prefix of the operations,
 //! including every operation the writer reported as returned.
 //!
@@ -28,6 +29,12 @@ const BATCH: usize = 100;
 const KEYS: u64 = 400;
 const MAX_KEYS: u64 = 300;
 const SINK: &str = "file";
+
+/// The store as the writer opens it: folding its state log at every batch, a few keys
+/// an `apply`, so that kills land in the middle of fold cycles too.
+fn open(dir: &Path) -> RedbStore {
+    RedbStore::open(dir).unwrap().with_fold(2_000, 16)
+}
 
 /// A small deterministic generator (xorshift64*), so parent and writer agree.
 struct Rng(u64);
@@ -106,7 +113,7 @@ fn run(store: &dyn StateStore, n: usize) {
 fn writer() {
     let Ok(dir) = std::env::var(ENV_DIR) else {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
+        let store = open(dir.path());
         store.register_sink(SINK).unwrap();
         let model = MemStore::new();
         model.register_sink(SINK).unwrap();
@@ -121,7 +128,7 @@ fn writer() {
         return;
     };
     let start: usize = std::env::var(ENV_START).unwrap().parse().unwrap();
-    let store = RedbStore::open(Path::new(&dir)).unwrap();
+    let store = open(Path::new(&dir));
     let mut out = std::io::stdout().lock();
     for n in start..OPS {
         run(&store, n);

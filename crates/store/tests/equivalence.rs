@@ -30,6 +30,9 @@ enum Op {
         sink: usize,
         limit: usize,
     },
+    /// The redb store is closed and opened again (its key states come back from the
+    /// `keys` table and the state log).
+    Reopen,
 }
 
 /// Times on a coarse grid (multiples of 100 s, so gaps of exactly B − R = 900 s are
@@ -58,6 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Forget),
         1 => (0usize..2, 0u64..12).prop_map(|(sink, seq)| Op::Ack { sink, seq }),
         1 => (0usize..2, 0usize..5).prop_map(|(sink, limit)| Op::Pending { sink, limit }),
+        1 => Just(Op::Reopen),
     ]
 }
 
@@ -97,9 +101,16 @@ proptest! {
     /// Any session (out-of-order and late points, learning, key caps, forgetting, sink
     /// cursors): redb and the model give identical answers and end in identical states.
     #[test]
-    fn redb_answers_as_the_model(ops in prop::collection::vec(op(), 1..24)) {
+    fn redb_answers_as_the_model(
+        ops in prop::collection::vec(op(), 1..24),
+        // The log's size at which folding starts: at every batch, now and then, never.
+        fold_bytes in prop_oneof![Just(0u64), 1u64..400, Just(u64::MAX)],
+        // The fewest keys an `apply` folds: cycles of one batch, or of several.
+        fold_chunk in 1usize..4,
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        let redb = RedbStore::open(dir.path()).unwrap();
+        let open = || RedbStore::open(dir.path()).unwrap().with_fold(fold_bytes, fold_chunk);
+        let mut redb = open();
         let mem = MemStore::new();
         let stores: [&dyn StateStore; 2] = [&redb, &mem];
         for s in stores {
@@ -129,6 +140,11 @@ proptest! {
                         redb.pending(SINKS[*sink], *limit).unwrap(),
                         mem.pending(SINKS[*sink], *limit).unwrap()
                     );
+                }
+                Op::Reopen => {
+                    drop(redb);
+                    redb = open();
+                    prop_assert_eq!(redb.states().unwrap(), mem.states().unwrap());
                 }
             }
         }

@@ -79,12 +79,55 @@ fn reopening_with_another_schema_version_is_refused() {
     };
     assert_eq!(p, &path.display().to_string());
     assert!(
-        message.contains("a newer unseen (state schema version 2)"),
+        message.contains(&format!(
+            "a newer unseen (state schema version {})",
+            SCHEMA_VERSION + 1
+        )),
         "{message}"
     );
-    assert!(message.contains("this unseen reads version 1"), "{message}");
+    assert!(
+        message.contains(&format!("this unseen reads version {SCHEMA_VERSION}")),
+        "{message}"
+    );
     assert!(message.contains("move the file away"), "{message}");
     assert!(err.to_string().contains(&path.display().to_string()));
+}
+
+/// A file of the version before the state log: its keys are read, and it is marked with
+/// the current version, so that a release without the log refuses it from then on.
+#[test]
+fn a_version_1_file_is_read_and_marked_with_the_current_version() {
+    let dir = temp();
+    let path = dir.path().join(FILE_NAME);
+    let k = key(7);
+    let mut encoded = Vec::new();
+    encode_key(&k, &mut encoded);
+    let state = KeyState {
+        last_seen: 1_000,
+        episode_start: 500,
+    };
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION_WITHOUT_LOG)
+                .unwrap();
+            meta.insert(META_LAST_SEQ, 0).unwrap();
+            txn.open_table(KEYS)
+                .unwrap()
+                .insert(encoded.as_slice(), &encode_state(&state))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(store.get(&k).unwrap(), Some(state));
+    assert_eq!(store.key_count().unwrap(), 1);
+    assert_eq!(
+        store.read_meta(META_SCHEMA_VERSION).unwrap(),
+        Some(SCHEMA_VERSION)
+    );
 }
 
 #[test]
@@ -383,4 +426,85 @@ fn the_key_mode_survives_reopen() {
             .contains("made with key mode `default, cluster_name=prod`"),
         "{err}"
     );
+}
+
+/// The key states live in memory, logged per `apply` and folded into the `keys` table
+/// over later ones. Whatever the fold threshold, and reopened at any point (mid-cycle,
+/// after forgetting), the store answers as the model and reopens at the same states.
+#[test]
+fn logged_states_fold_and_reopen_as_the_model_at_any_threshold() {
+    let mut logs = Vec::new();
+    for (fold_bytes, chunk) in [(0, 1), (1, 3), (200, 2), (5_000, 4096), (u64::MAX, 1)] {
+        let dir = temp();
+        let open = || {
+            let mut s = RedbStore::open(dir.path())
+                .unwrap()
+                .with_fold(fold_bytes, chunk);
+            s.forget_chunk = 4;
+            s
+        };
+        let mut store = open();
+        let model = MemStore::new();
+        let mut folds_seen = false;
+        for round in 0..40i64 {
+            // 30 keys, a third of them seen each round; one round in ten far later,
+            // so that some keys open new episodes and some become forgettable.
+            let t = 1_000 * round + if round % 10 == 9 { 5_000 } else { 0 };
+            let batch: Vec<Sighting> = (0..30)
+                .filter(|i| (i + round as usize).is_multiple_of(3))
+                .map(|i| sighting(&key(i), t + i as i64))
+                .collect();
+            let o = opts(t + 30);
+            assert_eq!(
+                store.apply(&batch, &o).unwrap().without_io(),
+                model.apply(&batch, &o).unwrap(),
+                "fold at {fold_bytes} bytes, round {round}"
+            );
+            folds_seen |= store.fold_status().unwrap().0 > 0;
+            if round % 7 == 3 {
+                assert_eq!(
+                    store.forget(&WINDOWS).unwrap(),
+                    model.forget(&WINDOWS).unwrap()
+                );
+            }
+            if round % 5 == 4 {
+                drop(store);
+                store = open();
+            }
+            assert_eq!(
+                store.states().unwrap(),
+                model.states().unwrap(),
+                "round {round}"
+            );
+            assert_eq!(store.key_count().unwrap(), model.key_count().unwrap());
+        }
+        assert!(
+            folds_seen || fold_bytes == u64::MAX,
+            "no fold at {fold_bytes}"
+        );
+        logs.push(store.fold_status().unwrap().1);
+    }
+    // Never folded, the log holds all 40 batches; folded at every batch, a few.
+    let never = logs[4];
+    assert!(logs[0] * 4 < never && logs[1] * 4 < never, "{logs:?}");
+    assert!(logs[3] <= 5_000 * 2 && logs[3] < never, "{logs:?}");
+}
+
+/// A known key's sighting writes no B-tree row of its own: the batch's changed states are
+/// one log row, and a fold writes each key once however often it was seen.
+#[test]
+fn known_keys_cost_one_log_row_per_batch() {
+    let dir = temp();
+    let store = RedbStore::open(dir.path()).unwrap();
+    let first: Vec<Sighting> = (0..500).map(|i| sighting(&key(i), 1_000)).collect();
+    store.apply(&first, &opts(1_000)).unwrap();
+    let again: Vec<Sighting> = (0..500).map(|i| sighting(&key(i), 1_060)).collect();
+    let out = store.apply(&again, &opts(1_060)).unwrap();
+    assert!(out.records.is_empty());
+    // The log row, the two meta rows.
+    assert_eq!(out.io.rows_written, 3);
+    // Below the fold threshold: no cycle, the states are in the log.
+    let (cycle, log_bytes) = store.fold_status().unwrap();
+    assert_eq!(cycle, 0);
+    assert!(log_bytes > 0);
 }
