@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use unseen_store::conformance::{key, opts, sighting};
 use unseen_store::{StateStore, StoreError};
@@ -243,47 +242,39 @@ fn start(certs: &Path) -> Server {
         chown_tree(&data, *uid);
     }
     let port = free_port();
-    let child = as_db_user(&bin.join("postgres"), &user)
+    let mut child = as_db_user(&bin.join("postgres"), &user)
         .args(["-D", data.to_str().unwrap(), "-p", &port.to_string()])
         .args(["-c", "listen_addresses=127.0.0.1"])
         .args(["-c", &format!("unix_socket_directories={}", data.display())])
         .args(["-c", "ssl=on", "-c", "ssl_cert_file=server.pem"])
         .args(["-c", "ssl_key_file=server.key", "-c", "fsync=off"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("postgres starts");
+    // Ready when its log says so (the event itself, not a duration); the rest of the log
+    // is drained so that the server never blocks on a full pipe.
+    let mut log = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
     let server = Server {
         child,
         port,
         data: data.clone(),
         _dir: dir,
     };
-    // Ready when it accepts a session over its socket (the event, not a duration).
-    let ready = bin.join("pg_isready");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
     loop {
-        let ok = Command::new(&ready)
-            .args([
-                "-h",
-                data.to_str().unwrap(),
-                "-p",
-                &port.to_string(),
-                "-t",
-                "1",
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut log, &mut line).unwrap();
+        assert!(
+            n > 0,
+            "the private server stopped before it was ready:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("ready to accept connections") {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the private server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
     server
 }
 

@@ -136,6 +136,9 @@ struct Live {
     retire_upto: u64,
     /// Bytes of the rows no fold cycle covers yet.
     unfolded_bytes: u64,
+    /// The newest point time committed (`meta`'s `newest_point`), so that deciding and
+    /// forgetting need no read of the file.
+    newest: Option<UnixSecs>,
     /// The number the next log row gets (from 1).
     next_row: u64,
     /// The fold cycle under way, if any.
@@ -215,6 +218,7 @@ impl RedbStore {
                     rows: VecDeque::new(),
                     retire_upto: 0,
                     unfolded_bytes: 0,
+                    newest: None,
                     next_row: 1,
                     fold: None,
                 }),
@@ -309,6 +313,12 @@ impl RedbStore {
     /// Loads every key's state: the `keys` table, then the log's rows in order.
     fn load_keys(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let newest = txn
+            .open_table(META)
+            .map_err(self.backend("open meta"))?
+            .get(META_NEWEST_POINT)
+            .map_err(self.backend("read meta"))?
+            .map(|v| meta_to_secs(v.value()));
         let table = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
         let len = table.len().map_err(self.backend("count keys"))?;
         let mut keys: HashMap<Box<[u8]>, Slot> =
@@ -360,6 +370,7 @@ impl RedbStore {
         live.unfolded_bytes = rows.iter().map(|r| r.1).sum();
         live.rows = rows;
         live.retire_upto = 0;
+        live.newest = newest;
         live.next_row = next_row;
         live.fold = None;
         Ok(())
@@ -402,9 +413,9 @@ impl RedbStore {
         Ok(out)
     }
 
-    /// Keys in the fold cycle under way and rows in the log: for tests of the fold.
-    #[doc(hidden)]
-    pub fn fold_status(&self) -> Result<(usize, u64), StoreError> {
+    /// Keys in the fold cycle under way and bytes in the log: for tests of the fold.
+    #[cfg(test)]
+    fn fold_status(&self) -> Result<(usize, u64), StoreError> {
         let live = self.lock_live()?;
         Ok((
             live.fold.as_ref().map_or(0, |f| f.keys.len()),
@@ -649,23 +660,21 @@ impl StateStore for RedbStore {
     /// tombstone for each, so that replaying an older log row cannot bring them back.
     fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
         self.forget_index(windows)?;
-        let Some(newest) = self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs) else {
+        let live = self.lock_live()?;
+        let Some(newest) = live.newest else {
             return Ok(0);
         };
-        let candidates: Vec<Box<[u8]>> = self
-            .lock_live()?
+        let candidates: Vec<Box<[u8]>> = live
             .keys
             .iter()
             .filter(|(_, slot)| forgettable(&slot.state, newest, windows))
             .map(|(k, _)| k.clone())
             .collect();
+        drop(live);
         let mut forgotten = 0;
         for chunk in candidates.chunks(self.forget_chunk.max(1)) {
             let mut live = self.lock_live()?;
-            let newest = self
-                .read_meta(META_NEWEST_POINT)?
-                .map(meta_to_secs)
-                .unwrap_or(newest);
+            let newest = live.newest.unwrap_or(newest);
             let doomed: Vec<&Box<[u8]>> = chunk
                 .iter()
                 .filter(|k| {
@@ -705,7 +714,7 @@ impl StateStore for RedbStore {
     }
 
     fn newest_point(&self) -> Result<Option<UnixSecs>, StoreError> {
-        Ok(self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs))
+        Ok(self.lock_live()?.newest)
     }
 
     fn register_sink(&self, sink: &str) -> Result<(), StoreError> {
@@ -1070,7 +1079,14 @@ impl RedbStore {
         let decided = self
             .decide_batch(batch, opts, live, &mut new, &mut blob, &mut applied)
             .and_then(|decided| Ok((decided, self.begin_write()?)));
-        let ((records, newest), txn) = match decided {
+        let (
+            Decided {
+                records,
+                newest,
+                logged,
+            },
+            txn,
+        ) = match decided {
             Ok(decided) => decided,
             Err(e) => {
                 drop_pending(live, &blob);
@@ -1108,13 +1124,12 @@ impl RedbStore {
             let mut state_log = txn
                 .open_table(STATE_LOG)
                 .map_err(self.backend("open state log"))?;
-            let changed = LogEntries(&blob).count();
             if !blob.is_empty() {
                 state_log
                     .insert(live.next_row, blob.as_slice())
                     .map_err(self.backend("append state log"))?;
             }
-            let chunk = self.fold_chunk(&txn, &mut state_log, live, 2 * changed)?;
+            let chunk = self.fold_chunk(&txn, &mut state_log, live, 2 * logged)?;
             applied.io.rows_written =
                 u64::from(!blob.is_empty()) + chunk.written + 2 * applied.records.len() as u64 + 2;
             self.write_triage(&txn, &mut live.triage)?;
@@ -1165,6 +1180,9 @@ impl RedbStore {
             }
         }
         applied.keys = live.keys.len() as u64;
+        if newest.is_some() {
+            live.newest = newest;
+        }
         if live.fold.is_none() && live.unfolded_bytes >= self.fold_log_bytes {
             self.start_fold(live);
         }
@@ -1182,9 +1200,9 @@ impl RedbStore {
         new: &mut HashMap<Vec<u8>, KeyState>,
         blob: &mut Vec<u8>,
         applied: &mut Applied,
-    ) -> Result<(Vec<Record>, Option<UnixSecs>), StoreError> {
+    ) -> Result<Decided, StoreError> {
         let decider = opts.decider();
-        let mut newest = self.read_meta(META_NEWEST_POINT)?.map(meta_to_secs);
+        let mut newest = live.newest;
         let mut count = live.keys.len() as u64;
         let mut encoded = Vec::with_capacity(256);
         let mut records = Vec::new();
@@ -1232,21 +1250,28 @@ impl RedbStore {
             let previous = prev.map(|p| p.last_seen);
             decider.sighting(triage, s, st.opened, previous, &mut records);
         }
+        let mut logged = 0;
         let mut rest = changed.as_slice();
         while let Some((len, tail)) = rest.split_first_chunk::<4>() {
             let (key, tail) = tail.split_at(u32::from_ne_bytes(*len) as usize);
             rest = tail;
             if let Some(state) = keys.get(key).and_then(|slot| slot.pending) {
                 log_entry(blob, key, Some(&state));
+                logged += 1;
             }
         }
         for (key, state) in new.iter() {
             log_entry(blob, key, Some(state));
+            logged += 1;
         }
         decider.end_batch(triage, newest, &mut records);
         records.extend(opts.notices.iter().cloned());
         applied.new_keys = admission.into_used();
-        Ok((records, newest))
+        Ok(Decided {
+            records,
+            newest,
+            logged,
+        })
     }
 
     /// Starts a fold cycle with every key the log names that no cycle has taken: their
@@ -1383,6 +1408,14 @@ impl RedbStore {
         log.retain_in(..=passed_by_all, |_, _| false)
             .map_err(self.backend("prune findings"))
     }
+}
+
+/// What `decide_batch` decided: the records, the newest point time, and how many
+/// states its log row holds.
+struct Decided {
+    records: Vec<Record>,
+    newest: Option<UnixSecs>,
+    logged: usize,
 }
 
 /// What one `apply` folded, applied to memory after its commit.
