@@ -106,9 +106,12 @@ impl Decider<'_> {
     /// it opened, if any.
     ///
     /// `previous` is the key's latest sighting before this one (the store's state of the
-    /// key): a key seen less than the index's quantum ago ([`crate::triage::quantum`]) has
-    /// taught the index all it records of this sighting, which then costs no index
-    /// lookup (most sightings of a running fleet are such).
+    /// key). When both fall in the same quantum of time ([`crate::triage::same_quantum`]),
+    /// the first sighting of the key in that quantum has taught the index all it records
+    /// of this one, which then costs no index lookup (most sightings of a running fleet
+    /// are such). Each quantum's first sighting is always looked up: were the test
+    /// "seen less than a quantum ago", a key seen every minute would never be looked up
+    /// again, and its image would drop out of the index one gap after it started.
     pub fn sighting(
         &self,
         state: &mut TriageState,
@@ -130,7 +133,7 @@ impl Decider<'_> {
         // Read before the sighting is applied: what the fleet knew without it.
         let novelty = episode.map(|_| state.index.novelty(&s.key, s.time, &self.windows));
         let recent = previous
-            .is_some_and(|p| s.time >= p && s.time - p < crate::triage::quantum(&self.windows));
+            .is_some_and(|p| s.time >= p && crate::triage::same_quantum(p, s.time, &self.windows));
         if opened.is_some() || !recent {
             state.index.observe(&s.key, s.time, &self.windows);
         }

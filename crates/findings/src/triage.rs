@@ -202,6 +202,13 @@ pub fn quantum(windows: &Windows) -> i64 {
         .clamp(1, 3_600)
 }
 
+/// Whether `a` and `b` fall in the same quantum of time (quanta counted from the epoch,
+/// so that every run and every replica draws the same boundaries).
+pub fn same_quantum(a: UnixSecs, b: UnixSecs, windows: &Windows) -> bool {
+    let q = quantum(windows);
+    a.div_euclid(q) == b.div_euclid(q)
+}
+
 /// Whether `state` says "seen within B − R of `t`" (or after `t`).
 fn known(state: Option<&KeyState>, t: UnixSecs, windows: &Windows) -> bool {
     let gap = i64::try_from(windows.gap()).unwrap_or(i64::MAX);

@@ -752,6 +752,43 @@ pub fn a_rollout_is_one_incident(make: Make) {
     assert_eq!(closed[0].nodes.len(), 5);
 }
 
+/// An image that runs without a pause stays known for as long as it runs: its key's
+/// sightings come closer together than the index's quantum (so most are not looked up
+/// in the index), yet a node that starts it long after the gap is node scope, not fleet.
+pub fn a_running_image_stays_known(make: Make) {
+    let store = make();
+    let image = "registry.example/team/web";
+    let learn = ApplyOptions {
+        report: false,
+        ..triage_opts(1_000)
+    };
+    apply(&*store, &[sighting(&on("a", "a1", image), 1_000)], &learn);
+    // Every second for three times B − R, in batches of 100.
+    let end = 1_000 + 3 * GAP;
+    let mut t = 1_001;
+    while t <= end {
+        let batch: Vec<Sighting> = (t..(t + 100).min(end + 1))
+            .map(|s| sighting(&on("a", "a1", image), s))
+            .collect();
+        t += batch.len() as i64;
+        let out = apply(&*store, &batch, &triage_opts(t - 1));
+        assert!(findings_of(&out).is_empty(), "a running key opens nothing");
+    }
+    let out = apply(
+        &*store,
+        &[sighting(&on("a", "a9", image), end)],
+        &triage_opts(end),
+    );
+    let f = findings_of(&out);
+    assert_eq!(f.len(), 1, "the new node's key opens an episode");
+    let triage = f[0].triage.as_ref().expect("default mode triages");
+    assert_eq!(
+        (triage.scope, triage.registry_new),
+        (Scope::Node, false),
+        "the image ran on a1 a second before"
+    );
+}
+
 /// Scope, new nodes and digests: a known image on another node of its cluster is node
 /// scope and goes to the cluster's digest; an image known only in another cluster is
 /// cluster scope with an incident of its own; a node's first sighting opens a
@@ -942,6 +979,7 @@ pub const ALL: &[(&str, Check)] = &[
     ),
     ("a_rollout_is_one_incident", a_rollout_is_one_incident),
     ("scopes_new_nodes_and_digests", scopes_new_nodes_and_digests),
+    ("a_running_image_stays_known", a_running_image_stays_known),
     (
         "evidence_is_kept_with_the_episode",
         evidence_is_kept_with_the_episode,
@@ -1343,6 +1381,7 @@ macro_rules! conformance_tests {
             an_empty_batch_changes_nothing,
             a_rollout_is_one_incident,
             scopes_new_nodes_and_digests,
+            a_running_image_stays_known,
             evidence_is_kept_with_the_episode,
             suppressed_findings_are_recorded_but_open_no_incident,
             risk_threshold_fires_once_per_window,
