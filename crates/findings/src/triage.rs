@@ -136,13 +136,23 @@ impl IndexKey {
 
     /// A stable byte encoding (kind, then length-prefixed parts), for stores.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 8 + self.a.len() + self.b.len());
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The length of [`IndexKey::encode`]'s bytes.
+    pub fn encoded_len(&self) -> usize {
+        1 + 8 + self.a.len() + self.b.len()
+    }
+
+    /// [`IndexKey::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(self.kind as u8);
         for part in [&self.a, &self.b] {
             out.extend_from_slice(&(part.len() as u32).to_be_bytes());
             out.extend_from_slice(part.as_bytes());
         }
-        out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<IndexKey> {
@@ -284,6 +294,11 @@ impl Index {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The entry's state, if the index has it.
+    pub fn state_of(&self, key: &IndexKey) -> Option<KeyState> {
+        self.entries.get(key).copied()
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&IndexKey, &KeyState)> {

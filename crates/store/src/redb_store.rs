@@ -5,7 +5,8 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `keys` | the key, encoded as four length-prefixed parts ([`encode_key`]) | `last_seen` i64 BE ++ `episode_start` i64 BE (16 bytes) |
-//! | `state_log` | commit number (u64) | the key states one `apply` changed: entries of a kind byte (1: state, 0: forgotten), the key's length (u32 BE), the key, and for a state its 16 bytes |
+//! | `state_log` | commit number (u64) | the key states and image index entries one `apply` changed: entries of a kind byte (1: key state, 0: key forgotten, 2: index entry state, 3: index entry forgotten), the key's (or [`IndexKey::encode`]'s) length (u32 BE), its bytes, and for a state its 16 bytes |
+//! | `image_index` | [`IndexKey::encode`] | the entry's state, as in `keys`; overridden by the log's index entries |
 //! | `findings` | sequence number (u64) | the finding as JSON |
 //! | `sinks` | sink name | cursor: the last sequence number the sink acknowledged |
 //! | `meta` | name | u64: `schema_version`, `last_seq`, `newest_point`, `learning_started_at` |
@@ -44,7 +45,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use std::collections::VecDeque;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
@@ -67,11 +68,13 @@ pub const FILE_NAME: &str = "state.redb";
 
 /// The layout of the tables; bumped on any incompatible change. A file with another
 /// version is refused ([`StoreError::Incompatible`]) rather than misread.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
-/// Version 1 had no `state_log` (every change went to `keys`): it is read as it is, and
-/// marked version 2 at open, so that no release without the log can misread the file.
-const SCHEMA_VERSION_WITHOUT_LOG: u64 = 1;
+/// Older layouts that are read as they are, and marked [`SCHEMA_VERSION`] at open so
+/// that no release that would misread the file opens it: version 1 had no `state_log`
+/// (every change went to `keys`), version 2 logged key states but wrote the image index
+/// through (version 3 logs its entries too).
+const SCHEMA_VERSIONS_UPGRADED: [u64; 2] = [1, 2];
 
 const KEYS: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("keys");
 const FINDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("findings");
@@ -105,9 +108,18 @@ const META_LEARNING_STARTED_AT: &str = "learning_started_at";
 const FORGET_CHUNK: usize = 10_000;
 
 /// The log's size at which a fold cycle starts. It bounds what `open` replays (about
-/// 350,000 states) and the memory of a cycle; the larger it is, the more sightings of a
-/// key one B-tree write covers.
-pub const FOLD_LOG_BYTES: u64 = 32 << 20;
+/// 700,000 states, twice that with a cycle under way) and the memory of a cycle (a copy
+/// of the names it covers); the larger it is, the more sightings of a key one B-tree
+/// write covers. A fleet that reports hourly changes every key and index entry each
+/// hour: at 32 MiB, 110,000 keys were folded about ten times a day, a quarter of the
+/// store's CPU.
+pub const FOLD_LOG_BYTES: u64 = 64 << 20;
+
+/// redb's page cache (its default is 1 GiB). Key states are in memory, so the cache
+/// serves the API's reads of history and the pages commits write; at the default, the
+/// pages a fleet's first day wrote (its findings, twice: log and history) stayed
+/// resident, about 0.9 GB of RSS for a 110,000-key fleet.
+const CACHE_BYTES: usize = 256 << 20;
 
 /// Keys folded by one `apply`, at least; with twice the batch's own changed keys when
 /// that is more, a cycle ends before the log has grown by half of what it covers.
@@ -117,16 +129,24 @@ pub const FOLD_CHUNK_MIN: usize = 4096;
 /// row an `apply` appends, so the log drains.
 const RETIRE_ROWS: usize = 4;
 
-/// Log entry kinds.
+/// Log entry kinds: a key's state or tombstone, an image index entry's state or tombstone
+/// (the entry's [`IndexKey::encode`] in place of the key).
 const LOG_STATE: u8 = 1;
 const LOG_FORGOTTEN: u8 = 0;
+const LOG_INDEX_STATE: u8 = 2;
+const LOG_INDEX_FORGOTTEN: u8 = 3;
 
 /// What is held in memory: the triage state and every key's state.
 struct Live {
-    /// The triage state (it is per distinct image, not per key), written through: each
-    /// `apply` writes what it changed in its own transaction. Reloaded from the file
-    /// after a failed transaction, so memory never runs ahead of what is durable.
+    /// The triage state (it is per distinct image, not per key): each `apply` writes
+    /// what it changed in its own transaction (open incidents and risk ledgers to their
+    /// tables, image index entries to its log row, folded into `image_index` like keys).
+    /// Reloaded from the file after a failed transaction, so memory never runs ahead of
+    /// what is durable.
     triage: TriageState,
+    /// Image index entries logged since the last fold cycle started: the next cycle
+    /// writes them into `image_index`.
+    index_logged: HashSet<IndexKey>,
     /// Every tracked key (encoded) and its state, as committed. Changed only after the
     /// transaction that made the change durable has committed.
     keys: HashMap<Box<[u8]>, Slot>,
@@ -158,6 +178,8 @@ struct Slot {
 /// log rows up to `last_row` may be deleted.
 struct Fold {
     keys: Vec<Box<[u8]>>,
+    /// The image index entries to write, before the keys (also from the end).
+    index: Vec<(Box<[u8]>, IndexKey)>,
     last_row: u64,
 }
 
@@ -204,6 +226,7 @@ impl RedbStore {
         // builds assert): report it as an unreadable file rather than crash.
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<RedbStore, StoreError> {
             let db = Database::builder()
+                .set_cache_size(CACHE_BYTES)
                 .create(&path)
                 .map_err(|e| open_error(&path, e))?;
             let store = RedbStore {
@@ -214,6 +237,7 @@ impl RedbStore {
                 fold_chunk_min: FOLD_CHUNK_MIN,
                 live: Mutex::new(Live {
                     triage: TriageState::default(),
+                    index_logged: HashSet::new(),
                     keys: HashMap::new(),
                     rows: VecDeque::new(),
                     retire_upto: 0,
@@ -248,18 +272,40 @@ impl RedbStore {
         &self.path
     }
 
-    /// Reads the triage state from the file.
-    fn load_triage(&self) -> Result<TriageState, StoreError> {
+    /// Reads the triage state from the file: the image index is its table overridden by
+    /// the index entries of the state log, in order (as keys are). Also returns the index
+    /// entries the log names, which a fold cycle must write.
+    fn load_triage(&self) -> Result<(TriageState, HashSet<IndexKey>), StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
         let index = txn
             .open_table(INDEX)
             .map_err(self.backend("open image index"))?;
-        let mut entries = Vec::new();
+        let malformed = || self.incompatible("an image index entry is malformed");
+        let mut entries = std::collections::HashMap::new();
         for entry in index.iter().map_err(self.backend("read image index"))? {
             let (k, v) = entry.map_err(self.backend("read image index"))?;
-            let key = IndexKey::decode(k.value())
-                .ok_or_else(|| self.incompatible("an image index entry is malformed"))?;
-            entries.push((key, decode_state(v.value())));
+            let key = IndexKey::decode(k.value()).ok_or_else(malformed)?;
+            entries.insert(key, decode_state(v.value()));
+        }
+        let log = txn
+            .open_table(STATE_LOG)
+            .map_err(self.backend("open state log"))?;
+        let mut logged = HashSet::new();
+        for row in log.iter().map_err(self.backend("read state log"))? {
+            let (_, blob) = row.map_err(self.backend("read state log"))?;
+            for entry in LogEntries(blob.value()) {
+                let entry =
+                    entry.ok_or_else(|| self.incompatible("a state log row is malformed"))?;
+                if !entry.index {
+                    continue;
+                }
+                let key = IndexKey::decode(entry.key).ok_or_else(malformed)?;
+                match entry.state {
+                    Some(state) => entries.insert(key.clone(), state),
+                    None => entries.remove(&key),
+                };
+                logged.insert(key);
+            }
         }
         let open = txn
             .open_table(INCIDENTS)
@@ -282,16 +328,20 @@ impl RedbStore {
             })?;
             risk.push((object.value().to_string(), ledger));
         }
-        Ok(TriageState {
+        let triage = TriageState {
             index: Index::from_entries(entries),
             incidents: Incidents::from_open(incidents),
             risk: RiskLedger::from_entries(risk),
-        })
+        };
+        Ok((triage, logged))
     }
 
     fn reload_triage(&self) -> Result<(), StoreError> {
-        let loaded = self.load_triage()?;
-        self.lock_live()?.triage = loaded;
+        let (triage, logged) = self.load_triage()?;
+        let mut live = self.lock_live()?;
+        live.triage = triage;
+        // A superset of what the next cycle must write does no harm.
+        live.index_logged.extend(logged);
         Ok(())
     }
 
@@ -348,7 +398,12 @@ impl RedbStore {
             rows.push_back((n.value(), blob.len() as u64));
             next_row = n.value() + 1;
             for entry in LogEntries(blob) {
-                match entry.ok_or_else(|| self.incompatible("a state log row is malformed"))? {
+                let entry =
+                    entry.ok_or_else(|| self.incompatible("a state log row is malformed"))?;
+                if entry.index {
+                    continue;
+                }
+                match (entry.key, entry.state) {
                     (key, Some(state)) => {
                         keys.insert(
                             key.into(),
@@ -394,7 +449,7 @@ impl RedbStore {
 
     /// The triage state (image index, open incidents), as the file has it.
     pub fn triage(&self) -> Result<TriageState, StoreError> {
-        self.load_triage()
+        Ok(self.load_triage()?.0)
     }
 
     /// Every tracked key and its state, in key order. Reads the whole table: for tests,
@@ -413,12 +468,15 @@ impl RedbStore {
         Ok(out)
     }
 
-    /// Keys in the fold cycle under way and bytes in the log: for tests of the fold.
+    /// Keys and index entries in the fold cycle under way, and bytes in the log: for
+    /// tests of the fold.
     #[cfg(test)]
     fn fold_status(&self) -> Result<(usize, u64), StoreError> {
         let live = self.lock_live()?;
         Ok((
-            live.fold.as_ref().map_or(0, |f| f.keys.len()),
+            live.fold
+                .as_ref()
+                .map_or(0, |f| f.keys.len() + f.index.len()),
             live.rows.iter().map(|r| r.1).sum(),
         ))
     }
@@ -434,7 +492,7 @@ impl RedbStore {
                 .map(|v| v.value());
             match version {
                 Some(SCHEMA_VERSION) => {}
-                Some(SCHEMA_VERSION_WITHOUT_LOG) => {
+                Some(v) if SCHEMA_VERSIONS_UPGRADED.contains(&v) => {
                     meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
                         .map_err(self.backend("write meta"))?;
                 }
@@ -1049,15 +1107,26 @@ impl RedbStore {
         if live.triage.index.forget(newest, windows) == 0 {
             return Ok(());
         }
+        let mut blob = Vec::new();
+        let logged = log_index(&mut live.triage, &mut blob);
+        let row = live.next_row;
         let result = self.begin_write().and_then(|txn| {
-            self.write_triage(&txn, &mut live.triage)?;
+            txn.open_table(STATE_LOG)
+                .map_err(self.backend("open state log"))?
+                .insert(row, blob.as_slice())
+                .map_err(self.backend("append state log"))?;
             txn.commit().map_err(self.backend("commit"))
         });
         if result.is_err() {
             drop(live);
             self.reload_triage()?;
+            return result;
         }
-        result
+        live.rows.push_back((row, blob.len() as u64));
+        live.unfolded_bytes += blob.len() as u64;
+        live.next_row += 1;
+        live.index_logged.extend(logged);
+        Ok(())
     }
 
     /// [`StateStore::apply`] with the state locked: one write transaction for the log of
@@ -1093,6 +1162,9 @@ impl RedbStore {
                 return Err(e);
             }
         };
+        // The image index entries the batch changed go to the same log row.
+        let index_logged = log_index(&mut live.triage, &mut blob);
+        let logged = logged + index_logged.len();
         let outcome = (|| {
             let mut log = txn
                 .open_table(FINDINGS)
@@ -1156,9 +1228,15 @@ impl RedbStore {
             live.next_row += 1;
         }
         folded.done(live);
+        live.index_logged.extend(index_logged);
         // The batch is durable: its states are the keys' states now.
         for entry in LogEntries(&blob) {
-            let Some((key, Some(state))) = entry else {
+            let Some(LogEntry {
+                index: false,
+                key,
+                state: Some(state),
+            }) = entry
+            else {
                 continue;
             };
             match live.keys.get_mut(key) {
@@ -1287,8 +1365,15 @@ impl RedbStore {
         }
         // Written from the end, so reversed: the B-tree is written in key order.
         keys.sort_unstable_by(|a, b| b.cmp(a));
+        let mut index: Vec<(Box<[u8]>, IndexKey)> = live
+            .index_logged
+            .drain()
+            .map(|k| (k.encode().into_boxed_slice(), k))
+            .collect();
+        index.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         live.fold = Some(Fold {
             keys,
+            index,
             last_row: live.next_row - 1,
         });
         live.unfolded_bytes = 0;
@@ -1318,7 +1403,23 @@ impl RedbStore {
         let Some(fold) = &live.fold else {
             return Ok(folded);
         };
-        let n = at_least.max(self.fold_chunk_min).min(fold.keys.len());
+        let budget = at_least.max(self.fold_chunk_min);
+        // The cycle's image index entries first: an entry forgotten since is removed.
+        let n_index = budget.min(fold.index.len());
+        if n_index > 0 {
+            let mut table = txn
+                .open_table(INDEX)
+                .map_err(self.backend("open image index"))?;
+            for (encoded, key) in fold.index[fold.index.len() - n_index..].iter().rev() {
+                match live.triage.index.state_of(key) {
+                    Some(state) => table.insert(&**encoded, &encode_state(&state)).map(drop),
+                    None => table.remove(&**encoded).map(drop),
+                }
+                .map_err(self.backend("fold image index"))?;
+                folded.written += 1;
+            }
+        }
+        let n = (budget - n_index).min(fold.keys.len());
         let chunk = &fold.keys[fold.keys.len() - n..];
         if !chunk.is_empty() {
             let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
@@ -1333,29 +1434,18 @@ impl RedbStore {
             }
         }
         folded.taken = n;
-        folded.last = n == fold.keys.len();
+        folded.taken_index = n_index;
+        folded.last = n == fold.keys.len() && n_index == fold.index.len();
         Ok(folded)
     }
 
-    /// Writes what changed in the triage state since it was last written.
+    /// Writes the open incidents and risk ledgers changed since they were last written
+    /// (the image index's changes go to the state log: [`log_index`]).
     fn write_triage(
         &self,
         txn: &WriteTransaction,
         triage: &mut TriageState,
     ) -> Result<(), StoreError> {
-        let mut index = txn
-            .open_table(INDEX)
-            .map_err(self.backend("open image index"))?;
-        for (key, state) in triage.index.take_dirty() {
-            let key = key.encode();
-            match state {
-                Some(state) => index
-                    .insert(key.as_slice(), &encode_state(&state))
-                    .map(drop),
-                None => index.remove(key.as_slice()).map(drop),
-            }
-            .map_err(self.backend("write image index"))?;
-        }
         let mut open = txn
             .open_table(INCIDENTS)
             .map_err(self.backend("open incidents"))?;
@@ -1423,6 +1513,8 @@ struct Decided {
 struct Folded {
     /// Keys taken off the end of the cycle's list.
     taken: usize,
+    /// Image index entries taken off the end of the cycle's list.
+    taken_index: usize,
     /// Of them, those written (not forgotten meanwhile).
     written: u64,
     /// The cycle ended: its rows may go.
@@ -1439,6 +1531,8 @@ impl Folded {
         };
         let keep = fold.keys.len() - self.taken;
         fold.keys.truncate(keep);
+        let keep = fold.index.len() - self.taken_index;
+        fold.index.truncate(keep);
         if self.last {
             live.retire_upto = fold.last_row;
             live.fold = None;
@@ -1446,10 +1540,24 @@ impl Folded {
     }
 }
 
+/// Appends the image index entries changed since the last call to a log row (as
+/// [`log_entry`] does a key's, encoding each in place); returns them for the next fold cycle.
+fn log_index(triage: &mut TriageState, blob: &mut Vec<u8>) -> Vec<IndexKey> {
+    let dirty = triage.index.take_dirty();
+    let mut logged = Vec::with_capacity(dirty.len());
+    for (key, state) in dirty {
+        let kinds = [LOG_INDEX_STATE, LOG_INDEX_FORGOTTEN];
+        let write = |out: &mut Vec<u8>| key.encode_into(out);
+        log_raw(blob, kinds, key.encoded_len(), write, state.as_ref());
+        logged.push(key);
+    }
+    logged
+}
+
 /// Forgets what an `apply` that did not commit left pending in the slots of `blob`'s keys.
 fn drop_pending(live: &mut Live, blob: &[u8]) {
-    for (key, _) in LogEntries(blob).flatten() {
-        if let Some(slot) = live.keys.get_mut(key) {
+    for entry in LogEntries(blob).flatten().filter(|e| !e.index) {
+        if let Some(slot) = live.keys.get_mut(entry.key) {
             slot.pending = None;
         }
     }
@@ -1457,15 +1565,24 @@ fn drop_pending(live: &mut Live, blob: &[u8]) {
 
 /// Appends one entry to a log row: a key's new state, or (`None`) that it is forgotten.
 fn log_entry(out: &mut Vec<u8>, key: &[u8], state: Option<&KeyState>) {
-    out.push(if state.is_some() {
-        LOG_STATE
-    } else {
-        LOG_FORGOTTEN
-    });
-    // Encoded keys are four parts of attribute values, far below 4 GiB.
-    let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(key);
+    let write = |out: &mut Vec<u8>| out.extend_from_slice(key);
+    log_raw(out, [LOG_STATE, LOG_FORGOTTEN], key.len(), write, state);
+}
+
+/// One log entry: the kind (`kinds[0]` for a state, `kinds[1]` for a tombstone), the
+/// length, the `len` bytes that `write` appends, and the state, if any.
+fn log_raw(
+    out: &mut Vec<u8>,
+    kinds: [u8; 2],
+    len: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+    state: Option<&KeyState>,
+) {
+    out.push(if state.is_some() { kinds[0] } else { kinds[1] });
+    // Keys and index entries are made of attribute values, which the decoders cap far
+    // below 4 GiB.
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    write(out);
     if let Some(state) = state {
         out.extend_from_slice(&encode_state(state));
     }
@@ -1474,8 +1591,16 @@ fn log_entry(out: &mut Vec<u8>, key: &[u8], state: Option<&KeyState>) {
 /// The entries of a log row, in order; `None` for bytes [`log_entry`] did not write.
 struct LogEntries<'a>(&'a [u8]);
 
+/// One entry of a log row: a key's (or with `index`, an image index entry's) new state,
+/// or `None` when it was forgotten.
+struct LogEntry<'a> {
+    index: bool,
+    key: &'a [u8],
+    state: Option<KeyState>,
+}
+
 impl<'a> Iterator for LogEntries<'a> {
-    type Item = Option<(&'a [u8], Option<KeyState>)>;
+    type Item = Option<LogEntry<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let (&kind, rest) = self.0.split_first()?;
@@ -1486,12 +1611,21 @@ impl<'a> Iterator for LogEntries<'a> {
                 return None;
             }
             let (key, rest) = rest.split_at(len);
+            let index = matches!(kind, LOG_INDEX_STATE | LOG_INDEX_FORGOTTEN);
             match kind {
-                LOG_STATE => {
+                LOG_STATE | LOG_INDEX_STATE => {
                     let (state, rest) = rest.split_first_chunk::<16>()?;
-                    Some(((key, Some(decode_state(state))), rest))
+                    let state = Some(decode_state(state));
+                    Some((LogEntry { index, key, state }, rest))
                 }
-                LOG_FORGOTTEN => Some(((key, None), rest)),
+                LOG_FORGOTTEN | LOG_INDEX_FORGOTTEN => Some((
+                    LogEntry {
+                        index,
+                        key,
+                        state: None,
+                    },
+                    rest,
+                )),
                 _ => None,
             }
         })();

@@ -93,41 +93,55 @@ fn reopening_with_another_schema_version_is_refused() {
     assert!(err.to_string().contains(&path.display().to_string()));
 }
 
-/// A file of the version before the state log: its keys are read, and it is marked with
-/// the current version, so that a release without the log refuses it from then on.
+/// Files of the versions before: 1 (no state log) and 2 (an image index written through,
+/// no index entries in the log). Their keys and index are read, and they are marked with
+/// the current version, so that a release that would misread them refuses them from then
+/// on.
 #[test]
-fn a_version_1_file_is_read_and_marked_with_the_current_version() {
-    let dir = temp();
-    let path = dir.path().join(FILE_NAME);
-    let k = key(7);
-    let mut encoded = Vec::new();
-    encode_key(&k, &mut encoded);
-    let state = KeyState {
-        last_seen: 1_000,
-        episode_start: 500,
-    };
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
+fn older_files_are_read_and_marked_with_the_current_version() {
+    for version in SCHEMA_VERSIONS_UPGRADED {
+        let dir = temp();
+        let path = dir.path().join(FILE_NAME);
+        let k = key(7);
+        let mut encoded = Vec::new();
+        encode_key(&k, &mut encoded);
+        let state = KeyState {
+            last_seen: 1_000,
+            episode_start: 500,
+        };
+        let mut index = Index::default();
+        index.observe(&k, 1_000, &WINDOWS);
+        let (entry, entry_state) = index.take_dirty().remove(0);
         {
-            let mut meta = txn.open_table(META).unwrap();
-            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION_WITHOUT_LOG)
-                .unwrap();
-            meta.insert(META_LAST_SEQ, 0).unwrap();
-            txn.open_table(KEYS)
-                .unwrap()
-                .insert(encoded.as_slice(), &encode_state(&state))
-                .unwrap();
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(META_SCHEMA_VERSION, version).unwrap();
+                meta.insert(META_LAST_SEQ, 0).unwrap();
+                txn.open_table(KEYS)
+                    .unwrap()
+                    .insert(encoded.as_slice(), &encode_state(&state))
+                    .unwrap();
+                txn.open_table(INDEX)
+                    .unwrap()
+                    .insert(
+                        entry.encode().as_slice(),
+                        &encode_state(&entry_state.unwrap()),
+                    )
+                    .unwrap();
+            }
+            txn.commit().unwrap();
         }
-        txn.commit().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(&k).unwrap(), Some(state), "version {version}");
+        assert_eq!(store.key_count().unwrap(), 1);
+        assert_eq!(store.triage().unwrap().index.state_of(&entry), entry_state);
+        assert_eq!(
+            store.read_meta(META_SCHEMA_VERSION).unwrap(),
+            Some(SCHEMA_VERSION)
+        );
     }
-    let store = RedbStore::open(dir.path()).unwrap();
-    assert_eq!(store.get(&k).unwrap(), Some(state));
-    assert_eq!(store.key_count().unwrap(), 1);
-    assert_eq!(
-        store.read_meta(META_SCHEMA_VERSION).unwrap(),
-        Some(SCHEMA_VERSION)
-    );
 }
 
 #[test]
@@ -368,11 +382,27 @@ fn triage_state_survives_reopen_and_gives_the_same_records() {
     for (now, batch) in &batches {
         expected.extend(reference.apply(batch, &triage_opts(*now)).unwrap().records);
     }
+    // Without folding, folding at every apply (the index entries go from the log into
+    // their table, the log rows are retired), and cycles that span applies.
+    for (fold_bytes, chunk) in [(FOLD_LOG_BYTES, FOLD_CHUNK_MIN), (1, 1), (300, 2)] {
+        let open = |dir: &Path| RedbStore::open(dir).unwrap().with_fold(fold_bytes, chunk);
+        triage_survives_reopen(&batches, &expected, &reference, &open, fold_bytes == 1);
+    }
+}
+
+fn triage_survives_reopen(
+    batches: &[(i64, Vec<Sighting>)],
+    expected: &[(u64, Record)],
+    reference: &MemStore,
+    open: &dyn Fn(&Path) -> RedbStore,
+    folds_everything: bool,
+) {
+    use crate::conformance::triage_opts;
     let dir = temp();
     let mut got = Vec::new();
-    for (now, batch) in &batches {
+    for (now, batch) in batches {
         // A fresh open for every batch: everything the next one needs is in the file.
-        let store = RedbStore::open(dir.path()).unwrap();
+        let store = open(dir.path());
         got.extend(store.apply(batch, &triage_opts(*now)).unwrap().records);
     }
     assert_eq!(got, expected);
@@ -383,11 +413,29 @@ fn triage_state_survives_reopen_and_gives_the_same_records() {
         .filter(|i| i.kind == unseen_findings::IncidentKind::RiskThreshold)
         .count();
     assert_eq!(risk, 1, "the risk threshold fired once, across reopens");
-    let store = RedbStore::open(dir.path()).unwrap();
+    let store = open(dir.path());
     assert_eq!(
         store.triage().unwrap().index,
         reference.triage().unwrap().index
     );
+    if folds_everything {
+        // Applies (of a sighting that changes nothing) fold the last cycle, an entry
+        // each, and retire its rows: the table alone holds the index then.
+        let repeat = &batches.last().unwrap().1;
+        for _ in 0..1_000 {
+            if store.fold_status().unwrap() == (0, 0) {
+                break;
+            }
+            store.apply(repeat, &triage_opts(2_500)).unwrap();
+        }
+        assert_eq!(store.fold_status().unwrap(), (0, 0), "the log drains");
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(INDEX).unwrap();
+        assert_eq!(
+            table.len().unwrap() as usize,
+            reference.triage().unwrap().index.len()
+        );
+    }
     assert_eq!(
         store.triage().unwrap().risk.entries().collect::<Vec<_>>(),
         reference
@@ -405,7 +453,7 @@ fn triage_state_survives_reopen_and_gives_the_same_records() {
     store.forget(&WINDOWS).unwrap();
     let left = store.triage().unwrap().index.len();
     drop(store);
-    let reopened = RedbStore::open(dir.path()).unwrap();
+    let reopened = open(dir.path());
     assert_eq!(reopened.triage().unwrap().index.len(), left);
     assert!(left < reference.triage().unwrap().index.len());
 }
