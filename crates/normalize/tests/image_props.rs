@@ -198,6 +198,22 @@ proptest! {
     }
 
     #[test]
+    fn the_registry_fast_path_agrees_with_the_general_one(
+        x in prop_oneof![reference_ish(), invalid(), (pair(), spelling()).prop_map(|(p, s)| spell(&p, &s))],
+        t in tag_attribute(),
+    ) {
+        // Raw values and their canonical forms (what keys hold) both.
+        let c = canonical(&x, t.as_deref());
+        for v in [x.as_str(), &*c] {
+            prop_assert_eq!(
+                unseen_normalize::image::registry_of(v),
+                unseen_normalize::image::registry_of_general(v),
+                "{:?}", v
+            );
+        }
+    }
+
+    #[test]
     fn idempotent_on_any_string(x in reference_ish(), t in tag_attribute()) {
         let c = canonical(&x, t.as_deref());
         prop_assert_eq!(&canonical(&c, None), &c);
