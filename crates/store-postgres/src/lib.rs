@@ -31,7 +31,6 @@ use std::sync::{Mutex, MutexGuard};
 use hashbrown::HashMap;
 use postgres::types::ToSql;
 use postgres::Transaction;
-use unseen_detect::episode::step;
 use unseen_detect::KeyState;
 use unseen_findings::risk::Ledger;
 use unseen_findings::triage::IndexKey;
@@ -377,13 +376,9 @@ impl PostgresStore {
         for (i, s) in batch.iter().enumerate() {
             let key = encoded[i].as_slice();
             let prev = touched.get(key).or_else(|| known.get(key)).copied();
-            if prev.is_none() {
-                if let Err(why) = admission.new_key(i, count) {
-                    applied.refused.push((i, why));
-                    continue;
-                }
-            }
-            let st = step(prev, s.time, opts.now, &opts.windows);
+            let Some(st) = admission.step(i, s, prev, count, &mut applied.refused) else {
+                continue;
+            };
             if prev != Some(st.state) {
                 touched.insert(key, st.state);
                 if prev.is_none() {

@@ -50,7 +50,7 @@ pub use mem::MemStore;
 pub use redb_store::{decode_key, encode_key, RedbStore, FILE_NAME, SCHEMA_VERSION};
 
 use std::sync::Arc;
-use unseen_detect::KeyState;
+use unseen_detect::{step, KeyState, Step};
 
 use unseen_findings::{Decider, Suppressions, TriageSettings};
 pub use unseen_findings::{Record, Sighting};
@@ -144,6 +144,27 @@ impl<'a> Admission<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Sighting `index` of the batch, whose key's state is `prev` (`None`: a key the
+    /// store does not track, while it tracks `keys`): the rule's step, or `None` when the
+    /// new key is refused (the refusal is pushed onto `refused`). Every backend decides
+    /// through it.
+    pub fn step(
+        &mut self,
+        index: usize,
+        s: &Sighting,
+        prev: Option<KeyState>,
+        keys: u64,
+        refused: &mut Vec<(usize, Refusal)>,
+    ) -> Option<Step> {
+        if prev.is_none() {
+            if let Err(why) = self.new_key(index, keys) {
+                refused.push((index, why));
+                return None;
+            }
+        }
+        Some(step(prev, s.time, self.opts.now, &self.opts.windows))
     }
 
     /// New keys created per sender.

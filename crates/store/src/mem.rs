@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use unseen_detect::episode::{forgettable, step};
+use unseen_detect::episode::forgettable;
 use unseen_detect::KeyState;
 use unseen_findings::{Record, TriageState};
 use unseen_model::{UnixSecs, Windows};
@@ -85,13 +85,11 @@ impl StateStore for MemStore {
         let mut admission = Admission::new(opts);
         for (i, s) in batch.iter().enumerate() {
             let prev = inner.keys.get(&s.key).copied();
-            if prev.is_none() {
-                if let Err(why) = admission.new_key(i, inner.keys.len() as u64) {
-                    applied.refused.push((i, why));
-                    continue;
-                }
-            }
-            let st = step(prev, s.time, opts.now, &opts.windows);
+            let Some(st) =
+                admission.step(i, s, prev, inner.keys.len() as u64, &mut applied.refused)
+            else {
+                continue;
+            };
             inner.keys.insert(s.key.clone(), st.state);
             inner.newest = Some(inner.newest.map_or(s.time, |n| n.max(s.time)));
             let previous = prev.map(|p| p.last_seen);

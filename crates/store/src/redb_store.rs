@@ -47,10 +47,11 @@ use std::collections::VecDeque;
 
 use hashbrown::{HashMap, HashSet};
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
+    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageError, TableDefinition, TableError, TableHandle,
+    WriteTransaction,
 };
-use unseen_detect::episode::{forgettable, step};
+use unseen_detect::episode::forgettable;
 use unseen_detect::KeyState;
 use unseen_findings::risk::Ledger;
 use unseen_findings::triage::IndexKey;
@@ -255,8 +256,7 @@ impl RedbStore {
                     message: format!("cannot sync the state directory: {e}"),
                 })?;
             }
-            store.reload_triage()?;
-            store.load_keys()?;
+            store.load()?;
             Ok(store)
         }));
         opened.unwrap_or_else(|_| {
@@ -272,40 +272,27 @@ impl RedbStore {
         &self.path
     }
 
-    /// Reads the triage state from the file: the image index is its table overridden by
-    /// the index entries of the state log, in order (as keys are). Also returns the index
-    /// entries the log names, which a fold cycle must write.
-    fn load_triage(&self) -> Result<(TriageState, HashSet<IndexKey>), StoreError> {
-        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+    /// Reads the triage state: the image index is its table overridden by `index_log`
+    /// (the state log's index entries, in order, as keys are).
+    fn load_triage(
+        &self,
+        txn: &ReadTransaction,
+        index_log: &[(IndexKey, Option<KeyState>)],
+    ) -> Result<TriageState, StoreError> {
         let index = txn
             .open_table(INDEX)
             .map_err(self.backend("open image index"))?;
-        let malformed = || self.incompatible("an image index entry is malformed");
         let mut entries = std::collections::HashMap::new();
         for entry in index.iter().map_err(self.backend("read image index"))? {
             let (k, v) = entry.map_err(self.backend("read image index"))?;
-            let key = IndexKey::decode(k.value()).ok_or_else(malformed)?;
+            let key = IndexKey::decode(k.value()).ok_or_else(|| self.malformed_index())?;
             entries.insert(key, decode_state(v.value()));
         }
-        let log = txn
-            .open_table(STATE_LOG)
-            .map_err(self.backend("open state log"))?;
-        let mut logged = HashSet::new();
-        for row in log.iter().map_err(self.backend("read state log"))? {
-            let (_, blob) = row.map_err(self.backend("read state log"))?;
-            for entry in LogEntries(blob.value()) {
-                let entry =
-                    entry.ok_or_else(|| self.incompatible("a state log row is malformed"))?;
-                if !entry.index {
-                    continue;
-                }
-                let key = IndexKey::decode(entry.key).ok_or_else(malformed)?;
-                match entry.state {
-                    Some(state) => entries.insert(key.clone(), state),
-                    None => entries.remove(&key),
-                };
-                logged.insert(key);
-            }
+        for (key, state) in index_log {
+            match state {
+                Some(state) => entries.insert(key.clone(), *state),
+                None => entries.remove(key),
+            };
         }
         let open = txn
             .open_table(INCIDENTS)
@@ -328,20 +315,61 @@ impl RedbStore {
             })?;
             risk.push((object.value().to_string(), ledger));
         }
-        let triage = TriageState {
+        Ok(TriageState {
             index: Index::from_entries(entries),
             incidents: Incidents::from_open(incidents),
             risk: RiskLedger::from_entries(risk),
-        };
-        Ok((triage, logged))
+        })
     }
 
+    /// The state log's image index entries, in order (what `load` collects in its pass
+    /// over the log; this pass skips the keys).
+    fn index_log(
+        &self,
+        txn: &ReadTransaction,
+    ) -> Result<Vec<(IndexKey, Option<KeyState>)>, StoreError> {
+        let log = txn
+            .open_table(STATE_LOG)
+            .map_err(self.backend("open state log"))?;
+        let mut out = Vec::new();
+        for row in log.iter().map_err(self.backend("read state log"))? {
+            let (_, blob) = row.map_err(self.backend("read state log"))?;
+            for entry in LogEntries(blob.value()) {
+                let entry = entry.ok_or_else(|| self.malformed_log())?;
+                if entry.index {
+                    out.push(self.index_entry(&entry)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn index_entry(
+        &self,
+        entry: &LogEntry<'_>,
+    ) -> Result<(IndexKey, Option<KeyState>), StoreError> {
+        let key = IndexKey::decode(entry.key).ok_or_else(|| self.malformed_index())?;
+        Ok((key, entry.state))
+    }
+
+    fn malformed_index(&self) -> StoreError {
+        self.incompatible("an image index entry is malformed")
+    }
+
+    fn malformed_log(&self) -> StoreError {
+        self.incompatible("a state log row is malformed")
+    }
+
+    /// Reads the triage state back after a failed transaction.
     fn reload_triage(&self) -> Result<(), StoreError> {
-        let (triage, logged) = self.load_triage()?;
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        let index_log = self.index_log(&txn)?;
+        let triage = self.load_triage(&txn, &index_log)?;
         let mut live = self.lock_live()?;
         live.triage = triage;
         // A superset of what the next cycle must write does no harm.
-        live.index_logged.extend(logged);
+        live.index_logged
+            .extend(index_log.into_iter().map(|(k, _)| k));
         Ok(())
     }
 
@@ -360,8 +388,9 @@ impl RedbStore {
         self
     }
 
-    /// Loads every key's state: the `keys` table, then the log's rows in order.
-    fn load_keys(&self) -> Result<(), StoreError> {
+    /// Loads every key's state (the `keys` table, then the log's rows in order) and the
+    /// triage state, in one pass over the log.
+    fn load(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
         let newest = txn
             .open_table(META)
@@ -392,15 +421,16 @@ impl RedbStore {
         // Rows are numbered from 1, so that "every row up to next_row − 1" is never a
         // row to come, even with the log empty.
         let mut next_row = 1;
+        let mut index_log = Vec::new();
         for row in log.iter().map_err(self.backend("read state log"))? {
             let (n, blob) = row.map_err(self.backend("read state log"))?;
             let blob = blob.value();
             rows.push_back((n.value(), blob.len() as u64));
             next_row = n.value() + 1;
             for entry in LogEntries(blob) {
-                let entry =
-                    entry.ok_or_else(|| self.incompatible("a state log row is malformed"))?;
+                let entry = entry.ok_or_else(|| self.malformed_log())?;
                 if entry.index {
+                    index_log.push(self.index_entry(&entry)?);
                     continue;
                 }
                 match (entry.key, entry.state) {
@@ -420,7 +450,10 @@ impl RedbStore {
                 }
             }
         }
+        let triage = self.load_triage(&txn, &index_log)?;
         let mut live = self.lock_live()?;
+        live.triage = triage;
+        live.index_logged = index_log.into_iter().map(|(k, _)| k).collect();
         live.keys = keys;
         live.unfolded_bytes = rows.iter().map(|r| r.1).sum();
         live.rows = rows;
@@ -449,7 +482,8 @@ impl RedbStore {
 
     /// The triage state (image index, open incidents), as the file has it.
     pub fn triage(&self) -> Result<TriageState, StoreError> {
-        Ok(self.load_triage()?.0)
+        let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
+        self.load_triage(&txn, &self.index_log(&txn)?)
     }
 
     /// Every tracked key and its state, in key order. Reads the whole table: for tests,
@@ -1295,13 +1329,9 @@ impl RedbStore {
                 Some(slot) => Some(slot.pending.unwrap_or(slot.state)),
                 None => new.get(encoded.as_slice()).copied(),
             };
-            if prev.is_none() {
-                if let Err(why) = admission.new_key(i, count) {
-                    applied.refused.push((i, why));
-                    continue;
-                }
-            }
-            let st = step(prev, s.time, opts.now, &opts.windows);
+            let Some(st) = admission.step(i, s, prev, count, &mut applied.refused) else {
+                continue;
+            };
             if prev != Some(st.state) {
                 match slot {
                     Some(slot) => {
