@@ -16,7 +16,8 @@ use unseen_ingest::{
 use unseen_model::{
     parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
 };
-use unseen_normalize::{key_of, DropCounts, KeyMode};
+use unseen_normalize::image::CanonicalMemo;
+use unseen_normalize::{key_of_memo, DropCounts, KeyMode};
 
 use crate::args::{FormatArg, RuleArgs, ScanArgs, ScanOutput};
 use crate::progress::Progress;
@@ -55,6 +56,7 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
 
     let started = Instant::now();
     let mut visitor = ScanVisitor {
+        memo: CanonicalMemo::default(),
         mode: &mode,
         scan: BatchScan::new(windows, at),
         drops: DropCounts::default(),
@@ -253,6 +255,8 @@ pub struct Placements {
 
 struct ScanVisitor<'m> {
     mode: &'m KeyMode,
+    /// The image names' canonical forms, parsed once per name rather than per point.
+    memo: CanonicalMemo,
     scan: BatchScan,
     drops: DropCounts,
     placements: Placements,
@@ -266,7 +270,7 @@ struct ScanVisitor<'m> {
 impl Visitor for ScanVisitor<'_> {
     fn point(&mut self, point: PointRef<'_>) {
         self.points.set(self.points.get() + 1);
-        match key_of(&point.dims, self.mode) {
+        match key_of_memo(&point.dims, self.mode, &mut self.memo) {
             Ok(key) => {
                 let t = unix_secs_from_nanos(point.time_unix_nano);
                 // Evidence only where findings carry it (default mode).

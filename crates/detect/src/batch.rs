@@ -17,8 +17,9 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use unseen_model::{Context, OwnedContext, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyRef};
 
-use crate::intern::{quick_hash, quick_hash_from, Interner, Recent};
+use crate::intern::{Interner, Recent};
 use crate::Detection;
+use unseen_normalize::quick_hash::{quick_hash, quick_hash_from};
 
 /// Where a point fell relative to the windows; returned so callers can count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

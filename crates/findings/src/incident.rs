@@ -23,7 +23,9 @@
 //! Ids are UUIDv5 over the incident's group and its opening time, so the same history
 //! gives the same incidents in `scan`, `backtest` and `serve`, across restarts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 
 use serde::{Deserialize, Serialize};
 use unseen_model::{format_rfc3339, parse_time, Rule, UnixSecs};
@@ -268,7 +270,9 @@ struct Open {
 /// The open incidents, by group (kind, cluster, image / node / window).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Incidents {
-    open: BTreeMap<String, Open>,
+    /// Hashed, not ordered: every finding looks up one to three groups here. Whatever
+    /// leaves in an order sorts first (`close_due`, `take_dirty`'s ordered set).
+    open: HashMap<String, Open>,
     /// Groups changed (or closed) since the last [`Incidents::take_dirty`].
     dirty: BTreeSet<String>,
     /// Incidents closed out of turn (replaced by a new one of the same group, see
@@ -292,7 +296,15 @@ pub enum Assigned {
 pub const CAPACITY_RULE_ID: &str = "unseen.capacity";
 
 fn group(kind: IncidentKind, cluster: &str, what: &str) -> String {
-    format!("{}\u{0}{cluster}\u{0}{what}", kind.as_str())
+    let kind = kind.as_str();
+    let mut g = String::with_capacity(kind.len() + cluster.len() + what.len() + 2);
+    for (i, part) in [kind, cluster, what].into_iter().enumerate() {
+        if i > 0 {
+            g.push('\0');
+        }
+        g.push_str(part);
+    }
+    g
 }
 
 fn incident_id(rule: &Rule, group: &str, opened: UnixSecs) -> String {
@@ -338,7 +350,7 @@ impl Incidents {
         }
     }
 
-    /// The open incidents, by group.
+    /// The open incidents, with their groups, in no particular order.
     pub fn open(&self) -> impl Iterator<Item = (&String, &Incident)> {
         self.open.iter().map(|(g, o)| (g, &o.incident))
     }
@@ -389,16 +401,20 @@ impl Incidents {
         let image = finding.image.as_str();
         let node = finding.node.as_str();
         let rollout = i64::try_from(settings.rollout_window).unwrap_or(i64::MAX);
+        // Each group is made only when the ones before it did not take the episode (this
+        // runs for every finding).
         let fleet_group = group(IncidentKind::Image, "", image);
-        let cluster_group = group(IncidentKind::Image, cluster, image);
-        let node_group = group(IncidentKind::NewNode, cluster, node);
         let (chosen, kind, scope, window) = if novelty.scope == Scope::Fleet {
             (fleet_group, IncidentKind::Image, Scope::Fleet, None)
         } else if self.joinable(&fleet_group, t) {
             (fleet_group, IncidentKind::Image, novelty.scope, None)
-        } else if self.joinable(&cluster_group, t) || novelty.scope == Scope::Cluster {
+        } else if let Some(cluster_group) = Some(group(IncidentKind::Image, cluster, image))
+            .filter(|g| self.joinable(g, t) || novelty.scope == Scope::Cluster)
+        {
             (cluster_group, IncidentKind::Image, novelty.scope, None)
-        } else if self.joinable(&node_group, t) || novelty.new_node {
+        } else if let Some(node_group) = Some(group(IncidentKind::NewNode, cluster, node))
+            .filter(|g| self.joinable(g, t) || novelty.new_node)
+        {
             (node_group, IncidentKind::NewNode, novelty.scope, None)
         } else {
             let width = i64::try_from(settings.digest_window.max(1)).unwrap_or(i64::MAX);

@@ -19,7 +19,8 @@ use unseen_detect::BatchScan;
 use unseen_generate::{Encoder, Format, Generator, Params};
 use unseen_ingest::{read_bytes, Issue, Limits, Visitor};
 use unseen_model::{unix_secs_from_nanos, PointRef, Windows, SEED_RULE};
-use unseen_normalize::{key_of, KeyMode};
+use unseen_normalize::image::CanonicalMemo;
+use unseen_normalize::{key_of_memo, KeyMode};
 
 /// The allocator of the `unseen` binary (its `main.rs`): these figures are what `scan` and
 /// `serve` do, so they allocate as the binary does. (prost's decode, the reference, gains
@@ -150,6 +151,7 @@ fn ingest_decode(bytes: &[u8]) -> u64 {
 
 struct Scan<'m> {
     mode: &'m KeyMode,
+    memo: CanonicalMemo,
     scan: BatchScan,
     points: u64,
 }
@@ -157,7 +159,7 @@ struct Scan<'m> {
 impl Visitor for Scan<'_> {
     fn point(&mut self, point: PointRef<'_>) {
         self.points += 1;
-        if let Ok(key) = key_of(&point.dims, self.mode) {
+        if let Ok(key) = key_of_memo(&point.dims, self.mode, &mut self.memo) {
             // As `unseen scan` does: the evidence of default-mode findings comes along.
             let evidence = (!self.mode.strict).then(|| {
                 (
@@ -181,6 +183,7 @@ impl Visitor for Scan<'_> {
 /// The rule's batch state over `bytes`, read as `unseen scan` reads a mapped file.
 fn scan_bytes<'m>(bytes: &[u8], at: i64, mode: &'m KeyMode) -> Scan<'m> {
     let mut v = Scan {
+        memo: CanonicalMemo::default(),
         mode,
         scan: BatchScan::new(Windows::default(), at),
         points: 0,
@@ -208,6 +211,7 @@ fn ingest_to_findings(bytes: &[u8], at: i64) -> u64 {
 fn bodies_to_findings(bodies: &[bytes::Bytes], at: i64) -> u64 {
     let mode = KeyMode::default();
     let mut v = Scan {
+        memo: CanonicalMemo::default(),
         mode: &mode,
         scan: BatchScan::new(Windows::default(), at),
         points: 0,

@@ -298,6 +298,13 @@ pub(crate) fn decode_frame<V: Visitor>(
 ) {
     let frame = frame.as_ref();
     let mut walk = Walk::default();
+    // A new walk's buffers start empty, and the values a k8s_cluster batch's ready points
+    // use (their resources' attributes and their own) come to about a ninth of its bytes:
+    // grown by doubling, the copies of a few-megabyte body were a twentieth of the time
+    // from bodies to findings. One allocation of a quarter instead, which such a batch
+    // does not outgrow (pages it does not touch cost nothing); more values grow it as
+    // before.
+    walk.text.reserve(frame.len() / 4);
     let outcome = walk.decode(frame);
     walk.report(outcome, position, sink);
 }

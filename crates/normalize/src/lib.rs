@@ -12,6 +12,7 @@ use unseen_model::{attr, ctx, Dims};
 
 pub mod image;
 pub mod lookalike;
+pub mod quick_hash;
 
 pub use image::ImageRef;
 
@@ -151,6 +152,24 @@ fn present(value: Option<&str>) -> Option<&str> {
 /// counted once, under the first. In default mode the image is its canonical reference
 /// ([`image::canonical`]); strict mode compares the seed's exact strings.
 pub fn key_of<'a>(dims: &Dims<'a>, mode: &'a KeyMode) -> Result<KeyRef<'a>, DropReason> {
+    key_with(dims, mode, image::canonical)
+}
+
+/// [`key_of`], with the image names' canonical forms remembered in `memo` (what a scan
+/// does: it reads the same images in millions of points).
+pub fn key_of_memo<'a>(
+    dims: &Dims<'a>,
+    mode: &'a KeyMode,
+    memo: &mut image::CanonicalMemo,
+) -> Result<KeyRef<'a>, DropReason> {
+    key_with(dims, mode, |name, tag| memo.canonical(name, tag))
+}
+
+fn key_with<'a>(
+    dims: &Dims<'a>,
+    mode: &'a KeyMode,
+    canonical: impl FnOnce(&'a str, Option<&str>) -> Cow<'a, str>,
+) -> Result<KeyRef<'a>, DropReason> {
     let node = present(dims.node_name);
     let host = if mode.strict {
         present(dims.host_name).ok_or(DropReason::MissingHostName)?
@@ -169,7 +188,7 @@ pub fn key_of<'a>(dims: &Dims<'a>, mode: &'a KeyMode) -> Result<KeyRef<'a>, Drop
     let image = if mode.strict {
         Cow::Borrowed(image)
     } else {
-        image::canonical(image, dims.context.get(ctx::IMAGE_TAG))
+        canonical(image, dims.context.get(ctx::IMAGE_TAG))
     };
     Ok(KeyRef {
         host,

@@ -198,6 +198,25 @@ proptest! {
     }
 
     #[test]
+    fn the_memo_answers_as_canonical(
+        names in prop::collection::vec(
+            (
+                prop_oneof![reference_ish(), invalid(), (pair(), spelling()).prop_map(|(p, s)| spell(&p, &s))],
+                tag_attribute(),
+            ),
+            1..40,
+        ),
+        slots in prop_oneof![Just(1usize), Just(4), Just(64)],
+    ) {
+        // Few slots, so that names evict one another; every name twice, so that hits,
+        // misses and evictions all answer.
+        let mut memo = unseen_normalize::image::CanonicalMemo::with_slots(slots);
+        for (x, t) in names.iter().chain(names.iter().rev()) {
+            prop_assert_eq!(memo.canonical(x, t.as_deref()), canonical(x, t.as_deref()), "{:?}", x);
+        }
+    }
+
+    #[test]
     fn the_registry_fast_path_agrees_with_the_general_one(
         x in prop_oneof![reference_ish(), invalid(), (pair(), spelling()).prop_map(|(p, s)| spell(&p, &s))],
         t in tag_attribute(),
