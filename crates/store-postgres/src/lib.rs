@@ -4,12 +4,21 @@
 //! # How replicas agree
 //!
 //! - **One decision at a time.** `apply` runs in one transaction that first takes a
-//!   transaction-level advisory lock of the schema (`pg_advisory_xact_lock`), reads the
-//!   states of the batch's keys (one round trip, `= ANY($1)`), decides with the same
-//!   `step` and `Decider` as every backend, and writes the changed states, the records
-//!   and the triage state (one `UNNEST` upsert per table) before it commits. Two
-//!   replicas given the same point therefore decide one after the other, and the second
-//!   sees the state the first committed: the point opens its episode once.
+//!   transaction-level advisory lock of the schema (`pg_advisory_xact_lock`), brings the
+//!   replica's memory up to date (below), decides with the same `step` and `Decider` as
+//!   every backend, and writes what changed before it commits. Two replicas given the
+//!   same point therefore decide one after the other, and the second sees the state the
+//!   first committed: the point opens its episode once.
+//! - **Key states are a log.** A commit appends one row to `unseen_state_log` holding
+//!   every key state it changed (as the embedded store does), so a sighting of a known
+//!   key costs no row of its own. Each replica mirrors the key states it has read or
+//!   written; under the lock it first reads the log rows appended since it was last
+//!   exact. The mirror holds every key of the unfolded rows, so a key it lacks is read
+//!   from `unseen_keys` (one `= ANY($1)` per commit, only for such keys). Every
+//!   [`FOLD_ROWS`] rows, the committing replica folds the rows into `unseen_keys` (each
+//!   key once, its latest state) and deletes the rows of the fold before; a replica
+//!   that fell behind a deleted row, or finds that keys were forgotten (`key_epoch`),
+//!   empties its mirror and reads the unfolded rows again.
 //! - **The triage state** (image index, open incidents, risk ledgers) is kept in memory,
 //!   as the embedded store keeps it, with the `triage_version` it was read at; a replica
 //!   that finds another version under the lock reads it again before deciding.
@@ -37,6 +46,7 @@ use unseen_findings::triage::IndexKey;
 use unseen_findings::{Incident, Incidents, Index, Record, RiskLedger, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
+use unseen_store::state_log::{log_entry, LogEntries};
 use unseen_store::{
     decode_key, encode_key, record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting,
     StateStore, StoreError,
@@ -51,12 +61,147 @@ pub const LEASE_SECONDS: i64 = 15;
 /// Connections kept open at most.
 pub const POOL_SIZE: usize = 8;
 
+/// State log rows between folds into `unseen_keys`. A fold writes each key of those
+/// rows once; the replica that commits the row that reaches it folds, in that commit.
+pub const FOLD_ROWS: i64 = 256;
+
+/// What a replica keeps in memory, under one lock.
+#[derive(Debug, Default)]
+struct Replica {
+    /// The triage state as of `triage_version`; `None` when it must be read again.
+    triage_version: Option<i64>,
+    triage: TriageState,
+    /// The latest state of every key this replica has read or written, exact as of
+    /// `synced`: it holds every key of the unfolded log rows (so a key it lacks is read
+    /// from `unseen_keys`), and each commit first reads the log rows other replicas
+    /// appended since. A key seen before costs no read.
+    keys: HashMap<Vec<u8>, KeyState>,
+    /// (`key_epoch`, `state_seq`) at which `keys` is exact; `None`: read it anew.
+    synced: Option<(i64, i64)>,
+}
+
+impl Replica {
+    /// Forgets everything: read again from the database at the next decision (after a
+    /// transaction that did not commit, whose changes it may hold).
+    fn reset(&mut self) {
+        *self = Replica::default();
+    }
+
+    /// Takes the key states of one state log row.
+    fn learn(&mut self, row: &[u8]) -> Result<(), StoreError> {
+        for entry in LogEntries(row) {
+            let entry = entry.ok_or_else(malformed_log)?;
+            if entry.index {
+                continue;
+            }
+            match (entry.state, self.keys.get_mut(entry.key)) {
+                (Some(state), Some(s)) => *s = state,
+                (Some(state), None) => {
+                    self.keys.insert(entry.key.to_vec(), state);
+                }
+                (None, _) => {
+                    self.keys.remove(entry.key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn malformed_log() -> StoreError {
+    incompatible("a row of the state log is malformed".into())
+}
+
+/// The counters of `unseen_meta`, read in one round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Meta {
+    last_seq: i64,
+    key_count: i64,
+    triage_version: i64,
+    newest_point: Option<i64>,
+    /// The newest row of `unseen_state_log`.
+    state_seq: i64,
+    /// Rows up to this one are folded into `unseen_keys`.
+    folded_seq: i64,
+    /// Rows up to this one are deleted.
+    log_start: i64,
+    /// Counts the `forget`s that deleted keys: a replica that finds another epoch empties
+    /// its mirror (it may hold forgotten keys).
+    key_epoch: i64,
+}
+
+impl Meta {
+    fn read(tx: &mut Transaction<'_>) -> Result<Meta, StoreError> {
+        let mut meta = Meta::default();
+        for row in tx
+            .query("SELECT name, value FROM unseen_meta", &[])
+            .map_err(backend("read meta"))?
+        {
+            let value: i64 = row.get(1);
+            match row.get::<_, &str>(0) {
+                "last_seq" => meta.last_seq = value,
+                "key_count" => meta.key_count = value,
+                "triage_version" => meta.triage_version = value,
+                "newest_point" => meta.newest_point = Some(value),
+                "state_seq" => meta.state_seq = value,
+                "folded_seq" => meta.folded_seq = value,
+                "log_start" => meta.log_start = value,
+                "key_epoch" => meta.key_epoch = value,
+                _ => {}
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Writes the counters of `next` that differ from `self` (one round trip, none when
+    /// nothing changed): (round trips, rows written).
+    fn write_changes(
+        &self,
+        tx: &mut Transaction<'_>,
+        next: &Meta,
+    ) -> Result<(u64, u64), StoreError> {
+        let pairs = [
+            ("last_seq", Some(self.last_seq), Some(next.last_seq)),
+            ("key_count", Some(self.key_count), Some(next.key_count)),
+            (
+                "triage_version",
+                Some(self.triage_version),
+                Some(next.triage_version),
+            ),
+            ("newest_point", self.newest_point, next.newest_point),
+            ("state_seq", Some(self.state_seq), Some(next.state_seq)),
+            ("folded_seq", Some(self.folded_seq), Some(next.folded_seq)),
+            ("log_start", Some(self.log_start), Some(next.log_start)),
+            ("key_epoch", Some(self.key_epoch), Some(next.key_epoch)),
+        ];
+        let (mut names, mut values) = (Vec::new(), Vec::new());
+        for (name, before, after) in pairs {
+            if let Some(after) = after.filter(|a| before != Some(*a)) {
+                names.push(name);
+                values.push(after);
+            }
+        }
+        if names.is_empty() {
+            return Ok((0, 0));
+        }
+        tx.execute(
+            "INSERT INTO unseen_meta (name, value) SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&names, &values],
+        )
+        .map_err(backend("write meta"))?;
+        Ok((1, names.len() as u64))
+    }
+}
+
 /// A [`StateStore`] in a PostgreSQL schema.
 pub struct PostgresStore {
     pool: Pool,
     schema: String,
-    /// The triage state as of `triage_version`; `None` when it must be read again.
-    triage: Mutex<(Option<i64>, TriageState)>,
+    /// What this replica keeps in memory: the triage state and its mirror of key states.
+    replica: Mutex<Replica>,
+    /// Log rows between folds ([`FOLD_ROWS`] unless a test sets it).
+    fold_rows: i64,
     /// This replica's name in the sink leases.
     holder: String,
     /// Drops the schema when the store is dropped (tests).
@@ -158,7 +303,8 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             schema: schema.to_string(),
-            triage: Mutex::new((None, TriageState::default())),
+            replica: Mutex::new(Replica::default()),
+            fold_rows: FOLD_ROWS,
             holder: format!("{}-{}", std::process::id(), random_hex()),
             temporary,
         })
@@ -169,10 +315,17 @@ impl PostgresStore {
         &self.schema
     }
 
-    fn lock_triage(&self) -> Result<MutexGuard<'_, (Option<i64>, TriageState)>, StoreError> {
-        self.triage
+    /// Folds the state log every `rows` rows instead of every [`FOLD_ROWS`] (tests, which
+    /// make folds and replicas that fall behind them happen in a few commits).
+    pub fn with_fold_rows(mut self, rows: i64) -> Self {
+        self.fold_rows = rows.max(1);
+        self
+    }
+
+    fn lock_replica(&self) -> Result<MutexGuard<'_, Replica>, StoreError> {
+        self.replica
             .lock()
-            .map_err(|_| StoreError::Backend("triage state lock poisoned".into()))
+            .map_err(|_| StoreError::Backend("replica state lock poisoned".into()))
     }
 
     fn meta(tx: &mut Transaction<'_>, name: &str) -> Result<Option<i64>, StoreError> {
@@ -182,36 +335,111 @@ impl PostgresStore {
             .map(|r| r.get(0)))
     }
 
-    fn set_meta(tx: &mut Transaction<'_>, name: &str, value: i64) -> Result<(), StoreError> {
-        tx.execute(
-            "INSERT INTO unseen_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-            &[&name, &value],
-        )
-        .map_err(backend("write meta"))?;
-        Ok(())
-    }
-
-    /// Takes the schema's decision lock for the rest of the transaction, and brings the
-    /// in-memory triage state to the version committed (read again when another replica
-    /// changed it).
+    /// Takes the schema's decision lock for the rest of the transaction, reads the
+    /// counters, and brings what this replica holds in memory to what is committed: the
+    /// triage state (read again when another replica changed it) and the mirror of key
+    /// states (the state log's rows since it was last exact, or, when it fell behind a
+    /// retired row or keys were forgotten, emptied and filled from the unfolded rows).
+    /// Returns the counters and the round trips it took.
     fn lock_and_sync(
         &self,
         tx: &mut Transaction<'_>,
-        triage: &mut (Option<i64>, TriageState),
-    ) -> Result<i64, StoreError> {
-        // Two round trips (the lock, the version), and three more when the triage state
-        // is read again: counted by the caller as `SYNC_ROUND_TRIPS`.
+        replica: &mut Replica,
+    ) -> Result<(Meta, u64), StoreError> {
         tx.execute(
             "SELECT pg_advisory_xact_lock($1)",
             &[&lock_id(&self.schema, "decide")],
         )
         .map_err(backend("take the decision lock"))?;
-        let version = Self::meta(tx, "triage_version")?.unwrap_or(0);
-        if triage.0 != Some(version) {
-            triage.1 = load_triage(tx)?;
-            triage.0 = Some(version);
+        let meta = Meta::read(tx)?;
+        let mut trips = 2;
+        if replica.triage_version != Some(meta.triage_version) {
+            replica.triage = load_triage(tx)?;
+            replica.triage_version = Some(meta.triage_version);
+            trips += 3;
         }
-        Ok(version)
+        let from = match replica.synced {
+            Some((epoch, seq)) if epoch == meta.key_epoch && seq >= meta.log_start => seq,
+            _ => {
+                replica.keys.clear();
+                meta.folded_seq
+            }
+        };
+        if from < meta.state_seq {
+            trips += 1;
+            for row in tx
+                .query(
+                    "SELECT states FROM unseen_state_log WHERE seq > $1 ORDER BY seq",
+                    &[&from],
+                )
+                .map_err(backend("read the state log"))?
+            {
+                let states: Vec<u8> = row.get(0);
+                replica.learn(&states)?;
+            }
+        }
+        replica.synced = Some((meta.key_epoch, meta.state_seq));
+        Ok((meta, trips))
+    }
+
+    /// Folds the log rows after `next.folded_seq` into `unseen_keys` (each key once, its
+    /// latest state), and deletes the rows of the fold before (kept until now so that a
+    /// replica a few commits behind reads on from the log rather than start over).
+    /// Returns (round trips, rows written).
+    fn fold(tx: &mut Transaction<'_>, next: &mut Meta) -> Result<(u64, u64), StoreError> {
+        let mut latest: std::collections::BTreeMap<Vec<u8>, Option<KeyState>> = Default::default();
+        for row in tx
+            .query(
+                "SELECT states FROM unseen_state_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+                &[&next.folded_seq, &next.state_seq],
+            )
+            .map_err(backend("read the state log"))?
+        {
+            let states: Vec<u8> = row.get(0);
+            for entry in LogEntries(&states) {
+                let entry = entry.ok_or_else(malformed_log)?;
+                if !entry.index {
+                    latest.insert(entry.key.to_vec(), entry.state);
+                }
+            }
+        }
+        let (mut trips, mut rows) = (2, 0);
+        let (mut keys, mut last, mut start, mut gone) = (vec![], vec![], vec![], vec![]);
+        for (key, state) in latest {
+            match state {
+                Some(s) => {
+                    keys.push(key);
+                    last.push(s.last_seen);
+                    start.push(s.episode_start);
+                }
+                None => gone.push(key),
+            }
+        }
+        if !keys.is_empty() {
+            rows += tx
+                .execute(
+                    "INSERT INTO unseen_keys (key, last_seen, episode_start) SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) \
+                     ON CONFLICT (key) DO UPDATE SET last_seen = EXCLUDED.last_seen, episode_start = EXCLUDED.episode_start",
+                    &[&keys, &last, &start],
+                )
+                .map_err(backend("fold the state log"))?;
+            trips += 1;
+        }
+        if !gone.is_empty() {
+            rows += tx
+                .execute("DELETE FROM unseen_keys WHERE key = ANY($1)", &[&gone])
+                .map_err(backend("fold the state log"))?;
+            trips += 1;
+        }
+        rows += tx
+            .execute(
+                "DELETE FROM unseen_state_log WHERE seq <= $1",
+                &[&next.folded_seq],
+            )
+            .map_err(backend("retire state log rows"))?;
+        next.log_start = next.folded_seq;
+        next.folded_seq = next.state_seq;
+        Ok((trips, rows))
     }
 
     /// Writes what changed in the triage state: (round trips, rows written).
@@ -323,23 +551,21 @@ impl PostgresStore {
         &self,
         batch: &[Sighting],
         opts: &ApplyOptions,
-        triage: &mut (Option<i64>, TriageState),
+        replica: &mut Replica,
     ) -> Result<Applied, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.client().transaction().map_err(backend("begin"))?;
-        let synced = triage.0;
-        let version = self.lock_and_sync(&mut tx, triage)?;
-        // begin, the lock, the version, and the triage tables when read again.
-        let mut round_trips: u64 = 3 + if synced == Some(version) { 0 } else { 3 };
+        let (meta, sync_trips) = self.lock_and_sync(&mut tx, replica)?;
+        // begin, then what the sync took.
+        let mut round_trips: u64 = 1 + sync_trips;
         let mut rows_written: u64 = 0;
-        let state = &mut triage.1;
+        let mut next = meta;
         let decider = opts.decider();
         let mut applied = Applied::default();
-        let mut last_seq = Self::meta(&mut tx, "last_seq")?.unwrap_or(0);
-        let mut newest = Self::meta(&mut tx, "newest_point")?;
-        let mut count = Self::meta(&mut tx, "key_count")?.unwrap_or(0).max(0) as u64;
-        round_trips += 3;
-        // The batch's keys, encoded once, and their states in one round trip.
+        let mut count = meta.key_count.max(0) as u64;
+        // The batch's keys, encoded once. The mirror holds every key of an unfolded log
+        // row, so a key it lacks has its latest state in `unseen_keys`, or none: those
+        // are read in one round trip, and a key seen before by this replica costs none.
         let encoded: Vec<Vec<u8>> = batch
             .iter()
             .map(|s| {
@@ -348,20 +574,23 @@ impl PostgresStore {
                 e
             })
             .collect();
-        let mut distinct: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let mut known: HashMap<Vec<u8>, KeyState> = HashMap::with_capacity(distinct.len());
-        if !distinct.is_empty() {
+        let mut missing: Vec<&[u8]> = encoded
+            .iter()
+            .map(Vec::as_slice)
+            .filter(|k| !replica.keys.contains_key(*k))
+            .collect();
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
             round_trips += 1;
             for row in tx
                 .query(
                     "SELECT key, last_seen, episode_start FROM unseen_keys WHERE key = ANY($1)",
-                    &[&distinct],
+                    &[&missing],
                 )
                 .map_err(backend("read keys"))?
             {
-                known.insert(
+                replica.keys.insert(
                     row.get(0),
                     KeyState {
                         last_seen: row.get(1),
@@ -370,12 +599,13 @@ impl PostgresStore {
                 );
             }
         }
+        let Replica { triage, keys, .. } = &mut *replica;
         let mut touched: HashMap<&[u8], KeyState> = HashMap::new();
         let mut admission = Admission::new(opts);
         let mut records = Vec::new();
         for (i, s) in batch.iter().enumerate() {
             let key = encoded[i].as_slice();
-            let prev = touched.get(key).or_else(|| known.get(key)).copied();
+            let prev = touched.get(key).or_else(|| keys.get(key)).copied();
             let Some(st) = admission.step(i, s, prev, count, &mut applied.refused) else {
                 continue;
             };
@@ -385,37 +615,47 @@ impl PostgresStore {
                     count += 1;
                 }
             }
-            newest = Some(newest.map_or(s.time, |n| n.max(s.time)));
-            decider.sighting(state, s, st.opened, prev.map(|p| p.last_seen), &mut records);
+            next.newest_point = Some(next.newest_point.map_or(s.time, |n| n.max(s.time)));
+            decider.sighting(
+                triage,
+                s,
+                st.opened,
+                prev.map(|p| p.last_seen),
+                &mut records,
+            );
         }
-        decider.end_batch(state, newest, &mut records);
+        decider.end_batch(triage, next.newest_point, &mut records);
         records.extend(opts.notices.iter().cloned());
         applied.new_keys = admission.into_used();
-        if !touched.is_empty() {
-            let mut keys: Vec<(&[u8], KeyState)> = touched.into_iter().collect();
-            keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let k: Vec<&[u8]> = keys.iter().map(|(k, _)| *k).collect();
-            let last: Vec<i64> = keys.iter().map(|(_, s)| s.last_seen).collect();
-            let start: Vec<i64> = keys.iter().map(|(_, s)| s.episode_start).collect();
-            rows_written += tx.execute(
-                "INSERT INTO unseen_keys (key, last_seen, episode_start) SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) \
-                 ON CONFLICT (key) DO UPDATE SET last_seen = EXCLUDED.last_seen, episode_start = EXCLUDED.episode_start",
-                &[&k, &last, &start],
+        // The changed states: one row of the state log, whatever the number of keys (a
+        // known key seen again writes no row of its own; folds write each key once).
+        let mut changed: Vec<(&[u8], KeyState)> = touched.into_iter().collect();
+        if !changed.is_empty() {
+            changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut blob = Vec::with_capacity(changed.iter().map(|(k, _)| k.len() + 21).sum());
+            for (key, state) in &changed {
+                log_entry(&mut blob, key, Some(state));
+            }
+            next.state_seq += 1;
+            tx.execute(
+                "INSERT INTO unseen_state_log (seq, states) VALUES ($1, $2)",
+                &[&next.state_seq, &blob],
             )
-            .map_err(backend("write keys"))?;
+            .map_err(backend("append to the state log"))?;
             round_trips += 1;
+            rows_written += 1;
         }
         if !records.is_empty() {
             let (mut seqs, mut times, mut jsons) = (Vec::new(), Vec::new(), Vec::new());
             for record in records {
-                last_seq += 1;
-                seqs.push(last_seq);
+                next.last_seq += 1;
+                seqs.push(next.last_seq);
                 times.push(record_time(&record).unwrap_or(opts.now));
                 jsons.push(
                     serde_json::to_vec(&record)
                         .map_err(|e| StoreError::Backend(format!("encode record: {e}")))?,
                 );
-                applied.records.push((last_seq as u64, record));
+                applied.records.push((next.last_seq as u64, record));
             }
             tx.execute(
                 "INSERT INTO unseen_log (seq, record) SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
@@ -430,26 +670,38 @@ impl PostgresStore {
             round_trips += 2;
             rows_written += 2 * seqs.len() as u64;
         }
-        let (triage_trips, triage_rows) = Self::write_triage(&mut tx, state)?;
-        let next_version = if triage_rows > 0 {
-            version + 1
-        } else {
-            version
-        };
-        Self::set_meta(&mut tx, "last_seq", last_seq)?;
-        Self::set_meta(&mut tx, "key_count", count as i64)?;
-        Self::set_meta(&mut tx, "triage_version", next_version)?;
-        if let Some(n) = newest {
-            Self::set_meta(&mut tx, "newest_point", n)?;
-            round_trips += 1;
+        let (triage_trips, triage_rows) = Self::write_triage(&mut tx, triage)?;
+        round_trips += triage_trips;
+        rows_written += triage_rows;
+        if triage_rows > 0 {
+            next.triage_version += 1;
         }
+        if next.state_seq - next.folded_seq >= self.fold_rows {
+            let (trips, rows) = Self::fold(&mut tx, &mut next)?;
+            round_trips += trips;
+            rows_written += rows;
+        }
+        next.key_count = count as i64;
+        let (trips, rows) = meta.write_changes(&mut tx, &next)?;
+        round_trips += trips;
+        rows_written += rows;
         tx.commit().map_err(backend("commit"))?;
-        triage.0 = Some(next_version);
+        round_trips += 1;
+        // Committed: the mirror takes the batch's states.
+        for (key, state) in changed {
+            match keys.get_mut(key) {
+                Some(s) => *s = state,
+                None => {
+                    keys.insert(key.to_vec(), state);
+                }
+            }
+        }
+        replica.synced = Some((next.key_epoch, next.state_seq));
+        replica.triage_version = Some(next.triage_version);
         applied.keys = count;
-        // The meta rows and the commit.
         applied.io = unseen_store::StoreIo {
-            round_trips: round_trips + triage_trips + 4,
-            rows_written: rows_written + triage_rows + 4,
+            round_trips,
+            rows_written,
         };
         Ok(applied)
     }
@@ -487,6 +739,49 @@ impl PostgresStore {
                 Ok((seq as u64, decode(seq, &bytes)?))
             })
             .collect()
+    }
+
+    /// `f` in a read-only transaction that sees one snapshot (REPEATABLE READ): the
+    /// state log and `unseen_keys` as of one moment, without the decision lock.
+    fn with_snapshot<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn
+            .client()
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(backend("begin"))?;
+        let out = f(&mut tx)?;
+        tx.commit().map_err(backend("commit"))?;
+        Ok(out)
+    }
+
+    /// Each key state of the unfolded log rows, oldest first (a key's last is its latest).
+    fn for_each_unfolded(
+        tx: &mut Transaction<'_>,
+        f: &mut dyn FnMut(&[u8], Option<KeyState>),
+    ) -> Result<(), StoreError> {
+        let meta = Meta::read(tx)?;
+        for row in tx
+            .query(
+                "SELECT states FROM unseen_state_log WHERE seq > $1 ORDER BY seq",
+                &[&meta.folded_seq],
+            )
+            .map_err(backend("read the state log"))?
+        {
+            let states: &[u8] = row.get(0);
+            for entry in LogEntries(states) {
+                let entry = entry.ok_or_else(malformed_log)?;
+                if !entry.index {
+                    f(entry.key, entry.state);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn with_tx<T>(
@@ -591,12 +886,12 @@ impl StateStore for PostgresStore {
                 ..Applied::default()
             });
         }
-        let mut triage = self.lock_triage()?;
-        let result = self.apply_locked(batch, opts, &mut triage);
+        let mut replica = self.lock_replica()?;
+        let result = self.apply_locked(batch, opts, &mut replica);
         if result.is_err() {
-            // Not committed: what the batch did to the triage state in memory is read
-            // back from the database before the next decision.
-            triage.0 = None;
+            // Not committed: what the batch did to the state in memory is read back from
+            // the database before the next decision.
+            replica.reset();
         }
         result
     }
@@ -604,49 +899,69 @@ impl StateStore for PostgresStore {
     fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError> {
         let mut encoded = Vec::new();
         encode_key(key, &mut encoded);
-        let mut conn = self.pool.get()?;
-        Ok(conn
-            .client()
-            .query_opt(
-                "SELECT last_seen, episode_start FROM unseen_keys WHERE key = $1",
-                &[&encoded],
-            )
-            .map_err(backend("read a key"))?
-            .map(|r| KeyState {
-                last_seen: r.get(0),
-                episode_start: r.get(1),
-            }))
+        self.with_snapshot(|tx| {
+            // The latest unfolded state, else the folded one.
+            let mut unfolded = None;
+            Self::for_each_unfolded(tx, &mut |k, state| {
+                if k == encoded.as_slice() {
+                    unfolded = Some(state);
+                }
+            })?;
+            if let Some(state) = unfolded {
+                return Ok(state);
+            }
+            Ok(tx
+                .query_opt(
+                    "SELECT last_seen, episode_start FROM unseen_keys WHERE key = $1",
+                    &[&encoded],
+                )
+                .map_err(backend("read a key"))?
+                .map(|r| KeyState {
+                    last_seen: r.get(0),
+                    episode_start: r.get(1),
+                }))
+        })
     }
 
     fn key_count(&self) -> Result<u64, StoreError> {
-        self.with_tx(|tx| Ok(Self::meta(tx, "key_count")?.unwrap_or(0).max(0) as u64))
+        self.with_tx(|tx| Ok(Meta::read(tx)?.key_count.max(0) as u64))
     }
 
     fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
-        let mut triage = self.lock_triage()?;
+        let mut replica = self.lock_replica()?;
         let result = self.with_tx(|tx| {
-            let version = self.lock_and_sync(tx, &mut triage)?;
-            let Some(newest) = Self::meta(tx, "newest_point")? else {
+            let (meta, _) = self.lock_and_sync(tx, &mut replica)?;
+            let Some(newest) = meta.newest_point else {
                 return Ok(0);
             };
+            let mut next = meta;
+            // `unseen_keys` must hold every key's latest state before the old ones go.
+            if next.state_seq > next.folded_seq {
+                Self::fold(tx, &mut next)?;
+            }
             let horizon = newest.saturating_sub(i64::try_from(windows.gap()).unwrap_or(i64::MAX));
             let forgotten = tx
                 .execute("DELETE FROM unseen_keys WHERE last_seen < $1", &[&horizon])
                 .map_err(backend("forget keys"))?;
             if forgotten > 0 {
-                let count = Self::meta(tx, "key_count")?.unwrap_or(0);
-                Self::set_meta(tx, "key_count", (count - forgotten as i64).max(0))?;
+                next.key_count = (next.key_count - forgotten as i64).max(0);
+                // Every mirror may hold forgotten keys: each replica empties its own.
+                next.key_epoch += 1;
+                replica.keys.clear();
             }
-            if triage.1.index.forget(newest, windows) > 0
-                && Self::write_triage(tx, &mut triage.1)?.1 > 0
+            if replica.triage.index.forget(newest, windows) > 0
+                && Self::write_triage(tx, &mut replica.triage)?.1 > 0
             {
-                Self::set_meta(tx, "triage_version", version + 1)?;
-                triage.0 = Some(version + 1);
+                next.triage_version += 1;
             }
+            meta.write_changes(tx, &next)?;
+            // Exact as of `next`: nothing is unfolded, and forgotten keys are gone.
+            replica.synced = Some((next.key_epoch, next.state_seq));
+            replica.triage_version = Some(next.triage_version);
             Ok(forgotten)
         });
         if result.is_err() {
-            triage.0 = None;
+            replica.reset();
         }
         result
     }
@@ -793,17 +1108,17 @@ impl StateStore for PostgresStore {
     }
 
     fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        let mut triage = self.lock_triage()?;
+        let mut replica = self.lock_replica()?;
         // Another replica may have opened or closed some: read them as committed.
         let mut conn = self.pool.get()?;
         let mut tx = conn.client().transaction().map_err(backend("begin"))?;
-        let version = Self::meta(&mut tx, "triage_version")?.unwrap_or(0);
-        if triage.0 != Some(version) {
-            triage.1 = load_triage(&mut tx)?;
-            triage.0 = Some(version);
+        let version = Meta::read(&mut tx)?.triage_version;
+        if replica.triage_version != Some(version) {
+            replica.triage = load_triage(&mut tx)?;
+            replica.triage_version = Some(version);
         }
         tx.commit().map_err(backend("commit"))?;
-        Ok(unseen_store::open_incidents_of(&triage.1))
+        Ok(unseen_store::open_incidents_of(&replica.triage))
     }
 
     fn history(&self, after: u64, limit: usize) -> Result<Vec<(u64, Record)>, StoreError> {
@@ -887,28 +1202,45 @@ impl StateStore for PostgresStore {
     }
 
     fn for_each_key(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {
-        let mut conn = self.pool.get()?;
-        let params: [&(dyn ToSql + Sync); 0] = [];
-        let mut rows = conn
-            .client()
-            .query_raw(
-                "SELECT key, last_seen, episode_start FROM unseen_keys",
-                params,
-            )
-            .map_err(backend("read keys"))?;
-        use postgres::fallible_iterator::FallibleIterator;
-        while let Some(row) = rows.next().map_err(backend("read keys"))? {
-            let bytes: Vec<u8> = row.get(0);
-            let key =
-                decode_key(&bytes).ok_or_else(|| incompatible("a key is malformed".into()))?;
-            f(
-                &key,
-                &KeyState {
-                    last_seen: row.get(1),
-                    episode_start: row.get(2),
-                },
-            );
-        }
-        Ok(())
+        let decode = |bytes: &[u8]| {
+            decode_key(bytes).ok_or_else(|| incompatible("a key is malformed".into()))
+        };
+        self.with_snapshot(|tx| {
+            // The unfolded states (the latest of each key) over the folded ones.
+            let mut unfolded: HashMap<Vec<u8>, Option<KeyState>> = HashMap::new();
+            Self::for_each_unfolded(tx, &mut |k, state| {
+                unfolded.insert(k.to_vec(), state);
+            })?;
+            let params: [&(dyn ToSql + Sync); 0] = [];
+            let mut rows = tx
+                .query_raw(
+                    "SELECT key, last_seen, episode_start FROM unseen_keys",
+                    params,
+                )
+                .map_err(backend("read keys"))?;
+            use postgres::fallible_iterator::FallibleIterator;
+            while let Some(row) = rows.next().map_err(backend("read keys"))? {
+                let bytes: &[u8] = row.get(0);
+                let state = match unfolded.remove(bytes) {
+                    Some(newer) => newer,
+                    None => Some(KeyState {
+                        last_seen: row.get(1),
+                        episode_start: row.get(2),
+                    }),
+                };
+                if let Some(state) = state {
+                    f(&decode(bytes)?, &state);
+                }
+            }
+            let mut rest: Vec<(Vec<u8>, KeyState)> = unfolded
+                .into_iter()
+                .filter_map(|(k, s)| Some((k, s?)))
+                .collect();
+            rest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (bytes, state) in rest {
+                f(&decode(&bytes)?, &state);
+            }
+            Ok(())
+        })
     }
 }

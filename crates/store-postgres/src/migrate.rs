@@ -6,7 +6,10 @@ use postgres::Client;
 use unseen_store::StoreError;
 
 /// The migrations, in order: (version, SQL).
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_state.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_state.sql")),
+    (2, include_str!("../migrations/0002_state_log.sql")),
+];
 
 fn backend(what: &'static str) -> impl Fn(postgres::Error) -> StoreError {
     move |e| StoreError::Backend(format!("PostgreSQL, {what}: {}", crate::pool::explain(&e)))

@@ -42,6 +42,7 @@
 
 mod mem;
 mod redb_store;
+pub mod state_log;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

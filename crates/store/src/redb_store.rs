@@ -60,6 +60,10 @@ use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
 use crate::mem::unknown;
+use crate::state_log::{
+    decode_state, encode_state, log_entry, log_raw, LogEntries, LogEntry, LOG_INDEX_FORGOTTEN,
+    LOG_INDEX_STATE,
+};
 use crate::{
     record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
 };
@@ -129,13 +133,6 @@ pub const FOLD_CHUNK_MIN: usize = 4096;
 /// Log rows deleted by one `apply`, at most, once their cycle has ended: more than the one
 /// row an `apply` appends, so the log drains.
 const RETIRE_ROWS: usize = 4;
-
-/// Log entry kinds: a key's state or tombstone, an image index entry's state or tombstone
-/// (the entry's [`IndexKey::encode`] in place of the key).
-const LOG_STATE: u8 = 1;
-const LOG_FORGOTTEN: u8 = 0;
-const LOG_INDEX_STATE: u8 = 2;
-const LOG_INDEX_FORGOTTEN: u8 = 3;
 
 /// What is held in memory: the triage state and every key's state.
 struct Live {
@@ -689,21 +686,6 @@ pub fn decode_key(mut bytes: &[u8]) -> Option<Key> {
         image: part()?,
     };
     bytes.is_empty().then_some(key)
-}
-
-fn encode_state(state: &KeyState) -> [u8; 16] {
-    let mut out = [0; 16];
-    out[..8].copy_from_slice(&state.last_seen.to_be_bytes());
-    out[8..].copy_from_slice(&state.episode_start.to_be_bytes());
-    out
-}
-
-fn decode_state(bytes: &[u8; 16]) -> KeyState {
-    let (last, start) = bytes.split_at(8);
-    KeyState {
-        last_seen: i64::from_be_bytes(last.try_into().unwrap_or_default()),
-        episode_start: i64::from_be_bytes(start.try_into().unwrap_or_default()),
-    }
 }
 
 fn secs_to_meta(t: UnixSecs) -> u64 {
@@ -1589,85 +1571,6 @@ fn drop_pending(live: &mut Live, blob: &[u8]) {
     for entry in LogEntries(blob).flatten().filter(|e| !e.index) {
         if let Some(slot) = live.keys.get_mut(entry.key) {
             slot.pending = None;
-        }
-    }
-}
-
-/// Appends one entry to a log row: a key's new state, or (`None`) that it is forgotten.
-fn log_entry(out: &mut Vec<u8>, key: &[u8], state: Option<&KeyState>) {
-    let write = |out: &mut Vec<u8>| out.extend_from_slice(key);
-    log_raw(out, [LOG_STATE, LOG_FORGOTTEN], key.len(), write, state);
-}
-
-/// One log entry: the kind (`kinds[0]` for a state, `kinds[1]` for a tombstone), the
-/// length, the `len` bytes that `write` appends, and the state, if any.
-fn log_raw(
-    out: &mut Vec<u8>,
-    kinds: [u8; 2],
-    len: usize,
-    write: impl FnOnce(&mut Vec<u8>),
-    state: Option<&KeyState>,
-) {
-    out.push(if state.is_some() { kinds[0] } else { kinds[1] });
-    // Keys and index entries are made of attribute values, which the decoders cap far
-    // below 4 GiB.
-    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    write(out);
-    if let Some(state) = state {
-        out.extend_from_slice(&encode_state(state));
-    }
-}
-
-/// The entries of a log row, in order; `None` for bytes [`log_entry`] did not write.
-struct LogEntries<'a>(&'a [u8]);
-
-/// One entry of a log row: a key's (or with `index`, an image index entry's) new state,
-/// or `None` when it was forgotten.
-struct LogEntry<'a> {
-    index: bool,
-    key: &'a [u8],
-    state: Option<KeyState>,
-}
-
-impl<'a> Iterator for LogEntries<'a> {
-    type Item = Option<LogEntry<'a>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let (&kind, rest) = self.0.split_first()?;
-        let entry = (|| {
-            let (len, rest) = rest.split_first_chunk::<4>()?;
-            let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-            if rest.len() < len {
-                return None;
-            }
-            let (key, rest) = rest.split_at(len);
-            let index = matches!(kind, LOG_INDEX_STATE | LOG_INDEX_FORGOTTEN);
-            match kind {
-                LOG_STATE | LOG_INDEX_STATE => {
-                    let (state, rest) = rest.split_first_chunk::<16>()?;
-                    let state = Some(decode_state(state));
-                    Some((LogEntry { index, key, state }, rest))
-                }
-                LOG_FORGOTTEN | LOG_INDEX_FORGOTTEN => Some((
-                    LogEntry {
-                        index,
-                        key,
-                        state: None,
-                    },
-                    rest,
-                )),
-                _ => None,
-            }
-        })();
-        match entry {
-            Some((entry, rest)) => {
-                self.0 = rest;
-                Some(Some(entry))
-            }
-            None => {
-                self.0 = &[];
-                Some(None)
-            }
         }
     }
 }
