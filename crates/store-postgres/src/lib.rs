@@ -403,34 +403,9 @@ impl PostgresStore {
                 }
             }
         }
-        let (mut trips, mut rows) = (2, 0);
-        let (mut keys, mut last, mut start, mut gone) = (vec![], vec![], vec![], vec![]);
-        for (key, state) in latest {
-            match state {
-                Some(s) => {
-                    keys.push(key);
-                    last.push(s.last_seen);
-                    start.push(s.episode_start);
-                }
-                None => gone.push(key),
-            }
-        }
-        if !keys.is_empty() {
-            rows += tx
-                .execute(
-                    "INSERT INTO unseen_keys (key, last_seen, episode_start) SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) \
-                     ON CONFLICT (key) DO UPDATE SET last_seen = EXCLUDED.last_seen, episode_start = EXCLUDED.episode_start",
-                    &[&keys, &last, &start],
-                )
-                .map_err(backend("fold the state log"))?;
-            trips += 1;
-        }
-        if !gone.is_empty() {
-            rows += tx
-                .execute("DELETE FROM unseen_keys WHERE key = ANY($1)", &[&gone])
-                .map_err(backend("fold the state log"))?;
-            trips += 1;
-        }
+        let (trips, mut rows) =
+            Self::write_states(tx, "unseen_keys", latest, "fold the state log")?;
+        let trips = trips + 2;
         rows += tx
             .execute(
                 "DELETE FROM unseen_state_log WHERE seq <= $1",
@@ -442,42 +417,63 @@ impl PostgresStore {
         Ok((trips, rows))
     }
 
+    /// Upserts (`Some`) or deletes (`None`) rows of a table of key → state (`unseen_keys`,
+    /// `unseen_image_index`): one statement each. Returns (round trips, rows written).
+    fn write_states(
+        tx: &mut Transaction<'_>,
+        table: &str,
+        states: impl IntoIterator<Item = (Vec<u8>, Option<KeyState>)>,
+        what: &'static str,
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut keys, mut last, mut start, mut gone) = (vec![], vec![], vec![], vec![]);
+        for (key, state) in states {
+            match state {
+                Some(s) => {
+                    keys.push(key);
+                    last.push(s.last_seen);
+                    start.push(s.episode_start);
+                }
+                None => gone.push(key),
+            }
+        }
+        // Rows written: every entry (a delete of an entry the table lacks still counts as
+        // a change, as the triage version that follows from it must).
+        let rows = (keys.len() + gone.len()) as u64;
+        let mut trips = 0;
+        if !keys.is_empty() {
+            tx.execute(
+                    &format!(
+                        "INSERT INTO {table} (key, last_seen, episode_start) SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) \
+                         ON CONFLICT (key) DO UPDATE SET last_seen = EXCLUDED.last_seen, episode_start = EXCLUDED.episode_start"
+                    ),
+                    &[&keys, &last, &start],
+                )
+                .map_err(backend(what))?;
+            trips += 1;
+        }
+        if !gone.is_empty() {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE key = ANY($1)"),
+                &[&gone],
+            )
+            .map_err(backend(what))?;
+            trips += 1;
+        }
+        Ok((trips, rows))
+    }
+
     /// Writes what changed in the triage state: (round trips, rows written).
     fn write_triage(
         tx: &mut Transaction<'_>,
         triage: &mut TriageState,
     ) -> Result<(u64, u64), StoreError> {
-        let (mut trips, mut rows) = (0, 0);
-        let (mut up_keys, mut up_last, mut up_start, mut gone) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (key, state) in triage.index.take_dirty() {
-            rows += 1;
-            match state {
-                Some(s) => {
-                    up_keys.push(key.encode());
-                    up_last.push(s.last_seen);
-                    up_start.push(s.episode_start);
-                }
-                None => gone.push(key.encode()),
-            }
-        }
-        if !up_keys.is_empty() {
-            tx.execute(
-                "INSERT INTO unseen_image_index (key, last_seen, episode_start) SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) \
-                 ON CONFLICT (key) DO UPDATE SET last_seen = EXCLUDED.last_seen, episode_start = EXCLUDED.episode_start",
-                &[&up_keys, &up_last, &up_start],
-            )
-            .map_err(backend("write the image index"))?;
-            trips += 1;
-        }
-        if !gone.is_empty() {
-            tx.execute(
-                "DELETE FROM unseen_image_index WHERE key = ANY($1)",
-                &[&gone],
-            )
-            .map_err(backend("write the image index"))?;
-            trips += 1;
-        }
+        let index = triage.index.take_dirty().into_iter();
+        let (mut trips, mut rows) = Self::write_states(
+            tx,
+            "unseen_image_index",
+            index.map(|(key, state)| (key.encode(), state)),
+            "write the image index",
+        )?;
         let incidents = triage.incidents.take_dirty();
         rows += incidents.len() as u64;
         trips += Self::write_named(
