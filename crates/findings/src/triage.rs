@@ -431,6 +431,33 @@ impl Index {
         }
     }
 
+    /// Sets an entry to what another writer committed (`None`: forgotten), without
+    /// marking it changed: a replica learning another's changes from a shared log.
+    pub fn set_committed(&mut self, key: IndexKey, state: Option<KeyState>) {
+        let image = key.kind == IndexKind::Image;
+        match state {
+            Some(next) => {
+                if let Some(s) = self.entries.get_mut(&key) {
+                    let restarted = s.episode_start != next.episode_start;
+                    *s = next;
+                    if image && restarted {
+                        self.restart_image(&key.a, next.episode_start);
+                    }
+                } else {
+                    if image {
+                        self.add_image(key.a.clone(), next.episode_start);
+                    }
+                    self.entries.insert(key, next);
+                }
+            }
+            None => {
+                if self.entries.remove(&key).is_some() && image {
+                    self.remove_image(&key.a);
+                }
+            }
+        }
+    }
+
     /// Forgets entries whose latest sighting is more than B − R before `newest`: they
     /// can no longer make anything known. Returns how many.
     pub fn forget(&mut self, newest: UnixSecs, windows: &Windows) -> usize {

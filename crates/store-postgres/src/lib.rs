@@ -9,16 +9,16 @@
 //!   every backend, and writes what changed before it commits. Two replicas given the
 //!   same point therefore decide one after the other, and the second sees the state the
 //!   first committed: the point opens its episode once.
-//! - **Key states are a log.** A commit appends one row to `unseen_state_log` holding
-//!   every key state it changed (as the embedded store does), so a sighting of a known
-//!   key costs no row of its own. Each replica mirrors the key states it has read or
-//!   written; under the lock it first reads the log rows appended since it was last
-//!   exact. The mirror holds every key of the unfolded rows, so a key it lacks is read
-//!   from `unseen_keys` (one `= ANY($1)` per commit, only for such keys). Every
-//!   [`FOLD_ROWS`] rows, the committing replica folds the rows into `unseen_keys` (each
-//!   key once, its latest state) and deletes the rows of the fold before; a replica
-//!   that fell behind a deleted row, or finds that keys were forgotten (`key_epoch`),
-//!   empties its mirror and reads the unfolded rows again.
+//! - **Key states are a log.** A commit appends one row to `unseen_state_log` holding every
+//!   key state and image index entry it changed (as the embedded store does), so a sighting
+//!   of a known key costs no row of its own. Each replica mirrors the key states it has
+//!   read or written; under the lock it first reads the log rows appended since it was last
+//!   exact. The mirror holds every key of the unfolded rows, so a key it lacks is read from
+//!   `unseen_keys` (one `= ANY($1)` per commit, only for such keys). Every [`FOLD_ROWS`]
+//!   rows, the committing replica folds the rows into `unseen_keys` and
+//!   `unseen_image_index` (each once, its latest state) and deletes the rows of the fold
+//!   before; a replica that fell behind a deleted row, or finds that keys were forgotten
+//!   (`key_epoch`), empties its mirror and reads the unfolded rows again.
 //! - **The triage state** (image index, open incidents, risk ledgers) is kept in memory,
 //!   as the embedded store keeps it, with the `triage_version` it was read at; a replica
 //!   that finds another version under the lock reads it again before deciding.
@@ -46,7 +46,7 @@ use unseen_findings::triage::IndexKey;
 use unseen_findings::{Incident, Incidents, Index, Record, RiskLedger, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
-use unseen_store::state_log::{log_entry, LogEntries};
+use unseen_store::state_log::{log_entry, log_index_entry, LogEntries};
 use unseen_store::{
     decode_key, encode_key, record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting,
     StateStore, StoreError,
@@ -87,11 +87,13 @@ impl Replica {
         *self = Replica::default();
     }
 
-    /// Takes the key states of one state log row.
+    /// Takes the key states and image index entries of one state log row.
     fn learn(&mut self, row: &[u8]) -> Result<(), StoreError> {
         for entry in LogEntries(row) {
             let entry = entry.ok_or_else(malformed_log)?;
             if entry.index {
+                let key = IndexKey::decode(entry.key).ok_or_else(malformed_log)?;
+                self.triage.index.set_committed(key, entry.state);
                 continue;
             }
             match (entry.state, self.keys.get_mut(entry.key)) {
@@ -353,18 +355,21 @@ impl PostgresStore {
         .map_err(backend("take the decision lock"))?;
         let meta = Meta::read(tx)?;
         let mut trips = 2;
-        if replica.triage_version != Some(meta.triage_version) {
-            replica.triage = load_triage(tx)?;
-            replica.triage_version = Some(meta.triage_version);
-            trips += 3;
-        }
-        let from = match replica.synced {
+        let mut from = match replica.synced {
             Some((epoch, seq)) if epoch == meta.key_epoch && seq >= meta.log_start => seq,
             _ => {
                 replica.keys.clear();
                 meta.folded_seq
             }
         };
+        if replica.triage_version != Some(meta.triage_version) {
+            replica.triage = load_triage(tx)?;
+            replica.triage_version = Some(meta.triage_version);
+            trips += 3;
+            // The image index's table lacks the unfolded rows' entries: read them all
+            // (the keys of the rows read again end at the same, latest states).
+            from = from.min(meta.folded_seq);
+        }
         if from < meta.state_seq {
             trips += 1;
             for row in tx
@@ -382,12 +387,13 @@ impl PostgresStore {
         Ok((meta, trips))
     }
 
-    /// Folds the log rows after `next.folded_seq` into `unseen_keys` (each key once, its
-    /// latest state), and deletes the rows of the fold before (kept until now so that a
+    /// Folds the log rows after `next.folded_seq` into `unseen_keys` and
+    /// `unseen_image_index` (each key and entry once, its latest state), and deletes the rows of the fold before (kept until now so that a
     /// replica a few commits behind reads on from the log rather than start over).
     /// Returns (round trips, rows written).
     fn fold(tx: &mut Transaction<'_>, next: &mut Meta) -> Result<(u64, u64), StoreError> {
-        let mut latest: std::collections::BTreeMap<Vec<u8>, Option<KeyState>> = Default::default();
+        type Latest = std::collections::BTreeMap<Vec<u8>, Option<KeyState>>;
+        let (mut latest, mut index) = (Latest::new(), Latest::new());
         for row in tx
             .query(
                 "SELECT states FROM unseen_state_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
@@ -398,14 +404,15 @@ impl PostgresStore {
             let states: Vec<u8> = row.get(0);
             for entry in LogEntries(&states) {
                 let entry = entry.ok_or_else(malformed_log)?;
-                if !entry.index {
-                    latest.insert(entry.key.to_vec(), entry.state);
-                }
+                let into = if entry.index { &mut index } else { &mut latest };
+                into.insert(entry.key.to_vec(), entry.state);
             }
         }
-        let (trips, mut rows) =
-            Self::write_states(tx, "unseen_keys", latest, "fold the state log")?;
-        let trips = trips + 2;
+        let what = "fold the state log";
+        let (trips, mut rows) = Self::write_states(tx, "unseen_keys", latest, what)?;
+        let (index_trips, index_rows) = Self::write_states(tx, "unseen_image_index", index, what)?;
+        rows += index_rows;
+        let trips = trips + index_trips + 2;
         rows += tx
             .execute(
                 "DELETE FROM unseen_state_log WHERE seq <= $1",
@@ -462,7 +469,9 @@ impl PostgresStore {
         Ok((trips, rows))
     }
 
-    /// Writes what changed in the triage state: (round trips, rows written).
+    /// Writes what changed in the triage state (the image index's changes only where they
+    /// do not go to the state log: `forget`, after a fold of the whole log): (round
+    /// trips, rows written).
     fn write_triage(
         tx: &mut Transaction<'_>,
         triage: &mut TriageState,
@@ -625,12 +634,18 @@ impl PostgresStore {
         applied.new_keys = admission.into_used();
         // The changed states: one row of the state log, whatever the number of keys (a
         // known key seen again writes no row of its own; folds write each key once).
+        // The image index's changed entries ride in the same row (an entry changes at most
+        // once a quantum, an hour by default, but on a fleet every entry does each hour).
         let mut changed: Vec<(&[u8], KeyState)> = touched.into_iter().collect();
-        if !changed.is_empty() {
-            changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let index_changed = triage.index.take_dirty();
+        if !changed.is_empty() || !index_changed.is_empty() {
             let mut blob = Vec::with_capacity(changed.iter().map(|(k, _)| k.len() + 21).sum());
             for (key, state) in &changed {
                 log_entry(&mut blob, key, Some(state));
+            }
+            for (key, state) in &index_changed {
+                log_index_entry(&mut blob, key, state.as_ref());
             }
             next.state_seq += 1;
             tx.execute(

@@ -61,8 +61,7 @@ use unseen_normalize::Key;
 
 use crate::mem::unknown;
 use crate::state_log::{
-    decode_state, encode_state, log_entry, log_raw, LogEntries, LogEntry, LOG_INDEX_FORGOTTEN,
-    LOG_INDEX_STATE,
+    decode_state, encode_state, log_entry, log_index_entry, LogEntries, LogEntry,
 };
 use crate::{
     record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
@@ -1558,9 +1557,7 @@ fn log_index(triage: &mut TriageState, blob: &mut Vec<u8>) -> Vec<IndexKey> {
     let dirty = triage.index.take_dirty();
     let mut logged = Vec::with_capacity(dirty.len());
     for (key, state) in dirty {
-        let kinds = [LOG_INDEX_STATE, LOG_INDEX_FORGOTTEN];
-        let write = |out: &mut Vec<u8>| key.encode_into(out);
-        log_raw(blob, kinds, key.encoded_len(), write, state.as_ref());
+        log_index_entry(blob, &key, state.as_ref());
         logged.push(key);
     }
     logged

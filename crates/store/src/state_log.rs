@@ -38,6 +38,23 @@ pub fn log_entry(out: &mut Vec<u8>, key: &[u8], state: Option<&KeyState>) {
     log_raw(out, [LOG_STATE, LOG_FORGOTTEN], key.len(), write, state);
 }
 
+/// Appends one entry to a log row: an image index entry's new state, or (`None`) that it
+/// is forgotten.
+pub fn log_index_entry(
+    out: &mut Vec<u8>,
+    key: &unseen_findings::triage::IndexKey,
+    state: Option<&KeyState>,
+) {
+    let kinds = [LOG_INDEX_STATE, LOG_INDEX_FORGOTTEN];
+    log_raw(
+        out,
+        kinds,
+        key.encoded_len(),
+        |out| key.encode_into(out),
+        state,
+    );
+}
+
 /// One log entry: the kind (`kinds[0]` for a state, `kinds[1]` for a tombstone), the
 /// length, the `len` bytes that `write` appends, and the state, if any.
 pub fn log_raw(
