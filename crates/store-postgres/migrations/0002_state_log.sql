@@ -1,8 +1,9 @@
 -- Key states as a log (unseen-store-postgres, src/lib.rs): each commit appends one row
--- holding every key state it changed, instead of one upsert per key, so that a sighting
--- of a known key writes no row of its own. Replicas read the rows they have not seen;
--- every FOLD_ROWS rows, the committing replica folds them into unseen_keys (each key
--- once) and deletes the rows of the fold before.
+-- holding every key state and image index entry it changed (a forget: tombstones),
+-- instead of one upsert per key, so that a sighting of a known key writes no row of its
+-- own. Replicas read the rows they have not seen; every FOLD_ROWS rows, the committing
+-- replica folds them into unseen_keys and unseen_image_index (each once) and deletes the
+-- rows of the fold before.
 
 CREATE TABLE unseen_state_log (
     seq    bigint PRIMARY KEY,
@@ -12,5 +13,5 @@ CREATE TABLE unseen_state_log (
 );
 
 INSERT INTO unseen_meta (name, value) VALUES
-    ('state_seq', 0), ('folded_seq', 0), ('log_start', 0), ('key_epoch', 0)
+    ('state_seq', 0), ('folded_seq', 0), ('log_start', 0)
 ON CONFLICT (name) DO NOTHING;

@@ -17,11 +17,12 @@
 //!   `unseen_keys` (one `= ANY($1)` per commit, only for such keys). Every [`FOLD_ROWS`]
 //!   rows, the committing replica folds the rows into `unseen_keys` and
 //!   `unseen_image_index` (each once, its latest state) and deletes the rows of the fold
-//!   before; a replica that fell behind a deleted row, or finds that keys were forgotten
-//!   (`key_epoch`), empties its mirror and reads the unfolded rows again.
-//! - **The triage state** (image index, open incidents, risk ledgers) is kept in memory,
-//!   as the embedded store keeps it, with the `triage_version` it was read at; a replica
-//!   that finds another version under the lock reads it again before deciding.
+//!   before; `forget` appends a row of tombstones. A replica that fell behind a deleted
+//!   row empties its mirror and reads the folded tables and the unfolded rows again.
+//! - **The triage state** is kept in memory, as the embedded store keeps it: the image
+//!   index through the state log, like the keys; the open incidents and risk ledgers
+//!   with the `triage_version` they were read at (a replica that finds another version
+//!   under the lock reads them again before deciding).
 //! - **Sinks** are cluster-wide: one log, one cursor per sink, and a lease per sink
 //!   (`unseen_sink_leases`): `pending` takes or renews the lease for this replica and
 //!   returns nothing while another replica holds it, so each record is delivered by one
@@ -76,8 +77,9 @@ struct Replica {
     /// from `unseen_keys`), and each commit first reads the log rows other replicas
     /// appended since. A key seen before costs no read.
     keys: HashMap<Vec<u8>, KeyState>,
-    /// (`key_epoch`, `state_seq`) at which `keys` is exact; `None`: read it anew.
-    synced: Option<(i64, i64)>,
+    /// The state log row up to which `keys` and the image index are exact; `None`:
+    /// read them anew.
+    synced: Option<i64>,
 }
 
 impl Replica {
@@ -127,9 +129,6 @@ struct Meta {
     folded_seq: i64,
     /// Rows up to this one are deleted.
     log_start: i64,
-    /// Counts the `forget`s that deleted keys: a replica that finds another epoch empties
-    /// its mirror (it may hold forgotten keys).
-    key_epoch: i64,
 }
 
 impl Meta {
@@ -148,7 +147,6 @@ impl Meta {
                 "state_seq" => meta.state_seq = value,
                 "folded_seq" => meta.folded_seq = value,
                 "log_start" => meta.log_start = value,
-                "key_epoch" => meta.key_epoch = value,
                 _ => {}
             }
         }
@@ -174,7 +172,6 @@ impl Meta {
             ("state_seq", Some(self.state_seq), Some(next.state_seq)),
             ("folded_seq", Some(self.folded_seq), Some(next.folded_seq)),
             ("log_start", Some(self.log_start), Some(next.log_start)),
-            ("key_epoch", Some(self.key_epoch), Some(next.key_epoch)),
         ];
         let (mut names, mut values) = (Vec::new(), Vec::new());
         for (name, before, after) in pairs {
@@ -339,9 +336,10 @@ impl PostgresStore {
 
     /// Takes the schema's decision lock for the rest of the transaction, reads the
     /// counters, and brings what this replica holds in memory to what is committed: the
-    /// triage state (read again when another replica changed it) and the mirror of key
-    /// states (the state log's rows since it was last exact, or, when it fell behind a
-    /// retired row or keys were forgotten, emptied and filled from the unfolded rows).
+    /// open incidents and risk ledgers (read again when another replica changed them),
+    /// and the mirror of key states and the image index (the state log's rows since they
+    /// were last exact, or, when they fell behind a deleted row, the folded tables and
+    /// every unfolded row).
     /// Returns the counters and the round trips it took.
     fn lock_and_sync(
         &self,
@@ -355,20 +353,21 @@ impl PostgresStore {
         .map_err(backend("take the decision lock"))?;
         let meta = Meta::read(tx)?;
         let mut trips = 2;
-        let mut from = match replica.synced {
-            Some((epoch, seq)) if epoch == meta.key_epoch && seq >= meta.log_start => seq,
+        let from = match replica.synced {
+            Some(seq) if seq >= meta.log_start => seq,
+            // New, or behind a row a fold deleted: the folded tables, then every unfolded
+            // row.
             _ => {
                 replica.keys.clear();
+                replica.triage.index = load_index(tx)?;
+                trips += 1;
                 meta.folded_seq
             }
         };
         if replica.triage_version != Some(meta.triage_version) {
-            replica.triage = load_triage(tx)?;
+            (replica.triage.incidents, replica.triage.risk) = load_open(tx)?;
             replica.triage_version = Some(meta.triage_version);
-            trips += 3;
-            // The image index's table lacks the unfolded rows' entries: read them all
-            // (the keys of the rows read again end at the same, latest states).
-            from = from.min(meta.folded_seq);
+            trips += 2;
         }
         if from < meta.state_seq {
             trips += 1;
@@ -383,7 +382,7 @@ impl PostgresStore {
                 replica.learn(&states)?;
             }
         }
-        replica.synced = Some((meta.key_epoch, meta.state_seq));
+        replica.synced = Some(meta.state_seq);
         Ok((meta, trips))
     }
 
@@ -469,23 +468,15 @@ impl PostgresStore {
         Ok((trips, rows))
     }
 
-    /// Writes what changed in the triage state (the image index's changes only where they
-    /// do not go to the state log: `forget`, after a fold of the whole log): (round
-    /// trips, rows written).
+    /// Writes what changed of the open incidents and risk ledgers (the image index's
+    /// changes go to the state log): (round trips, rows written).
     fn write_triage(
         tx: &mut Transaction<'_>,
         triage: &mut TriageState,
     ) -> Result<(u64, u64), StoreError> {
-        let index = triage.index.take_dirty().into_iter();
-        let (mut trips, mut rows) = Self::write_states(
-            tx,
-            "unseen_image_index",
-            index.map(|(key, state)| (key.encode(), state)),
-            "write the image index",
-        )?;
         let incidents = triage.incidents.take_dirty();
-        rows += incidents.len() as u64;
-        trips += Self::write_named(
+        let mut rows = incidents.len() as u64;
+        let mut trips = Self::write_named(
             tx,
             "unseen_open_incidents",
             "grp",
@@ -707,7 +698,7 @@ impl PostgresStore {
                 }
             }
         }
-        replica.synced = Some((next.key_epoch, next.state_seq));
+        replica.synced = Some(next.state_seq);
         replica.triage_version = Some(next.triage_version);
         applied.keys = count;
         applied.io = unseen_store::StoreIo {
@@ -807,7 +798,8 @@ impl PostgresStore {
     }
 }
 
-fn load_triage(tx: &mut Transaction<'_>) -> Result<TriageState, StoreError> {
+/// The image index as folded (the unfolded rows' entries come on top, as the keys').
+fn load_index(tx: &mut Transaction<'_>) -> Result<Index, StoreError> {
     let mut entries = Vec::new();
     for row in tx
         .query(
@@ -827,6 +819,11 @@ fn load_triage(tx: &mut Transaction<'_>) -> Result<TriageState, StoreError> {
             },
         ));
     }
+    Ok(Index::from_entries(entries))
+}
+
+/// The open incidents and the risk ledgers.
+fn load_open(tx: &mut Transaction<'_>) -> Result<(Incidents, RiskLedger), StoreError> {
     let mut incidents = Vec::new();
     for row in tx
         .query("SELECT grp, incident FROM unseen_open_incidents", &[])
@@ -853,11 +850,10 @@ fn load_triage(tx: &mut Transaction<'_>) -> Result<TriageState, StoreError> {
             .map_err(|_| incompatible("a risk object is not UTF-8".into()))?;
         risk.push((object, ledger));
     }
-    Ok(TriageState {
-        index: Index::from_entries(entries),
-        incidents: Incidents::from_open(incidents),
-        risk: RiskLedger::from_entries(risk),
-    })
+    Ok((
+        Incidents::from_open(incidents),
+        RiskLedger::from_entries(risk),
+    ))
 }
 
 fn record_of(seq: i64, json: &[u8]) -> Result<Record, StoreError> {
@@ -945,31 +941,70 @@ impl StateStore for PostgresStore {
             let Some(newest) = meta.newest_point else {
                 return Ok(0);
             };
-            let mut next = meta;
-            // `unseen_keys` must hold every key's latest state before the old ones go.
-            if next.state_seq > next.folded_seq {
-                Self::fold(tx, &mut next)?;
-            }
+            // What to forget: the folded keys past the horizon whose unfolded state (if
+            // any) is past it too, and the unfolded keys past it. Forgetting is a row of
+            // tombstones in the state log, which every replica reads as it reads states.
+            let mut unfolded: HashMap<Vec<u8>, Option<KeyState>> = HashMap::new();
+            Self::for_each_unfolded(tx, &mut |k, state| {
+                unfolded.insert(k.to_vec(), state);
+            })?;
             let horizon = newest.saturating_sub(i64::try_from(windows.gap()).unwrap_or(i64::MAX));
-            let forgotten = tx
-                .execute("DELETE FROM unseen_keys WHERE last_seen < $1", &[&horizon])
+            let forgettable =
+                |s: &KeyState| unseen_detect::episode::forgettable(s, newest, windows);
+            let mut doomed: Vec<Vec<u8>> = tx
+                .query(
+                    "SELECT key FROM unseen_keys WHERE last_seen < $1",
+                    &[&horizon],
+                )
+                .map_err(backend("find keys to forget"))?
+                .into_iter()
+                .map(|r| r.get::<_, Vec<u8>>(0))
+                .filter(|k| {
+                    unfolded
+                        .get(k)
+                        .is_none_or(|s| s.as_ref().is_some_and(forgettable))
+                })
+                .collect();
+            let only_unfolded: Vec<Vec<u8>> = {
+                let folded: hashbrown::HashSet<&[u8]> = doomed.iter().map(Vec::as_slice).collect();
+                unfolded
+                    .iter()
+                    .filter(|(k, s)| {
+                        s.as_ref().is_some_and(forgettable) && !folded.contains(k.as_slice())
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            };
+            doomed.extend(only_unfolded);
+            doomed.sort_unstable();
+            let forgotten_entries = replica.triage.index.forget(newest, windows);
+            let index_changed = replica.triage.index.take_dirty();
+            if doomed.is_empty() && forgotten_entries == 0 {
+                return Ok(0);
+            }
+            let mut blob = Vec::new();
+            for key in &doomed {
+                log_entry(&mut blob, key, None);
+            }
+            for (key, state) in &index_changed {
+                log_index_entry(&mut blob, key, state.as_ref());
+            }
+            let mut next = meta;
+            next.state_seq += 1;
+            tx.execute(
+                "INSERT INTO unseen_state_log (seq, states) VALUES ($1, $2)",
+                &[&next.state_seq, &blob],
+            )
+            .map_err(backend("append to the state log"))?;
+            tx.execute("DELETE FROM unseen_keys WHERE key = ANY($1)", &[&doomed])
                 .map_err(backend("forget keys"))?;
-            if forgotten > 0 {
-                next.key_count = (next.key_count - forgotten as i64).max(0);
-                // Every mirror may hold forgotten keys: each replica empties its own.
-                next.key_epoch += 1;
-                replica.keys.clear();
-            }
-            if replica.triage.index.forget(newest, windows) > 0
-                && Self::write_triage(tx, &mut replica.triage)?.1 > 0
-            {
-                next.triage_version += 1;
-            }
+            next.key_count = (next.key_count - doomed.len() as i64).max(0);
             meta.write_changes(tx, &next)?;
-            // Exact as of `next`: nothing is unfolded, and forgotten keys are gone.
-            replica.synced = Some((next.key_epoch, next.state_seq));
-            replica.triage_version = Some(next.triage_version);
-            Ok(forgotten)
+            for key in &doomed {
+                replica.keys.remove(key.as_slice());
+            }
+            replica.synced = Some(next.state_seq);
+            Ok(doomed.len() as u64)
         });
         if result.is_err() {
             replica.reset();
@@ -1125,7 +1160,7 @@ impl StateStore for PostgresStore {
         let mut tx = conn.client().transaction().map_err(backend("begin"))?;
         let version = Meta::read(&mut tx)?.triage_version;
         if replica.triage_version != Some(version) {
-            replica.triage = load_triage(&mut tx)?;
+            (replica.triage.incidents, replica.triage.risk) = load_open(&mut tx)?;
             replica.triage_version = Some(version);
         }
         tx.commit().map_err(backend("commit"))?;
