@@ -12,7 +12,7 @@
 #   scripts/bench.sh            full size (minutes; the scan CSV is ~75 M rows, ~13 GB on disk)
 #   scripts/bench.sh --smoke    everything tiny, in seconds once built (what CI runs)
 #   options: --no-write (leave BENCHMARKS.md alone), --profile (a perf profile of the scan),
-#            --keep (keep the generated files), --only ingest,scan,memory,serve,api,replicas
+#            --keep (keep the generated files), --only ingest,scan,scan-proto,memory,serve,api,replicas
 # Environment: BENCH_DIR (work directory, default target/bench), SCAN_ARGS (generator flags
 # of the scan CSV), SCAN_KEYS and SCAN_TICKS (keys and collections of the 2b CSV, default
 # 200000 and 100), KEYS (key counts for the memory figure, e.g. "1000000 10000000"),
@@ -135,6 +135,32 @@ sync
   --threads "$(nproc)" --runs 3 --prefix keys --rows "$KEYS_ROWS" | tee "$WORK/scan-keys.txt" || true
 collect "$WORK/scan-keys.txt"
 [ "$KEEP" = 1 ] || rm -f "$KEYS_CSV"
+fi
+
+# 2c. `scan` of OTLP protobuf end to end: an export of the k8s_cluster receiver's batches
+# (every metric, not only the ready points), one thread, against a bare prost decode of
+# the same bytes read into memory first. Median of 3 alternating runs. (Also alone:
+# `--only scan-proto`.)
+if wanted scan || wanted scan-proto; then
+log "2c. unseen scan --format otlp-proto end to end vs bare prost decode"
+if [ "$SMOKE" = 1 ]; then
+  PROTO_ARGS=${PROTO_ARGS:-"--clusters 1 --nodes-per-cluster 2 --pods-per-node 4 --images 50 --interval 1h"}
+else
+  # ~260 containers scraped every minute for a day: ~0.37 M ready points, ~0.9 GB.
+  PROTO_ARGS=${PROTO_ARGS:-"--clusters 1 --nodes-per-cluster 10 --pods-per-node 20 --images 2000 --interval 60s"}
+fi
+PROTO=$WORK/scan.otlp
+# shellcheck disable=SC2086
+"$BIN" generate $PROTO_ARGS --days 1 --seed 3 --format otlp-proto --out "$PROTO" 2> "$WORK/gen-proto.txt"
+cat "$WORK/gen-proto.txt" >&2
+cargo bench --locked -p unseen-generate --bench ingest --no-run >&2
+sync
+python3 scripts/bench_lib.py scan-proto --bin "$BIN" --file "$PROTO" --at $((START + 86400)) \
+  --prost-cmd "cargo bench --locked -q -p unseen-generate --bench ingest -- --prost-file $PROTO --runs 1" \
+  | tee "$WORK/scan-proto.txt"
+collect "$WORK/scan-proto.txt"
+R[scan_proto_args]=$PROTO_ARGS
+[ "$KEEP" = 1 ] || rm -f "$PROTO"
 fi
 
 # ---- 3. memory per tracked key -----------------------------------------------------------
@@ -334,6 +360,9 @@ wanted memory && for n in $KEYS; do
     extra="; ${R[mem_marginal_bytes_per_key]} bytes per added key above the smaller size"
   ROWS_OUT+=("| memory-$n-keys | peak RSS of \`unseen scan\` over $n unique keys, above a one-key run | ${R[mem_${n}_bytes_per_key]} bytes/key ($(( ${R[mem_${n}_rss_kb]} / 1024 )) MiB peak)$extra | target ≤ 64 bytes/key at 10 M | $DATE | \`/usr/bin/time -v unseen scan\` (keys from \`scripts/bench.sh\`) |")
 done
+{ wanted scan || wanted scan-proto; } && ROWS_OUT+=(
+  "| scan-proto | \`unseen scan --format otlp-proto\` end to end, one thread: a file of the k8s_cluster receiver's batches ($(fmt "${R[scan_proto_bytes]}") bytes, $(fmt "${R[scan_proto_ready_points]}") ready points among every metric) | ${R[scan_proto_s]} s, $(fmt "${R[scan_proto_ready_pps]}") ready points/s (user ${R[scan_proto_user_s]} s, system ${R[scan_proto_system_s]} s) | ${R[scan_proto_ratio]}× a bare prost decode of the same bytes in memory ($(fmt "${R[scan_proto_prost_ready_pps]}") ready points/s; target ≥ 1 M/s and ≥ 2×) | $DATE | \`unseen generate ${R[scan_proto_args]} --days 1 --seed 3 --format otlp-proto --out scan.otlp\`; \`unseen scan --format otlp-proto --at END scan.otlp\` |"
+)
 wanted serve && ROWS_OUT+=(
   "| serve-loopback | \`serve\` loaded by \`unseen generate --send --preload\` over loopback, 4 requests in flight, as fast as it answers | ${R[serve]} | target ≥ 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload\` |"
   "| serve-loopback-at-rate | the same at an offered load of $SERVE_RATE points/s | ${R[serve_rate]} | target p99 < 50 ms at 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"

@@ -12,6 +12,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -214,6 +215,54 @@ def _metric(text, name):
     return total
 
 
+def scan_proto(args):
+    """`unseen scan --format otlp-proto` end to end over a file (one thread: the scan is
+    sequential), against a bare prost decode of the same bytes already in memory (the
+    ingest bench's `--prost-file`), alternated `--runs` times; medians. Wall time for
+    the scan, with its user and system CPU from `wait4`."""
+    scans, prosts, cpu = [], [], []
+    ready = 0
+    for run in range(max(1, args.runs)):
+        started = time.perf_counter()
+        proc = subprocess.Popen([args.bin, "scan", "--format", "otlp-proto", "--at", str(args.at),
+                                 "--output", "json", args.file],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        err = proc.stderr.read().decode()
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"unseen scan failed:\n{err}")
+        scans.append(elapsed)
+        cpu.append((usage.ru_utime, usage.ru_stime))
+        out = subprocess.run(args.prost_cmd, shell=True, check=True, stdout=subprocess.PIPE,
+                             text=True).stdout
+        values = dict(re.findall(r"^BENCH (\w+)=([0-9.]+)$", out, re.M))
+        ready = int(values["file_ready_points"])
+        prosts.append(float(values["file_prost_ready_pps"]))
+        # Both read every ready point of the file.
+        seen = re.search(r"^\s*points\s+(\d+) k8s\.container\.ready", err, re.M)
+        if not seen or int(seen.group(1)) != ready:
+            sys.exit(f"unseen scan read {seen and seen.group(1)} ready points, prost {ready}:\n{err}")
+        print(f"run {run + 1}: unseen scan {elapsed:.3f} s (user {usage.ru_utime:.2f} s, system "
+              f"{usage.ru_stime:.2f} s); bare prost {ready / prosts[-1]:.3f} s")
+    scan_s = statistics.median(scans)
+    prost_pps = statistics.median(prosts)
+    user = statistics.median(c[0] for c in cpu)
+    system = statistics.median(c[1] for c in cpu)
+    size = os.path.getsize(args.file)
+    print(f"unseen scan --format otlp-proto: {size / 1e6:.0f} MB, {ready} ready points, "
+          f"{scan_s:.3f} s (median): {ready / scan_s:.0f} ready points/s, "
+          f"{ready / scan_s / prost_pps:.2f}x bare prost ({prost_pps:.0f} ready points/s)")
+    print(f"BENCH scan_proto_bytes={size}")
+    print(f"BENCH scan_proto_ready_points={ready}")
+    print(f"BENCH scan_proto_s={scan_s:.3f}")
+    print(f"BENCH scan_proto_user_s={user:.2f}")
+    print(f"BENCH scan_proto_system_s={system:.2f}")
+    print(f"BENCH scan_proto_ready_pps={ready / scan_s:.0f}")
+    print(f"BENCH scan_proto_prost_ready_pps={prost_pps:.0f}")
+    print(f"BENCH scan_proto_ratio={ready / scan_s / prost_pps:.2f}")
+
+
 def replicas(args):
     """`serve` replicas on one PostgreSQL state, beside the embedded store: each replica
     gets its own Collector (a generated fleet of its own, seeds 1..N, as the Collector's
@@ -310,6 +359,13 @@ def main():
     s.add_argument("--runs", type=int, default=1)
     s.add_argument("--prefix", default="scan")
     s.set_defaults(func=scan_vs_duckdb)
+    sp = sub.add_parser("scan-proto")
+    sp.add_argument("--bin", required=True)
+    sp.add_argument("--file", required=True)
+    sp.add_argument("--at", type=int, required=True)
+    sp.add_argument("--prost-cmd", required=True)
+    sp.add_argument("--runs", type=int, default=3)
+    sp.set_defaults(func=scan_proto)
     r = sub.add_parser("replicas")
     r.add_argument("--bin", required=True)
     r.add_argument("--url", required=True)

@@ -34,6 +34,10 @@ struct Options {
     /// `--profile ROW`: run only that row (`decode`, `findings` or `bodies`), `runs` times,
     /// and print its time: for `perf record`, which would otherwise see mostly the generator.
     profile: Option<String>,
+    /// `--prost-file PATH`: only the bare prost decode of the frames of a file written by
+    /// `unseen generate --format otlp-proto` (the reference of `scan`'s end-to-end row in
+    /// `scripts/bench.sh`): the file is read into memory first, so prost pays no I/O.
+    prost_file: Option<std::path::PathBuf>,
 }
 
 fn options() -> Options {
@@ -41,6 +45,7 @@ fn options() -> Options {
         ready_points: 400_000,
         runs: 3,
         profile: None,
+        prost_file: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -57,6 +62,7 @@ fn options() -> Options {
             }
             "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             "--profile" => o.profile = Some(args.next().expect("--profile decode|findings|bodies")),
+            "--prost-file" => o.prost_file = Some(args.next().expect("--prost-file PATH").into()),
             // `cargo bench` passes `--bench`; ignore what is not ours.
             _ => {}
         }
@@ -310,6 +316,20 @@ fn best(runs: u32, mut f: impl FnMut() -> u64) -> (Duration, u64) {
 
 fn main() {
     let o = options();
+    if let Some(path) = &o.prost_file {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (d, ready) = best(o.runs, || prost_decode(&bytes));
+        println!(
+            "bare prost decode of {}: {ready} ready points, best {:.3} s of {}, {:.0} ready points/s",
+            path.display(),
+            d.as_secs_f64(),
+            o.runs,
+            ready as f64 / d.as_secs_f64()
+        );
+        println!("BENCH file_ready_points={ready}");
+        println!("BENCH file_prost_ready_pps={:.0}", ready as f64 / d.as_secs_f64());
+        return;
+    }
     let t = Instant::now();
     let (bytes, params, batches, points, ready) = history(o.ready_points);
     eprintln!(
