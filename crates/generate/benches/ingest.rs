@@ -327,7 +327,10 @@ fn main() {
             ready as f64 / d.as_secs_f64()
         );
         println!("BENCH file_ready_points={ready}");
-        println!("BENCH file_prost_ready_pps={:.0}", ready as f64 / d.as_secs_f64());
+        println!(
+            "BENCH file_prost_ready_pps={:.0}",
+            ready as f64 / d.as_secs_f64()
+        );
         return;
     }
     let t = Instant::now();
