@@ -221,3 +221,66 @@ fn replicas_starting_at_once_migrate_once() {
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .unwrap();
 }
+
+/// A commit that fails after the replica decided (here: its records collide with a row
+/// put in the outbox behind its back) leaves nothing behind, in the database or in the
+/// replica's memory (its key mirror, image index and open incidents): the same batch
+/// applied again reports what one store reports for it, once.
+#[test]
+fn a_failed_commit_leaves_no_trace_in_the_replica() {
+    use unseen_store::conformance::{key, sighting, triage_opts as opts, GAP};
+    use unseen_store::{MemStore, StateStore};
+    use unseen_store_postgres::PostgresStore;
+    let store = PostgresStore::open_temporary(&url()).unwrap();
+    let reference = MemStore::new();
+    // Every record (findings and the incidents they open or join): default mode, so
+    // that the triage state the failed commit changed in memory is checked too.
+    let ids = |out: &unseen_store::Applied| -> Vec<String> {
+        out.records.iter().map(|(_, r)| r.to_json_line()).collect()
+    };
+    let first: Vec<_> = (0..20).map(|i| sighting(&key(i), 1_000)).collect();
+    assert_eq!(
+        ids(&store.apply(&first, &opts(1_000)).unwrap()),
+        ids(&reference.apply(&first, &opts(1_000)).unwrap())
+    );
+    // Known keys seen again (in the replica's mirror), a key after the gap (a new
+    // episode), and new keys: every kind of state the failed commit had decided.
+    let t = 1_001 + GAP;
+    let mut batch: Vec<_> = (0..10).map(|i| sighting(&key(i), 1_500)).collect();
+    batch.push(sighting(&key(15), t));
+    batch.extend((20..25).map(|i| sighting(&key(i), t)));
+    let mut client = postgres::Client::connect(&url(), postgres::NoTls).unwrap();
+    let schema = store.schema().to_string();
+    let next_seq: i64 = client
+        .query_one(
+            &format!("SELECT value + 1 FROM {schema}.unseen_meta WHERE name = 'last_seq'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.unseen_log (seq, record) VALUES ($1, '\\x00')"),
+            &[&next_seq],
+        )
+        .unwrap();
+    let failed = store.apply(&batch, &opts(t));
+    assert!(failed.is_err(), "the outbox row collides: {failed:?}");
+    client
+        .execute(
+            &format!("DELETE FROM {schema}.unseen_log WHERE seq = $1"),
+            &[&next_seq],
+        )
+        .unwrap();
+    let expected = ids(&reference.apply(&batch, &opts(t)).unwrap());
+    let findings = expected
+        .iter()
+        .filter(|r| r.contains("\"finding_id\""))
+        .count();
+    assert_eq!(findings, 6, "key 15's second episode and five new keys");
+    assert_eq!(ids(&store.apply(&batch, &opts(t)).unwrap()), expected);
+    assert_eq!(store.key_count().unwrap(), reference.key_count().unwrap());
+    for i in 0..25 {
+        assert_eq!(store.get(&key(i)).unwrap(), reference.get(&key(i)).unwrap());
+    }
+}
