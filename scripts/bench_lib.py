@@ -270,7 +270,6 @@ def replicas(args):
     Throughput = all points / the longest sender's time; latency = the worst sender's p99;
     the servers' /metrics give round trips and rows written per 1,000 points, and per
     commit (`unseen_commit_duration_seconds_count`)."""
-    import re
     import subprocess
     import tempfile
     import urllib.request

@@ -296,14 +296,14 @@ pub enum Assigned {
 pub const CAPACITY_RULE_ID: &str = "unseen.capacity";
 
 fn group(kind: IncidentKind, cluster: &str, what: &str) -> String {
+    // Not `format!`: this runs for every finding.
     let kind = kind.as_str();
     let mut g = String::with_capacity(kind.len() + cluster.len() + what.len() + 2);
-    for (i, part) in [kind, cluster, what].into_iter().enumerate() {
-        if i > 0 {
-            g.push('\0');
-        }
-        g.push_str(part);
-    }
+    g.push_str(kind);
+    g.push('\0');
+    g.push_str(cluster);
+    g.push('\0');
+    g.push_str(what);
     g
 }
 
@@ -404,23 +404,25 @@ impl Incidents {
         // Each group is made only when the ones before it did not take the episode (this
         // runs for every finding).
         let fleet_group = group(IncidentKind::Image, "", image);
-        let (chosen, kind, scope, window) = if novelty.scope == Scope::Fleet {
-            (fleet_group, IncidentKind::Image, Scope::Fleet, None)
-        } else if self.joinable(&fleet_group, t) {
+        let (chosen, kind, scope, window) = if novelty.scope == Scope::Fleet
+            || self.joinable(&fleet_group, t)
+        {
             (fleet_group, IncidentKind::Image, novelty.scope, None)
-        } else if let Some(cluster_group) = Some(group(IncidentKind::Image, cluster, image))
-            .filter(|g| self.joinable(g, t) || novelty.scope == Scope::Cluster)
-        {
-            (cluster_group, IncidentKind::Image, novelty.scope, None)
-        } else if let Some(node_group) = Some(group(IncidentKind::NewNode, cluster, node))
-            .filter(|g| self.joinable(g, t) || novelty.new_node)
-        {
-            (node_group, IncidentKind::NewNode, novelty.scope, None)
         } else {
-            let width = i64::try_from(settings.digest_window.max(1)).unwrap_or(i64::MAX);
-            let start = t.div_euclid(width) * width;
-            let g = group(IncidentKind::Digest, cluster, &start.to_string());
-            (g, IncidentKind::Digest, Scope::Node, Some((start, width)))
+            let cluster_group = group(IncidentKind::Image, cluster, image);
+            if self.joinable(&cluster_group, t) || novelty.scope == Scope::Cluster {
+                (cluster_group, IncidentKind::Image, novelty.scope, None)
+            } else {
+                let node_group = group(IncidentKind::NewNode, cluster, node);
+                if self.joinable(&node_group, t) || novelty.new_node {
+                    (node_group, IncidentKind::NewNode, novelty.scope, None)
+                } else {
+                    let width = i64::try_from(settings.digest_window.max(1)).unwrap_or(i64::MAX);
+                    let start = t.div_euclid(width) * width;
+                    let g = group(IncidentKind::Digest, cluster, &start.to_string());
+                    (g, IncidentKind::Digest, Scope::Node, Some((start, width)))
+                }
+            }
         };
         if self.joinable(&chosen, t) {
             let open = self

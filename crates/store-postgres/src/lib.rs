@@ -47,7 +47,7 @@ use unseen_findings::triage::IndexKey;
 use unseen_findings::{Incident, Incidents, Index, Record, RiskLedger, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
-use unseen_store::state_log::{log_entry, log_index_entry, LogEntries};
+use unseen_store::state_log::{log_entry, log_index_entry, LogEntries, LogEntry};
 use unseen_store::{
     decode_key, encode_key, record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting,
     StateStore, StoreError,
@@ -89,31 +89,85 @@ impl Replica {
         *self = Replica::default();
     }
 
-    /// Takes the key states and image index entries of one state log row.
-    fn learn(&mut self, row: &[u8]) -> Result<(), StoreError> {
-        for entry in LogEntries(row) {
-            let entry = entry.ok_or_else(malformed_log)?;
-            if entry.index {
-                let key = IndexKey::decode(entry.key).ok_or_else(malformed_log)?;
-                self.triage.index.set_committed(key, entry.state);
-                continue;
-            }
-            match (entry.state, self.keys.get_mut(entry.key)) {
-                (Some(state), Some(s)) => *s = state,
-                (Some(state), None) => {
-                    self.keys.insert(entry.key.to_vec(), state);
-                }
-                (None, _) => {
-                    self.keys.remove(entry.key);
-                }
+    /// Takes one entry of a state log row: a key's state or tombstone, or an image index
+    /// entry's.
+    fn learn(&mut self, entry: LogEntry<'_>) -> Result<(), StoreError> {
+        if entry.index {
+            let key = IndexKey::decode(entry.key).ok_or_else(malformed_log)?;
+            self.triage.index.set_committed(key, entry.state);
+            return Ok(());
+        }
+        match entry.state {
+            Some(state) => put(&mut self.keys, entry.key, state),
+            None => {
+                self.keys.remove(entry.key);
             }
         }
         Ok(())
     }
 }
 
+/// Sets a key's state in a mirror, allocating only for a key it lacks.
+fn put(keys: &mut HashMap<Vec<u8>, KeyState>, key: &[u8], state: KeyState) {
+    match keys.get_mut(key) {
+        Some(s) => *s = state,
+        None => {
+            keys.insert(key.to_vec(), state);
+        }
+    }
+}
+
 fn malformed_log() -> StoreError {
     incompatible("a row of the state log is malformed".into())
+}
+
+/// Every entry of the state log rows after `after` up to `upto`, in order (one round
+/// trip).
+fn read_log(
+    tx: &mut Transaction<'_>,
+    after: i64,
+    upto: i64,
+    f: &mut dyn FnMut(LogEntry<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for row in tx
+        .query(
+            "SELECT states FROM unseen_state_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+            &[&after, &upto],
+        )
+        .map_err(backend("read the state log"))?
+    {
+        for entry in LogEntries(row.get::<_, &[u8]>(0)) {
+            f(entry.ok_or_else(malformed_log)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends a state log row of these key states (`None`: forgotten) and image index
+/// entries as `next.state_seq + 1`; nothing when there are none. Returns whether it did.
+fn append_log<'k>(
+    tx: &mut Transaction<'_>,
+    next: &mut Meta,
+    keys: impl ExactSizeIterator<Item = (&'k [u8], Option<KeyState>)>,
+    index: &[(IndexKey, Option<KeyState>)],
+) -> Result<bool, StoreError> {
+    if keys.len() == 0 && index.is_empty() {
+        return Ok(false);
+    }
+    let mut blob = Vec::with_capacity(keys.len() * 100);
+    for (key, state) in keys {
+        log_entry(&mut blob, key, state.as_ref());
+    }
+    for (key, state) in index {
+        log_index_entry(&mut blob, key, state.as_ref());
+    }
+    next.state_seq += 1;
+    tx.execute(
+        "INSERT INTO unseen_state_log (seq, states) VALUES ($1, $2)",
+        &[&next.state_seq, &blob],
+    )
+    .map_err(backend("append to the state log"))?;
+    Ok(true)
 }
 
 /// The counters of `unseen_meta`, read in one round trip.
@@ -371,16 +425,7 @@ impl PostgresStore {
         }
         if from < meta.state_seq {
             trips += 1;
-            for row in tx
-                .query(
-                    "SELECT states FROM unseen_state_log WHERE seq > $1 ORDER BY seq",
-                    &[&from],
-                )
-                .map_err(backend("read the state log"))?
-            {
-                let states: Vec<u8> = row.get(0);
-                replica.learn(&states)?;
-            }
+            read_log(tx, from, meta.state_seq, &mut |entry| replica.learn(entry))?;
         }
         replica.synced = Some(meta.state_seq);
         Ok((meta, trips))
@@ -393,20 +438,11 @@ impl PostgresStore {
     fn fold(tx: &mut Transaction<'_>, next: &mut Meta) -> Result<(u64, u64), StoreError> {
         type Latest = std::collections::BTreeMap<Vec<u8>, Option<KeyState>>;
         let (mut latest, mut index) = (Latest::new(), Latest::new());
-        for row in tx
-            .query(
-                "SELECT states FROM unseen_state_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
-                &[&next.folded_seq, &next.state_seq],
-            )
-            .map_err(backend("read the state log"))?
-        {
-            let states: Vec<u8> = row.get(0);
-            for entry in LogEntries(&states) {
-                let entry = entry.ok_or_else(malformed_log)?;
-                let into = if entry.index { &mut index } else { &mut latest };
-                into.insert(entry.key.to_vec(), entry.state);
-            }
-        }
+        read_log(tx, next.folded_seq, next.state_seq, &mut |entry| {
+            let into = if entry.index { &mut index } else { &mut latest };
+            into.insert(entry.key.to_vec(), entry.state);
+            Ok(())
+        })?;
         let what = "fold the state log";
         let (trips, mut rows) = Self::write_states(tx, "unseen_keys", latest, what)?;
         let (index_trips, index_rows) = Self::write_states(tx, "unseen_image_index", index, what)?;
@@ -442,8 +478,7 @@ impl PostgresStore {
                 None => gone.push(key),
             }
         }
-        // Rows written: every entry (a delete of an entry the table lacks still counts as
-        // a change, as the triage version that follows from it must).
+        // Rows written: every entry, upserted or deleted.
         let rows = (keys.len() + gone.len()) as u64;
         let mut trips = 0;
         if !keys.is_empty() {
@@ -630,20 +665,8 @@ impl PostgresStore {
         let mut changed: Vec<(&[u8], KeyState)> = touched.into_iter().collect();
         changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let index_changed = triage.index.take_dirty();
-        if !changed.is_empty() || !index_changed.is_empty() {
-            let mut blob = Vec::with_capacity(changed.iter().map(|(k, _)| k.len() + 21).sum());
-            for (key, state) in &changed {
-                log_entry(&mut blob, key, Some(state));
-            }
-            for (key, state) in &index_changed {
-                log_index_entry(&mut blob, key, state.as_ref());
-            }
-            next.state_seq += 1;
-            tx.execute(
-                "INSERT INTO unseen_state_log (seq, states) VALUES ($1, $2)",
-                &[&next.state_seq, &blob],
-            )
-            .map_err(backend("append to the state log"))?;
+        let states = changed.iter().map(|&(k, s)| (k, Some(s)));
+        if append_log(&mut tx, &mut next, states, &index_changed)? {
             round_trips += 1;
             rows_written += 1;
         }
@@ -691,12 +714,7 @@ impl PostgresStore {
         round_trips += 1;
         // Committed: the mirror takes the batch's states.
         for (key, state) in changed {
-            match keys.get_mut(key) {
-                Some(s) => *s = state,
-                None => {
-                    keys.insert(key.to_vec(), state);
-                }
-            }
+            put(keys, key, state);
         }
         replica.synced = Some(next.state_seq);
         replica.triage_version = Some(next.triage_version);
@@ -768,22 +786,12 @@ impl PostgresStore {
         f: &mut dyn FnMut(&[u8], Option<KeyState>),
     ) -> Result<(), StoreError> {
         let meta = Meta::read(tx)?;
-        for row in tx
-            .query(
-                "SELECT states FROM unseen_state_log WHERE seq > $1 ORDER BY seq",
-                &[&meta.folded_seq],
-            )
-            .map_err(backend("read the state log"))?
-        {
-            let states: &[u8] = row.get(0);
-            for entry in LogEntries(states) {
-                let entry = entry.ok_or_else(malformed_log)?;
-                if !entry.index {
-                    f(entry.key, entry.state);
-                }
+        read_log(tx, meta.folded_seq, meta.state_seq, &mut |entry| {
+            if !entry.index {
+                f(entry.key, entry.state);
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn with_tx<T>(
@@ -941,17 +949,15 @@ impl StateStore for PostgresStore {
             let Some(newest) = meta.newest_point else {
                 return Ok(0);
             };
-            // What to forget: the folded keys past the horizon whose unfolded state (if
-            // any) is past it too, and the unfolded keys past it. Forgetting is a row of
-            // tombstones in the state log, which every replica reads as it reads states.
-            let mut unfolded: HashMap<Vec<u8>, Option<KeyState>> = HashMap::new();
-            Self::for_each_unfolded(tx, &mut |k, state| {
-                unfolded.insert(k.to_vec(), state);
-            })?;
+            // What to forget: the keys past the horizon, in `unseen_keys` and in the
+            // mirror, which holds the latest state of every key of the unfolded rows (so a
+            // folded key with a newer unfolded state is judged by that). Forgetting is a
+            // row of tombstones in the state log, which every replica reads as it reads
+            // states.
             let horizon = newest.saturating_sub(i64::try_from(windows.gap()).unwrap_or(i64::MAX));
             let forgettable =
                 |s: &KeyState| unseen_detect::episode::forgettable(s, newest, windows);
-            let mut doomed: Vec<Vec<u8>> = tx
+            let mut doomed: std::collections::BTreeSet<Vec<u8>> = tx
                 .query(
                     "SELECT key FROM unseen_keys WHERE last_seen < $1",
                     &[&horizon],
@@ -959,43 +965,23 @@ impl StateStore for PostgresStore {
                 .map_err(backend("find keys to forget"))?
                 .into_iter()
                 .map(|r| r.get::<_, Vec<u8>>(0))
-                .filter(|k| {
-                    unfolded
-                        .get(k)
-                        .is_none_or(|s| s.as_ref().is_some_and(forgettable))
-                })
+                .filter(|k| replica.keys.get(k).is_none_or(forgettable))
                 .collect();
-            let only_unfolded: Vec<Vec<u8>> = {
-                let folded: hashbrown::HashSet<&[u8]> = doomed.iter().map(Vec::as_slice).collect();
-                unfolded
+            doomed.extend(
+                replica
+                    .keys
                     .iter()
-                    .filter(|(k, s)| {
-                        s.as_ref().is_some_and(forgettable) && !folded.contains(k.as_slice())
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            };
-            doomed.extend(only_unfolded);
-            doomed.sort_unstable();
-            let forgotten_entries = replica.triage.index.forget(newest, windows);
+                    .filter(|(_, s)| forgettable(s))
+                    .map(|(k, _)| k.clone()),
+            );
+            replica.triage.index.forget(newest, windows);
             let index_changed = replica.triage.index.take_dirty();
-            if doomed.is_empty() && forgotten_entries == 0 {
+            let mut next = meta;
+            let tombstones = doomed.iter().map(|k| (k.as_slice(), None));
+            if !append_log(tx, &mut next, tombstones, &index_changed)? {
                 return Ok(0);
             }
-            let mut blob = Vec::new();
-            for key in &doomed {
-                log_entry(&mut blob, key, None);
-            }
-            for (key, state) in &index_changed {
-                log_index_entry(&mut blob, key, state.as_ref());
-            }
-            let mut next = meta;
-            next.state_seq += 1;
-            tx.execute(
-                "INSERT INTO unseen_state_log (seq, states) VALUES ($1, $2)",
-                &[&next.state_seq, &blob],
-            )
-            .map_err(backend("append to the state log"))?;
+            let doomed: Vec<Vec<u8>> = doomed.into_iter().collect();
             tx.execute("DELETE FROM unseen_keys WHERE key = ANY($1)", &[&doomed])
                 .map_err(backend("forget keys"))?;
             next.key_count = (next.key_count - doomed.len() as i64).max(0);
