@@ -12,7 +12,7 @@
 #   scripts/bench.sh            full size (minutes; the scan CSV is ~75 M rows, ~13 GB on disk)
 #   scripts/bench.sh --smoke    everything tiny, in seconds once built (what CI runs)
 #   options: --no-write (leave BENCHMARKS.md alone), --profile (a perf profile of the scan),
-#            --keep (keep the generated files), --only ingest,scan,scan-proto,memory,serve,api,replicas
+#            --keep (keep the generated files), --only ingest,scan,scan-keys,scan-proto,memory,serve,api,replicas
 # Environment: BENCH_DIR (work directory, default target/bench), SCAN_ARGS (generator flags
 # of the scan CSV), SCAN_KEYS and SCAN_TICKS (keys and collections of the 2b CSV, default
 # 200000 and 100), KEYS (key counts for the memory figure, e.g. "1000000 10000000"),
@@ -76,13 +76,15 @@ fi
 
 # ---- 2. scan vs DuckDB -------------------------------------------------------------------
 AT=$((START + 35 * 86400))
-if wanted scan; then
-log "2. unseen scan vs DuckDB over the same CSV"
+if wanted scan || wanted scan-keys; then
 VENV=$ROOT/target/bench-venv
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "duckdb==2.0.0"
 fi
+fi
+if wanted scan; then
+log "2. unseen scan vs DuckDB over the same CSV"
 if [ "$SMOKE" = 1 ]; then
   DAYS=35
   SCAN_ARGS=${SCAN_ARGS:-"--clusters 1 --nodes-per-cluster 3 --pods-per-node 4 --images 50 --interval 1h"}
@@ -103,12 +105,15 @@ sync # write the CSV back before timing the readers
   --threads 1 --also-threads "$(nproc)" --rows "$ROWS" | tee "$WORK/scan.txt" || true
 collect "$WORK/scan.txt"
 R[scan_rows]=$ROWS
+fi
 
 # 2b. The shape of a real export, against DuckDB at its best: every thread, and a CSV of
 # SCAN_KEYS distinct keys, each seen at SCAN_TICKS collections over the baseline window,
 # every collection listing all keys in a different pseudo-random order (an export sorted
 # by time has every key interleaved, so key lookups do not stay in the cache), plus 7 keys
 # seen only in the last hour: the findings. Median of 3 alternating runs.
+# (Also alone: `--only scan-keys`.)
+if wanted scan || wanted scan-keys; then
 log "2b. unseen scan vs DuckDB with every thread, $((${SCAN_KEYS:-200000})) keys interleaved"
 if [ "$SMOKE" = 1 ]; then SCAN_KEYS=${SCAN_KEYS:-2000}; SCAN_TICKS=${SCAN_TICKS:-10}; else
   SCAN_KEYS=${SCAN_KEYS:-200000}; SCAN_TICKS=${SCAN_TICKS:-100}; fi
@@ -132,7 +137,8 @@ awk -v k="$SCAN_KEYS" -v ticks="$SCAN_TICKS" -v at="$AT" 'BEGIN {
 KEYS_ROWS=$((SCAN_KEYS * SCAN_TICKS + 7))
 sync
 "$VENV/bin/python" scripts/bench_lib.py scan-vs-duckdb --bin "$BIN" --csv "$KEYS_CSV" --at "$AT" \
-  --threads "$(nproc)" --runs 3 --prefix keys --rows "$KEYS_ROWS" | tee "$WORK/scan-keys.txt" || true
+  --threads "$(nproc)" --unseen-also-threads 1 --runs 3 --prefix keys --rows "$KEYS_ROWS" \
+  | tee "$WORK/scan-keys.txt" || true
 collect "$WORK/scan-keys.txt"
 [ "$KEEP" = 1 ] || rm -f "$KEYS_CSV"
 fi
@@ -184,7 +190,9 @@ keys_csv() {
 PREV_KEYS=0 PREV_RSS=0
 for n in 1 $KEYS; do
   keys_csv "$n" > "$WORK/keys.csv"
-  /usr/bin/time -v "$BIN" scan --format csv --at "$AT" --output json "$WORK/keys.csv" \
+  # One thread: the state of one scan (ranges read on N threads each keep the keys they
+  # see, up to N times as many when every key is in every range).
+  /usr/bin/time -v "$BIN" scan --format csv --at "$AT" --output json --threads 1 "$WORK/keys.csv" \
     > /dev/null 2> "$WORK/keys-$n.time"
   rss=$(rss_kb "$WORK/keys-$n.time")
   if [ "$n" = 1 ]; then
@@ -348,17 +356,17 @@ wanted ingest && ROWS_OUT+=(
   "| ingest-proto-bodies | in-process: the same from request bodies (\`read_request\`, as \`serve\` decodes) | $(fmt "${R[ingest_bodies_ready_pps]}") ready points/s | ${R[ingest_bodies_ratio]}× prost | $DATE | \`cargo bench -p unseen-generate --bench ingest\` |"
 )
 wanted scan && ROWS_OUT+=(
-  "| scan-csv | \`unseen scan\` of a $(fmt "${R[scan_rows]}")-row CSV ($(( ${R[scan_bytes]} / 1000000 )) MB), 1 thread | ${R[scan_unseen_s]} s | ${R[scan_ratio]}× DuckDB ${R[duckdb_version]} at 1 thread (${R[scan_duckdb_s]} s; ${R[duckdb_all_threads]:-?} threads: ${R[duckdb_all_threads_s]:-?} s); outputs equal: ${R[scan_equal]} (target ≥ 2×) | $DATE | \`$GEN_CMD\`; \`unseen scan --format csv --at $AT --output json scan.csv\` |"
+  "| scan-csv | \`unseen scan\` of a $(fmt "${R[scan_rows]}")-row CSV ($(( ${R[scan_bytes]} / 1000000 )) MB), 1 thread | ${R[scan_unseen_s]} s | ${R[scan_ratio]}× DuckDB ${R[duckdb_version]} at 1 thread (${R[scan_duckdb_s]} s; ${R[duckdb_all_threads]:-?} threads: ${R[duckdb_all_threads_s]:-?} s); outputs equal: ${R[scan_equal]} (target ≥ 2×) | $DATE | \`$GEN_CMD\`; \`unseen scan --format csv --at $AT --output json --threads 1 scan.csv\` |"
 )
-wanted scan && ROWS_OUT+=(
-  "| scan-csv-keys | \`unseen scan\` of a $(fmt "${R[keys_rows]}")-row CSV ($(( ${R[keys_bytes]} / 1000000 )) MB) of ${SCAN_KEYS} keys interleaved in time order, 7 findings | ${R[keys_unseen_s]} s | ${R[keys_ratio]}× DuckDB ${R[duckdb_version]} at every thread ($(nproc): ${R[keys_duckdb_s]} s), medians of 3 alternating runs; outputs equal: ${R[keys_equal]} (target ≥ 2×, issue 13) | $DATE | \`scripts/bench.sh\` (awk, section 2b); \`unseen scan --format csv --at $AT --output json scan-keys.csv\` |"
+{ wanted scan || wanted scan-keys; } && ROWS_OUT+=(
+  "| scan-csv-keys | \`unseen scan\` of a $(fmt "${R[keys_rows]}")-row CSV ($(( ${R[keys_bytes]} / 1000000 )) MB) of ${SCAN_KEYS} keys interleaved in time order, 7 findings, $(nproc) threads | ${R[keys_unseen_s]} s (1 thread: ${R[keys_unseen_threads_1_s]:-?} s) | ${R[keys_ratio]}× DuckDB ${R[duckdb_version]} at every thread ($(nproc): ${R[keys_duckdb_s]} s), medians of 3 alternating runs; outputs equal: ${R[keys_equal]} (target ≥ 2×, issue 13) | $DATE | \`scripts/bench.sh --only scan-keys\` (awk, section 2b); \`unseen scan --format csv --at $AT --output json --threads $(nproc) scan-keys.csv\` |"
 )
 LAST_KEYS=${KEYS:-}; LAST_KEYS=${LAST_KEYS##* }
 wanted memory && for n in $KEYS; do
   extra=""
   [ "$n" = "$LAST_KEYS" ] && [ -n "${R[mem_marginal_bytes_per_key]:-}" ] &&
     extra="; ${R[mem_marginal_bytes_per_key]} bytes per added key above the smaller size"
-  ROWS_OUT+=("| memory-$n-keys | peak RSS of \`unseen scan\` over $n unique keys, above a one-key run | ${R[mem_${n}_bytes_per_key]} bytes/key ($(( ${R[mem_${n}_rss_kb]} / 1024 )) MiB peak)$extra | target ≤ 64 bytes/key at 10 M | $DATE | \`/usr/bin/time -v unseen scan\` (keys from \`scripts/bench.sh\`) |")
+  ROWS_OUT+=("| memory-$n-keys | peak RSS of \`unseen scan --threads 1\` over $n unique keys, above a one-key run | ${R[mem_${n}_bytes_per_key]} bytes/key ($(( ${R[mem_${n}_rss_kb]} / 1024 )) MiB peak)$extra | target ≤ 64 bytes/key at 10 M | $DATE | \`/usr/bin/time -v unseen scan\` (keys from \`scripts/bench.sh\`) |")
 done
 { wanted scan || wanted scan-proto; } && ROWS_OUT+=(
   "| scan-proto | \`unseen scan --format otlp-proto\` end to end, one thread: a file of the k8s_cluster receiver's batches ($(fmt "${R[scan_proto_bytes]}") bytes, $(fmt "${R[scan_proto_ready_points]}") ready points among every metric) | ${R[scan_proto_s]} s, $(fmt "${R[scan_proto_ready_pps]}") ready points/s (user ${R[scan_proto_user_s]} s, system ${R[scan_proto_system_s]} s) | ${R[scan_proto_ratio]}× a bare prost decode of the same bytes in memory ($(fmt "${R[scan_proto_prost_ready_pps]}") ready points/s; target ≥ 1 M/s and ≥ 2×) | $DATE | \`unseen generate ${R[scan_proto_args]} --days 1 --seed 3 --format otlp-proto --out scan.otlp\`; \`unseen scan --format otlp-proto --at END scan.otlp\` |"

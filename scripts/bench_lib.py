@@ -82,10 +82,11 @@ def run_duckdb(csv, at, threads, current, baseline, recent):
     return elapsed, findings
 
 
-def run_unseen(binary, csv, at):
+def run_unseen(binary, csv, at, threads):
     started = time.perf_counter()
     proc = subprocess.run(
-        [binary, "scan", "--format", "csv", "--at", str(at), "--output", "json", csv],
+        [binary, "scan", "--format", "csv", "--at", str(at), "--output", "json",
+         "--threads", str(threads), csv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         check=False,
@@ -122,7 +123,8 @@ def scan_vs_duckdb(args):
     same = True
     first = None
     for run in range(max(1, args.runs)):
-        u_time, u_findings, u_summary = run_unseen(args.bin, args.csv, args.at)
+        # The same threads on both sides.
+        u_time, u_findings, u_summary = run_unseen(args.bin, args.csv, args.at, args.threads)
         d_time, d_findings = run_duckdb(args.csv, args.at, args.threads, current, baseline, recent)
         u_times.append(u_time)
         d_times.append(d_time)
@@ -150,6 +152,11 @@ def scan_vs_duckdb(args):
         name = "duckdb_all_threads" if p == "scan" else f"{p}_duckdb_all_threads"
         extra = {f"{name}_s": f"{t:.3f}", name: str(args.also_threads)}
         print(f"DuckDB (threads={args.also_threads}, for reference): {t:.2f} s, same output: {sorted(f) == sorted(d_findings)}")
+    if args.unseen_also_threads and args.unseen_also_threads != args.threads:
+        # unseen on fewer threads, once, after the alternating runs: what the ranges buy.
+        t, f, _ = run_unseen(args.bin, args.csv, args.at, args.unseen_also_threads)
+        extra[f"{p}_unseen_threads_{args.unseen_also_threads}_s"] = f"{t:.3f}"
+        print(f"unseen scan (threads={args.unseen_also_threads}): {t:.2f} s, same output: {sorted(f) == sorted(u_findings)}")
     import duckdb
 
     out = {
@@ -354,6 +361,7 @@ def main():
     s.add_argument("--at", type=int, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--also-threads", type=int, default=0)
+    s.add_argument("--unseen-also-threads", type=int, default=0)
     s.add_argument("--rows", type=int, default=0)
     s.add_argument("--runs", type=int, default=1)
     s.add_argument("--prefix", default="scan")

@@ -96,6 +96,10 @@ pub struct ScanArgs {
     /// scan (SIGBUS), so use this for files that may shrink meanwhile.
     #[arg(long)]
     pub no_mmap: bool,
+    /// Threads that read one CSV export, each a range of its rows (0: one per core). Files
+    /// under 8 MiB, gzip, standard input, and the other formats are read on one thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
     /// History files (OTLP JSON lines, OTLP protobuf, Splunk CSV; `.gz` is read
     /// transparently). `-` reads standard input.
     #[arg(value_name = "FILE", required = true)]

@@ -8,16 +8,17 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use unseen_detect::{BatchScan, Placement};
+use unseen_detect::{BatchScan, Pipelined, Placement, Sighting};
 use unseen_findings::{render_table, Decider, Finding, Suppressions, TriageSettings, TriageState};
 use unseen_ingest::{
-    read_bytes, read_source, Format, Issue, IssueKind, Limits, SourceStats, Visitor,
+    read_bytes, read_source, read_split, Format, Issue, IssueKind, Limits, Positioned, SourceStats,
+    Visitor, MIN_RANGE_BYTES,
 };
 use unseen_model::{
-    parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
+    ctx, parse_duration, parse_time, unix_secs_from_nanos, PointRef, UnixSecs, Windows, SEED_RULE,
 };
 use unseen_normalize::image::CanonicalMemo;
-use unseen_normalize::{key_of_memo, DropCounts, KeyMode};
+use unseen_normalize::{key_of_raw, DropCounts, KeyMode};
 
 use crate::args::{FormatArg, RuleArgs, ScanArgs, ScanOutput};
 use crate::progress::Progress;
@@ -55,31 +56,75 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     });
 
     let started = Instant::now();
-    let mut visitor = ScanVisitor {
-        memo: CanonicalMemo::default(),
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let new_range = || RangeScan {
         mode: &mode,
-        scan: BatchScan::new(windows, at),
+        // Image names are made canonical in default mode only.
+        scan: Pipelined::new(
+            BatchScan::new(windows, at),
+            (!mode.strict).then(CanonicalMemo::default),
+        ),
         drops: DropCounts::default(),
-        placements: Default::default(),
+        placements: Placements::default(),
+    };
+    let mut visitor = new_range();
+    let mut shown = Shown {
         shown: 0,
         max_shown: args.max_errors_shown,
         hidden: 0,
-        points: Rc::new(Cell::new(0)),
     };
     let mut totals = SourceStats::default();
     let mut bytes = 0u64;
     for path in &args.files {
         let name = path.display().to_string();
-        visitor.shown = 0;
-        let stats = match open_mapped(path, args.format, !args.no_mmap)? {
+        shown.shown = 0;
+        let stats = match open_input(path, args.format, !args.no_mmap, threads)? {
+            Input::Split(file) => {
+                let size = file.metadata().map_or(0, |m| m.len());
+                let spinner = crate::progress::spinner(&name, stderr_is_terminal, size as usize);
+                // Issues are held per range and shown in input order afterwards: no range
+                // needs more than the ones shown.
+                let keep = usize::try_from(args.max_errors_shown).unwrap_or(usize::MAX);
+                let (_, parts) = read_split(
+                    &name,
+                    &file,
+                    args.format.into(),
+                    Limits::default(),
+                    threads,
+                    keep,
+                    new_range,
+                )?;
+                if let Some(spinner) = spinner {
+                    spinner.finish_and_clear();
+                }
+                bytes += size;
+                let mut stats = SourceStats::default();
+                for part in parts {
+                    for issue in part.issues {
+                        shown.issue(issue);
+                    }
+                    shown.hidden += part.more_issues;
+                    add(&mut stats, &part.stats);
+                    visitor.merge(part.visitor);
+                }
+                stats
+            }
             Input::Mapped(map) => {
                 let spinner = crate::progress::spinner(&name, stderr_is_terminal, map.len());
+                let mut streamed = Streamed {
+                    range: &mut visitor,
+                    shown: &mut shown,
+                    points: Rc::new(Cell::new(0)),
+                };
                 let (_, stats) = read_bytes(
                     &name,
                     &map,
                     args.format.into(),
                     Limits::default(),
-                    &mut visitor,
+                    &mut streamed,
                 )?;
                 if let Some(spinner) = spinner {
                     spinner.finish_and_clear();
@@ -88,30 +133,36 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
                 stats
             }
             Input::Stream(input) => {
-                let mut progress =
-                    Progress::new(input, &name, stderr_is_terminal, visitor.points.clone());
+                let points = Rc::new(Cell::new(0));
+                let mut progress = Progress::new(input, &name, stderr_is_terminal, points.clone());
+                let mut streamed = Streamed {
+                    range: &mut visitor,
+                    shown: &mut shown,
+                    points,
+                };
                 let (_, stats) = read_source(
                     &name,
                     &mut progress,
                     args.format.into(),
                     Limits::default(),
-                    &mut visitor,
+                    &mut streamed,
                 )?;
                 bytes += progress.finish();
                 stats
             }
         };
-        if visitor.hidden > 0 {
+        if shown.hidden > 0 {
             eprintln!(
                 "warning: {name}: {} more malformed-input messages not shown (--max-errors-shown)",
-                visitor.hidden
+                shown.hidden
             );
-            visitor.hidden = 0;
+            shown.hidden = 0;
         }
         add(&mut totals, &stats);
     }
 
-    let keys = visitor.scan.keys();
+    let scan = visitor.scan.into_scan();
+    let keys = scan.keys();
     let settings = TriageSettings::default();
     let suppressions = match &args.suppressions {
         Some(path) => crate::suppress::load(path)?,
@@ -130,11 +181,9 @@ pub fn run(args: ScanArgs, stderr_is_terminal: bool) -> Result<Outcome> {
     // image, cluster image, registry and node): never a copy per baseline key.
     let mut state = TriageState::untracked();
     if !mode.strict {
-        visitor.scan.for_each_baseline_key(|cluster, node, image| {
-            decider.know_baseline(&mut state, cluster, node, image)
-        });
+        scan.for_each_baseline_key_marked(|key| decider.know_baseline_key(&mut state, key));
     }
-    let detections = visitor.scan.finish();
+    let detections = scan.finish();
     let findings: Vec<Finding> = decider.batch_with(detections, state);
     write_findings(&findings, output).context("writing findings to standard output")?;
 
@@ -167,45 +216,66 @@ fn now() -> UnixSecs {
         .map_or(0, |d| d.as_secs() as UnixSecs)
 }
 
-/// An input file, mapped or as a stream.
+/// An input file, and how it is read.
 enum Input {
+    /// A CSV export read in ranges, on several threads ([`read_split`]).
+    Split(File),
+    /// OTLP protobuf, walked in place.
     Mapped(memmap2::Mmap),
     Stream(Box<dyn Read>),
 }
 
-/// Opens `path` for `scan`. A non-empty regular file of OTLP protobuf (the format given, or
-/// detected) is mapped when `map` is set, so that the decoder walks the page cache in place:
-/// that saves the copy out of the kernel, the largest cost of a protobuf scan after the
-/// walk itself. Everything else is read as a stream: standard input, pipes, gzip, and the
-/// text formats, whose decoders gain nothing from a map (measured in BENCHMARKS.md) and
-/// whose files would then count in the process's RSS.
-fn open_mapped(path: &Path, format: FormatArg, map: bool) -> Result<Input> {
-    if !map || path.as_os_str() == "-" {
+/// Opens `path` for `scan`, and chooses how to read it from its first bytes.
+///
+/// - A CSV export of at least two ranges' worth ([`MIN_RANGE_BYTES`]) is read in ranges on
+///   up to `threads` threads, each range through its own buffer with positioned reads: the
+///   file is neither mapped nor copied twice, and memory stays a buffer per thread.
+/// - A non-empty regular file of OTLP protobuf is mapped when `map` is set, so that the
+///   decoder walks the page cache in place: that saves the copy out of the kernel, the
+///   largest cost of a protobuf scan after the walk itself.
+/// - Everything else is read as a stream: standard input, pipes, gzip, and the other text
+///   files, whose decoders gain nothing from a map (measured in BENCHMARKS.md) and whose
+///   files would then count in the process's RSS.
+fn open_input(path: &Path, format: FormatArg, map: bool, threads: usize) -> Result<Input> {
+    if path.as_os_str() == "-" {
         return open(path).map(Input::Stream);
     }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    if !file.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
-        return Ok(Input::Stream(Box::new(file)));
-    }
-    // SAFETY: the map is read only, and only while this scan holds it. If another process
-    // truncates the file meanwhile, reading the lost pages raises SIGBUS: `--no-mmap` is for
-    // files that may shrink while they are scanned.
-    let Ok(mapped) = (unsafe { memmap2::Mmap::map(&file) }) else {
-        return Ok(Input::Stream(Box::new(file)));
+    let size = match file.metadata() {
+        Ok(m) if m.is_file() && m.len() > 0 => m.len(),
+        _ => return Ok(Input::Stream(Box::new(file))),
     };
-    // As much as `read_source` looks at to tell the format.
-    let head = &mapped[..mapped.len().min(64 << 10)];
-    let protobuf = match format {
-        FormatArg::Auto => unseen_ingest::detect_format(head) == Some(Format::OtlpProto),
-        format => Format::from(format) == Format::OtlpProto,
-    };
-    if !protobuf {
-        // The map did not move the file's offset: the stream starts at its first byte.
-        return Ok(Input::Stream(Box::new(file)));
+    // As much as `read_source` looks at to tell the format, read where it lies: the
+    // file's offset does not move, so a stream still starts at its first byte.
+    let mut head = vec![0; 64 << 10];
+    let mut n = 0;
+    while n < head.len() {
+        match Positioned::read_at(&file, &mut head[n..], n as u64) {
+            Ok(0) => break,
+            Ok(read) => n += read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
-    // Read once, front to back: let the kernel read ahead.
-    let _ = mapped.advise(memmap2::Advice::Sequential);
-    Ok(Input::Mapped(mapped))
+    let format = match format {
+        FormatArg::Auto => unseen_ingest::detect_format(&head[..n]),
+        format => Some(Format::from(format)),
+    };
+    match format {
+        Some(Format::Csv) if threads > 1 && size >= 2 * MIN_RANGE_BYTES => Ok(Input::Split(file)),
+        Some(Format::OtlpProto) if map => {
+            // SAFETY: the map is read only, and only while this scan holds it. If another
+            // process truncates the file meanwhile, reading the lost pages raises SIGBUS:
+            // `--no-mmap` is for files that may shrink while they are scanned.
+            let Ok(mapped) = (unsafe { memmap2::Mmap::map(&file) }) else {
+                return Ok(Input::Stream(Box::new(file)));
+            };
+            // Read once, front to back: let the kernel read ahead.
+            let _ = mapped.advise(memmap2::Advice::Sequential);
+            Ok(Input::Mapped(mapped))
+        }
+        _ => Ok(Input::Stream(Box::new(file))),
+    }
 }
 
 pub fn open(path: &Path) -> Result<Box<dyn Read>> {
@@ -253,36 +323,84 @@ pub struct Placements {
     pub after_at: u64,
 }
 
-struct ScanVisitor<'m> {
+/// What `scan` keeps of the points of one range of the input (or of all of it): the
+/// batch evaluation and the counts. Ranges read on other threads are merged into the first
+/// in input order ([`RangeScan::merge`]).
+struct RangeScan<'m> {
     mode: &'m KeyMode,
-    /// The image names' canonical forms, parsed once per name rather than per point.
-    memo: CanonicalMemo,
-    scan: BatchScan,
+    /// The batch evaluation, fed a few points behind; it remembers the image names'
+    /// canonical forms, parsed once per name rather than per point.
+    scan: Pipelined,
     drops: DropCounts,
     placements: Placements,
-    shown: u64,
-    max_shown: u64,
-    hidden: u64,
-    /// Shared with the progress bar.
-    points: Rc<Cell<u64>>,
 }
 
-impl Visitor for ScanVisitor<'_> {
+impl RangeScan<'_> {
+    /// Adds what `other`, a range after everything this one has seen, saw.
+    fn merge(&mut self, other: RangeScan<'_>) {
+        let scan = self.scan.scan();
+        let theirs = other.scan.into_scan();
+        if scan.keys() == 0 {
+            // Nothing to merge into: take its keys whole (the first range of a file).
+            let empty = std::mem::replace(scan, theirs);
+            scan.merge(empty);
+        } else {
+            scan.merge(theirs);
+        }
+        self.drops.merge(&other.drops);
+        let p = other.placements;
+        self.placements.in_windows += p.in_windows;
+        self.placements.before_windows += p.before_windows;
+        self.placements.after_at += p.after_at;
+    }
+}
+
+impl Visitor for RangeScan<'_> {
+    /// Points read together (a batch of CSV rows) go through the scan's steps together,
+    /// each step over all of them, so that what one point's lookup needs is fetched while
+    /// the others' are worked on.
+    fn points(&mut self, points: &[PointRef<'_>]) {
+        let mut sightings = Vec::with_capacity(points.len());
+        for point in points {
+            let key = match key_of_raw(&point.dims, self.mode) {
+                Ok(key) => key,
+                Err(reason) => {
+                    self.drops.add(reason);
+                    continue;
+                }
+            };
+            let t = unix_secs_from_nanos(point.time_unix_nano);
+            match self.scan.placement(t) {
+                Placement::AfterT => {
+                    self.placements.after_at += 1;
+                    continue;
+                }
+                Placement::BeforeWindows => self.placements.before_windows += 1,
+                _ => self.placements.in_windows += 1,
+            }
+            sightings.push(Sighting {
+                key,
+                tag: point.dims.context.get(ctx::IMAGE_TAG),
+                t,
+                host_name: point.dims.host_name,
+                // Evidence only where findings carry it (default mode).
+                evidence: (!self.mode.strict).then_some(&point.dims.context),
+            });
+        }
+        self.scan.observe_all(&sightings);
+    }
+
+    #[inline]
     fn point(&mut self, point: PointRef<'_>) {
-        self.points.set(self.points.get() + 1);
-        match key_of_memo(&point.dims, self.mode, &mut self.memo) {
+        match key_of_raw(&point.dims, self.mode) {
             Ok(key) => {
                 let t = unix_secs_from_nanos(point.time_unix_nano);
                 // Evidence only where findings carry it (default mode).
-                let evidence = (!self.mode.strict).then(|| {
-                    (
-                        &point.dims.context,
-                        point.dims.image_name.unwrap_or_default(),
-                    )
-                });
+                let evidence = (!self.mode.strict).then_some(&point.dims.context);
+                let tag = point.dims.context.get(ctx::IMAGE_TAG);
                 match self
                     .scan
-                    .observe_with(key, t, point.dims.host_name, evidence)
+                    .observe_with(key, tag, t, point.dims.host_name, evidence)
                 {
                     Placement::AfterT => self.placements.after_at += 1,
                     Placement::BeforeWindows => self.placements.before_windows += 1,
@@ -293,6 +411,20 @@ impl Visitor for ScanVisitor<'_> {
         }
     }
 
+    /// Never called: [`read_split`] holds the issues of its ranges, and the other inputs'
+    /// go through [`Streamed`].
+    fn issue(&mut self, _: Issue) {}
+}
+
+/// Malformed-input messages of one file: the first `max_shown` are printed, the rest
+/// counted.
+struct Shown {
+    shown: u64,
+    max_shown: u64,
+    hidden: u64,
+}
+
+impl Shown {
     fn issue(&mut self, issue: Issue) {
         if self.shown < self.max_shown {
             self.shown += 1;
@@ -304,5 +436,31 @@ impl Visitor for ScanVisitor<'_> {
         } else {
             self.hidden += 1;
         }
+    }
+}
+
+/// The visitor of a file read on one thread: its issues are printed as they come, and its
+/// points counted for the progress bar.
+struct Streamed<'a, 'm> {
+    range: &'a mut RangeScan<'m>,
+    shown: &'a mut Shown,
+    /// Shared with the progress bar.
+    points: Rc<Cell<u64>>,
+}
+
+impl Visitor for Streamed<'_, '_> {
+    #[inline]
+    fn point(&mut self, point: PointRef<'_>) {
+        self.points.set(self.points.get() + 1);
+        self.range.point(point);
+    }
+
+    fn points(&mut self, points: &[PointRef<'_>]) {
+        self.points.set(self.points.get() + points.len() as u64);
+        self.range.points(points);
+    }
+
+    fn issue(&mut self, issue: Issue) {
+        self.shown.issue(issue);
     }
 }

@@ -96,6 +96,119 @@ fn scan_with(file: &Path, at: i64, extra: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// A CSV export large enough to be read in ranges on several threads scans to the same
+/// findings, the same summary and the same warnings, in the same order and at the same
+/// lines, on one thread or several; with a quoted line break and bad rows where the ranges
+/// are cut.
+#[test]
+fn a_csv_scans_the_same_on_any_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.csv");
+    let output = unseen(&[
+        "generate",
+        "--format",
+        "csv",
+        "--out",
+        path.to_str().unwrap(),
+        "--clusters",
+        "2",
+        "--nodes-per-cluster",
+        "10",
+        "--pods-per-node",
+        "20",
+        "--images",
+        "200",
+        "--days",
+        "1",
+        "--interval",
+        "5m",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let data = std::fs::read(&path).unwrap();
+    assert!(
+        data.len() > 24 << 20,
+        "{} bytes: too few for three ranges",
+        data.len()
+    );
+    // Odd rows at every eighth of the file: a bad time, a quoted image name with a line
+    // break in it (a point of its own key), a row of too few fields.
+    let mut odd = Vec::with_capacity(data.len() + 4096);
+    let mut next = data.len() / 8;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        odd.extend_from_slice(line);
+        if odd.len() >= next && line.ends_with(b"\n") {
+            let eighth = odd.len() * 8 / data.len();
+            odd.extend_from_slice(
+                format!(
+                    "not-a-time,k8s.container.ready,h,c,n,i,1\n\
+                 {},k8s.container.ready,h{eighth},c,n,\"reg/odd\n{eighth}\",1\n\
+                 1767225634,k8s.container.ready\n",
+                    START + 86_400 - 60,
+                )
+                .as_bytes(),
+            );
+            next += data.len() / 8;
+        }
+    }
+    std::fs::write(&path, &odd).unwrap();
+    let at = (START + 86_400).to_string();
+    let run = |threads: &str, strict: bool| {
+        let mut args = vec![
+            "scan",
+            "--at",
+            &at,
+            "--output",
+            "json",
+            "--threads",
+            threads,
+        ];
+        if strict {
+            args.push("--strict");
+        }
+        args.push(path.to_str().unwrap());
+        let output = unseen(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // The summary's time taken differs from run to run.
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        stdout
+            .lines()
+            .chain(stderr.lines().map(|l| l.split(" in ").next().unwrap_or(l)))
+            .map(str::to_string)
+            .collect::<Vec<String>>()
+    };
+    for strict in [false, true] {
+        let one = run("1", strict);
+        let findings = one.iter().filter(|l| l.starts_with('{')).count();
+        assert!(findings > 8, "{one:?}");
+        assert!(one.iter().any(|l| l.contains("reg/odd\\n3")), "{one:?}");
+        assert_eq!(
+            one.iter()
+                .filter(|l| l.contains("warning: skipped"))
+                .count(),
+            16,
+            "{one:?}"
+        );
+        for threads in ["2", "3", "0"] {
+            let many = run(threads, strict);
+            for (a, b) in one.iter().zip(&many) {
+                assert_eq!(a, b, "--threads {threads}");
+            }
+            assert_eq!(one.len(), many.len(), "--threads {threads}");
+        }
+    }
+}
+
 #[test]
 fn every_format_scans_to_the_same_findings() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,20 +6,120 @@
 //!
 //! The per-key state is what a scan's memory is made of (millions of keys), so it is
 //! compact: each key part is interned once ([`Interner`]) and a key is four `u32` ids;
-//! times are `u32` offsets from the window edges; the entries live in one `Vec`, indexed
-//! by a table of `u32` positions. 36 bytes per key plus ~5 to 10 bytes of table. A key
-//! whose numbers do not fit (a count over 2^30, a time more than 136 years from the
-//! windows) moves to a full-width side table, so no input is out of range.
+//! times are `u32` offsets from the window edges; the entries live in chunks of 64 Ki
+//! ([`Chunks`]), indexed by a [`KeyTable`] of 8-byte slots found by the hash of the key's
+//! text. 36 bytes per key plus 10 to 21 bytes of table. A key whose numbers do not fit (a count over 2^30, a time
+//! more than 136 years from the windows) moves to a full-width side table, so no input is
+//! out of range.
+//!
+//! A scan of a large file is cut into ranges, each scanned on its own thread into its own
+//! `BatchScan`, then [merged](BatchScan::merge) in file order: every aggregate here is a
+//! minimum, a maximum, a sum or an "or", so the merge is the scan of the whole.
 
-use std::hash::BuildHasher;
+use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap};
 use unseen_model::{Context, OwnedContext, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyRef};
 
 use crate::intern::{Interner, Recent};
 use crate::Detection;
-use unseen_normalize::quick_hash::{quick_hash, quick_hash_from};
+use unseen_normalize::image::{tag_matters, CanonicalMemo};
+use unseen_normalize::quick_hash::same_bytes;
+
+/// Items in chunks of [`CHUNK`]: a growing `Vec` would copy every entry at each doubling
+/// and, while it does, hold the old copy and the new (twice the memory at the peak: 83
+/// bytes a key at 10 M keys, against 52 in chunks). A chunk's address is in a short,
+/// cached list, so an index costs one shift more.
+#[derive(Debug, Clone)]
+struct Chunks<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+/// Items in a chunk of [`Chunks`] (a power of two).
+const CHUNK: usize = 1 << 16;
+
+impl<T> Default for Chunks<T> {
+    fn default() -> Self {
+        Chunks {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunks<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, item: T) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(item),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(item);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    fn get(&self, at: usize) -> Option<&T> {
+        self.chunks.get(at / CHUNK)?.get(at % CHUNK)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunks<T> {
+    type Output = T;
+
+    #[inline]
+    fn index(&self, at: usize) -> &T {
+        &self.chunks[at / CHUNK][at % CHUNK]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Chunks<T> {
+    #[inline]
+    fn index_mut(&mut self, at: usize) -> &mut T {
+        &mut self.chunks[at / CHUNK][at % CHUNK]
+    }
+}
+
+/// A key of the baseline window ([`BatchScan::for_each_baseline_key_marked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaselineKey<'a> {
+    pub cluster: &'a str,
+    pub node: &'a str,
+    pub image: &'a str,
+    /// Index the image (and its registry).
+    pub index_image: bool,
+    /// Index the node in its cluster.
+    pub index_node: bool,
+    /// Index the image in its cluster.
+    pub index_cluster_image: bool,
+}
+
+impl<'a> BaselineKey<'a> {
+    /// A key all of whose entries are to be indexed.
+    pub fn whole(cluster: &'a str, node: &'a str, image: &'a str) -> Self {
+        BaselineKey {
+            cluster,
+            node,
+            image,
+            index_image: true,
+            index_node: true,
+            index_cluster_image: true,
+        }
+    }
+}
 
 /// Where a point fell relative to the windows; returned so callers can count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +160,17 @@ struct Entry {
     before: u32,
 }
 
+/// A table id with this bit set is an alias's.
+const ALIAS: u32 = 1 << 31;
+
+/// Another spelling of a key's image (`nginx` for `docker.io/library/nginx`, a name with
+/// its tag): the key's entry, and the spelling interned.
+#[derive(Debug, Clone, Copy)]
+struct Alias {
+    entry: u32,
+    image: u32,
+}
+
 /// The aggregate of an entry whose numbers do not fit [`Entry`].
 #[derive(Debug, Clone, Copy, Default)]
 struct Wide {
@@ -77,14 +188,16 @@ pub struct BatchScan {
     baseline_start: UnixSecs,
     baseline_end: UnixSecs,
     strings: Interner,
-    /// Ids of recently seen key parts (host, cluster, node, image) and `host.name`s.
+    /// Ids of recently seen key parts (host, cluster, node, image) and `host.name`s: a
+    /// new key's parts are mostly known ones.
     recent: [Recent; 5],
-    /// Entries of recently seen keys plus one, by [`key_slot`]; 0 for none. Checked
-    /// against the key's text, so a slot holding another key is only a miss.
-    recent_keys: Box<[u32]>,
-    entries: Vec<Entry>,
-    /// Positions in `entries`, by the hash of their key ids.
-    index: HashTable<u32>,
+    entries: Chunks<Entry>,
+    /// Positions in `entries`, and of `aliases` (with [`ALIAS`] set), by the hash of their
+    /// key's text ([`BatchScan::hash_key`]).
+    table: KeyTable,
+    /// Spellings of keys' images other than the canonical one, seen in points.
+    aliases: Vec<Alias>,
+    /// Seeded per scan, so that no input can choose keys whose hashes collide.
     hasher: DefaultHashBuilder,
     /// Full-width aggregates, by position in `entries`; almost always empty.
     wide: HashMap<u32, Wide>,
@@ -108,8 +221,9 @@ impl BatchScan {
         Self::with_cache_slots(windows, at, RECENT_KEYS, RECENT_PARTS)
     }
 
-    /// [`BatchScan::new`] with caches of `keys` and `parts` slots (powers of two): tests
-    /// make them tiny, so that every lookup meets another key's slot.
+    /// [`BatchScan::new`] with a key table of `keys` slots to start with and caches of
+    /// `parts` slots (powers of two): tests make them tiny, so that the table grows and
+    /// every part lookup meets another part's slot.
     fn with_cache_slots(windows: Windows, at: UnixSecs, keys: usize, parts: usize) -> Self {
         // Windows are at most u64 seconds; saturate rather than wrap for absurd inputs.
         let back = |d: u64| at.saturating_sub(i64::try_from(d).unwrap_or(i64::MAX));
@@ -120,9 +234,9 @@ impl BatchScan {
             baseline_end: back(windows.recent),
             strings: Interner::default(),
             recent: std::array::from_fn(|_| Recent::new(parts)),
-            recent_keys: vec![0; keys].into_boxed_slice(),
-            entries: Vec::new(),
-            index: HashTable::new(),
+            entries: Chunks::default(),
+            table: KeyTable::with_slots(keys),
+            aliases: Vec::new(),
             hasher: DefaultHashBuilder::default(),
             wide: HashMap::new(),
             evidence: HashMap::new(),
@@ -160,14 +274,78 @@ impl BatchScan {
         host_name: Option<&str>,
         evidence: Option<(&Context<'_>, &str)>,
     ) -> Placement {
+        let hash = self.hash_key(&key);
+        self.observe_hashed(key, hash, t, host_name, evidence)
+    }
+
+    /// The hash of `key` for [`BatchScan::observe_hashed`] and [`BatchScan::prefetch`].
+    #[inline]
+    pub fn hash_key(&self, key: &KeyRef<'_>) -> u64 {
+        let host = (!host_is_node(key)).then_some(key.host.as_bytes());
+        self.key_hash(
+            key.cluster.as_bytes(),
+            key.node.as_bytes(),
+            key.image.as_bytes(),
+            host,
+        )
+    }
+
+    /// Asks the CPU to bring the table slot of a key of hash `hash` into the cache, so that
+    /// its lookup, a few points later, does not wait for memory: with hundreds of
+    /// thousands of keys interleaved, that wait is most of a lookup.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        self.table.prefetch(hash);
+    }
+
+    /// Asks the CPU to bring the entry of the first key in the table under `hash` into the
+    /// cache (most likely the key's own), after a [`BatchScan::prefetch`] has brought its
+    /// slot: the entry is the lookup's second trip to memory.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        if let Some(id) = self.table.find(hash, |_| true) {
+            if let Some(entry) = self.entries.get(self.resolve(id) as usize) {
+                prefetch(std::ptr::from_ref(entry).cast(), size_of::<Entry>());
+            }
+        }
+    }
+
+    /// [`BatchScan::observe_with`] for a key whose hash ([`BatchScan::hash_key`]) is known.
+    pub fn observe_hashed(
+        &mut self,
+        key: KeyRef<'_>,
+        hash: u64,
+        t: UnixSecs,
+        host_name: Option<&str>,
+        evidence: Option<(&Context<'_>, &str)>,
+    ) -> Placement {
+        self.observe_raw(key, hash, None, None, t, host_name, evidence)
+    }
+
+    /// [`BatchScan::observe_hashed`] for a key whose image is as the point gave it, with
+    /// the point's image tag: `memo` makes it canonical (default mode; `None` takes it as
+    /// it is, strict mode), but only the first time the key is seen spelled so. After that
+    /// the spelling finds the key's entry by itself (an alias in the table when it is not
+    /// the canonical one), so a known key costs one lookup and no parse of its image.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe_raw(
+        &mut self,
+        key: KeyRef<'_>,
+        hash: u64,
+        tag: Option<&str>,
+        memo: Option<&mut CanonicalMemo>,
+        t: UnixSecs,
+        host_name: Option<&str>,
+        evidence: Option<(&Context<'_>, &str)>,
+    ) -> Placement {
         let placement = self.placement(t);
         if placement == Placement::AfterT {
             return placement;
         }
-        let at = self.entry(&key);
+        let at = self.entry_raw(&key, hash, tag, memo);
         if let (Placement::Current, Some((context, raw))) = (placement, evidence) {
             if self.entries[at].count & IN_BASELINE == 0 && self.before_current(at, t) {
-                self.keep_evidence(at as u32, t, context, raw, &key.image);
+                self.keep_evidence(at as u32, t, context, raw);
             }
         }
         if let Placement::Current | Placement::Both = placement {
@@ -207,14 +385,8 @@ impl BatchScan {
 
     /// Keeps the evidence of the earliest current-window point of entry `at`.
     #[cold]
-    fn keep_evidence(
-        &mut self,
-        at: u32,
-        t: UnixSecs,
-        context: &Context<'_>,
-        raw: &str,
-        image: &str,
-    ) {
+    fn keep_evidence(&mut self, at: u32, t: UnixSecs, context: &Context<'_>, raw: &str) {
+        let image = self.strings.get(self.entries[at as usize].key[3]);
         let make = || Evidence {
             time: t,
             context: OwnedContext::new(context),
@@ -226,6 +398,43 @@ impl BatchScan {
             None => {
                 self.evidence.insert(at, make());
             }
+        }
+    }
+
+    /// [`BatchScan::for_each_baseline_key`], saying of each key which of its parts a
+    /// consumer that indexes images, nodes and cluster images for the findings' novelty
+    /// needs to index: each image once (every image may be a look-alike's original), each
+    /// node in its cluster and each image in its cluster once, and those only for the
+    /// nodes and images of keys that may be findings (the keys with no point in the
+    /// baseline). The rest no finding reads, and a baseline of millions of keys would
+    /// otherwise index hundreds of thousands of cluster images for a handful of findings.
+    pub fn for_each_baseline_key_marked(&self, mut f: impl FnMut(&BaselineKey<'_>)) {
+        let pair = |a: u32, b: u32| u64::from(a) << 32 | u64::from(b);
+        // What the findings may read: their images, and their nodes in their clusters.
+        let mut finding_images = vec![false; self.strings.len()];
+        let mut finding_nodes = hashbrown::HashSet::new();
+        for e in self.entries.iter().filter(|e| e.count & IN_BASELINE == 0) {
+            let [_, cluster, node, image] = e.key;
+            finding_images[image as usize] = true;
+            finding_nodes.insert(pair(cluster, node));
+        }
+        let mut images = vec![false; self.strings.len()];
+        let (mut nodes, mut cluster_images) =
+            (hashbrown::HashSet::new(), hashbrown::HashSet::new());
+        for e in self.entries.iter().filter(|e| e.count & IN_BASELINE != 0) {
+            let [_, cluster, node, image] = e.key;
+            let index_node =
+                finding_nodes.contains(&pair(cluster, node)) && nodes.insert(pair(cluster, node));
+            let index_cluster_image =
+                finding_images[image as usize] && cluster_images.insert(pair(cluster, image));
+            f(&BaselineKey {
+                cluster: self.strings.get(cluster),
+                node: self.strings.get(node),
+                image: self.strings.get(image),
+                index_image: !std::mem::replace(&mut images[image as usize], true),
+                index_node,
+                index_cluster_image,
+            });
         }
     }
 
@@ -241,36 +450,126 @@ impl BatchScan {
         }
     }
 
-    /// The position of `key`'s entry, added if new.
+    /// The position of `key`'s entry, added if new. The key's text is hashed once and
+    /// looked up in one table; a hit is confirmed against the interned parts, which a fleet
+    /// has few of, so they stay in the cache while the keys do not.
     #[inline]
     fn entry(&mut self, key: &KeyRef<'_>) -> usize {
-        // In default mode the host is the node, the same text.
-        let host_is_node = std::ptr::eq(key.host, key.node) || key.host == key.node;
-        let slot = key_slot(key) & (self.recent_keys.len() - 1);
-        if let Some(at) = self.recent_keys[slot].checked_sub(1) {
-            let at = at as usize;
-            let [host, cluster, node, image] = self.entries[at].key;
-            let text = |id| self.strings.bytes(id);
-            if text(node) == key.node.as_bytes()
-                && text(image) == key.image.as_bytes()
-                && text(cluster) == key.cluster.as_bytes()
+        let hash = self.hash_key(key);
+        self.entry_hashed(key, hash)
+    }
+
+    /// [`BatchScan::entry`] with the key's hash known.
+    #[inline]
+    fn entry_hashed(&mut self, key: &KeyRef<'_>, hash: u64) -> usize {
+        self.entry_raw(key, hash, None, None)
+    }
+
+    /// The position of the entry of `key`, whose image is as a point gave it, under `hash`
+    /// (its [`BatchScan::hash_key`]); added if new. The spelling is looked up first: the
+    /// table holds each key under its canonical image, and under every other spelling
+    /// seen of it as an alias. Only a spelling not seen before is made canonical by `memo`
+    /// (with the point's `tag`). That the canonical image's entry is the key's is
+    /// `canonical`'s idempotence: the canonical form of a canonical form, under any tag,
+    /// is itself (property test in `unseen-normalize`).
+    #[inline]
+    fn entry_raw(
+        &mut self,
+        key: &KeyRef<'_>,
+        hash: u64,
+        tag: Option<&str>,
+        memo: Option<&mut CanonicalMemo>,
+    ) -> usize {
+        let host_is_node = host_is_node(key);
+        let (entries, strings, aliases) = (&self.entries, &self.strings, &self.aliases);
+        let found = self.table.find(hash, |id| {
+            let (at, image) = match id & ALIAS {
+                0 => (id, entries[id as usize].key[3]),
+                _ => {
+                    let alias = &aliases[(id & !ALIAS) as usize];
+                    (alias.entry, alias.image)
+                }
+            };
+            let [host, cluster, node, _] = entries[at as usize].key;
+            let is = |id, s: &str| same_bytes(strings.bytes(id), s.as_bytes());
+            is(node, key.node)
+                && is(image, &key.image)
+                && is(cluster, key.cluster)
                 && if host_is_node {
                     host == node
                 } else {
-                    text(host) == key.host.as_bytes()
+                    is(host, key.host)
                 }
-            {
-                return at;
-            }
+        });
+        if let Some(id) = found {
+            return self.resolve(id) as usize;
         }
-        let at = self.find_or_add(key, host_is_node);
-        // Entries are indexed by u32 below u32::MAX (`find_or_add`): + 1 does not wrap.
-        self.recent_keys[slot] = at as u32 + 1;
+        self.entry_cold(key, hash, tag, memo, host_is_node)
+    }
+
+    /// [`BatchScan::entry_raw`] for a spelling of a key not seen before.
+    #[cold]
+    fn entry_cold(
+        &mut self,
+        key: &KeyRef<'_>,
+        hash: u64,
+        tag: Option<&str>,
+        memo: Option<&mut CanonicalMemo>,
+        host_is_node: bool,
+    ) -> usize {
+        let image = match memo {
+            Some(memo) => memo.canonical(&key.image, tag),
+            None => Cow::Borrowed(&*key.image),
+        };
+        if *image == *key.image {
+            let at = self.add(key, host_is_node);
+            self.insert(hash, at as u32);
+            return at;
+        }
+        let canonical = KeyRef {
+            image,
+            ..key.clone()
+        };
+        let at = self.entry(&canonical);
+        if tag_matters(&key.image) {
+            // Its canonical form depends on the point's tag: no alias by the name alone.
+            return at;
+        }
+        let image = self.recent[3].intern(&mut self.strings, &key.image);
+        let alias = u32::try_from(self.aliases.len())
+            .ok()
+            .filter(|&a| a < ALIAS)
+            .expect("over 2 billion spellings of keys: more than one scan can track");
+        self.aliases.push(Alias {
+            entry: at as u32,
+            image,
+        });
+        self.insert(hash, alias | ALIAS);
         at
     }
 
-    /// [`BatchScan::entry`] without the cache of recent keys.
-    fn find_or_add(&mut self, key: &KeyRef<'_>, host_is_node: bool) -> usize {
+    /// The entry of table id `id`: itself, or its alias's.
+    #[inline]
+    fn resolve(&self, id: u32) -> u32 {
+        match id & ALIAS {
+            0 => id,
+            _ => self.aliases[(id & !ALIAS) as usize].entry,
+        }
+    }
+
+    /// Puts table id `id` (an entry, or an alias) in the table under `hash`.
+    fn insert(&mut self, hash: u64, id: u32) {
+        self.table.insert(hash, id);
+    }
+
+    /// The hash of a key's text; `host` is `None` when it is the node.
+    #[inline]
+    fn key_hash(&self, cluster: &[u8], node: &[u8], image: &[u8], host: Option<&[u8]>) -> u64 {
+        key_hash(&self.hasher, cluster, node, image, host)
+    }
+
+    /// Adds an entry for `key`, which has none.
+    fn add(&mut self, key: &KeyRef<'_>, host_is_node: bool) -> usize {
         let strings = &mut self.strings;
         let [host, cluster, node, image, _] = &mut self.recent;
         let node_id = node.intern(strings, key.node);
@@ -285,16 +584,11 @@ impl BatchScan {
             node_id,
             image.intern(strings, &key.image),
         ];
-        let hash = hash_ids(&self.hasher, &ids);
-        let entries = &mut self.entries;
-        if let Some(&at) = self.index.find(hash, |&at| entries[at as usize].key == ids) {
-            return at as usize;
-        }
-        let at = u32::try_from(entries.len())
+        let at = u32::try_from(self.entries.len())
             .ok()
-            .filter(|&at| at < u32::MAX)
-            .expect("over 4 billion keys: more than one scan can track");
-        entries.push(Entry {
+            .filter(|&at| at < ALIAS)
+            .expect("over 2 billion keys: more than one scan can track");
+        self.entries.push(Entry {
             key: ids,
             host_name: 0,
             count: 0,
@@ -302,10 +596,119 @@ impl BatchScan {
             last: 0,
             before: 0,
         });
-        let hasher = &self.hasher;
-        self.index
-            .insert_unique(hash, at, |&at| hash_ids(hasher, &entries[at as usize].key));
         at as usize
+    }
+
+    /// Adds what `other`, a scan of the input after this one's, saw: afterwards this is
+    /// the scan of both inputs, one after the other. Both must be runs at the same time
+    /// with the same windows.
+    pub fn merge(&mut self, mut other: BatchScan) {
+        assert_eq!(
+            (
+                self.at,
+                self.current_start,
+                self.baseline_start,
+                self.baseline_end
+            ),
+            (
+                other.at,
+                other.current_start,
+                other.baseline_start,
+                other.baseline_end
+            ),
+            "merging scans of different runs"
+        );
+        let mut their_evidence = std::mem::take(&mut other.evidence);
+        for (theirs, e) in other.entries.iter().enumerate() {
+            let text = |id| other.strings.get(id);
+            let key = KeyRef {
+                host: text(e.key[0]),
+                cluster: text(e.key[1]),
+                node: text(e.key[2]),
+                image: text(e.key[3]).into(),
+            };
+            let at = self.entry(&key);
+            let theirs = theirs as u32;
+            let (mine, their) = (self.aggregate(at), other.aggregate(theirs as usize));
+            let both = |a: Option<UnixSecs>, b: Option<UnixSecs>, pick: fn(i64, i64) -> i64| match (
+                a, b,
+            ) {
+                (Some(a), Some(b)) => Some(pick(a, b)),
+                (a, b) => a.or(b),
+            };
+            let current =
+                |w: &Wide| (w.current_count > 0).then_some((w.current_first, w.current_last));
+            let (first, last) = match (current(&mine), current(&their)) {
+                (Some(m), Some(t)) => (m.0.min(t.0), m.1.max(t.1)),
+                (m, t) => m.or(t).unwrap_or_default(),
+            };
+            let merged = Wide {
+                current_count: mine.current_count + their.current_count,
+                current_first: first,
+                current_last: last,
+                before_last: both(mine.before_last, their.before_last, i64::max),
+            };
+            let baseline = (self.entries[at].count | e.count) & IN_BASELINE;
+            self.set_aggregate(at, merged, baseline);
+            if self.entries[at].host_name == 0 {
+                if let Some(id) = e.host_name.checked_sub(1) {
+                    let id = self.recent[4].intern(&mut self.strings, other.strings.get(id));
+                    self.entries[at].host_name = id + 1;
+                }
+            }
+            // The earliest point's evidence; between equal times, the one read first.
+            if let Some(kept) = their_evidence.remove(&theirs) {
+                let at = at as u32;
+                match self.evidence.get(&at) {
+                    Some(mine) if mine.time <= kept.time => {}
+                    _ => {
+                        self.evidence.insert(at, kept);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The aggregate of entry `at` at full width.
+    fn aggregate(&self, at: usize) -> Wide {
+        let entry = &self.entries[at];
+        match entry.count & WIDE {
+            0 => self.decode(entry),
+            _ => self.wide[&(at as u32)],
+        }
+    }
+
+    /// Sets the aggregate of entry `at`, compact when its numbers fit.
+    fn set_aggregate(&mut self, at: usize, a: Wide, baseline: u32) {
+        let offset = |from: UnixSecs, t: UnixSecs| {
+            from.checked_sub(t)
+                .and_then(|d| u32::try_from(d).ok())
+                .filter(|&d| d != 0)
+        };
+        let current = match a.current_count {
+            0 => Some((0, 0, 0)),
+            n => u32::try_from(n)
+                .ok()
+                .filter(|&n| n <= MAX_COMPACT_COUNT)
+                .zip(offset(self.at, a.current_first))
+                .zip(offset(self.at, a.current_last))
+                .map(|((n, first), last)| (n, first, last)),
+        };
+        let before = match a.before_last {
+            None => Some(0),
+            Some(t) => offset(self.baseline_start, t),
+        };
+        let entry = &mut self.entries[at];
+        if let (Some((count, first, last)), Some(before)) = (current, before) {
+            entry.count = count | baseline;
+            entry.first = first;
+            entry.last = last;
+            entry.before = before;
+            self.wide.remove(&(at as u32));
+        } else {
+            entry.count = baseline | WIDE;
+            self.wide.insert(at as u32, a);
+        }
     }
 
     /// A point in the current window.
@@ -437,25 +840,134 @@ impl BatchScan {
     }
 }
 
-/// Slots of [`BatchScan::recent_keys`]: more than the distinct keys of a typical fleet's
-/// export (tens of thousands of containers would be more, and only slower).
-const RECENT_KEYS: usize = 1 << 14;
+/// Slots of a new scan's [`KeyTable`]; it doubles as keys are added.
+const RECENT_KEYS: usize = 1 << 12;
 
 /// Slots of each [`Recent`] cache of key parts.
 const RECENT_PARTS: usize = 1 << 12;
 
-/// The slot of a key in [`BatchScan::recent_keys`] (before masking): a cheap hash of its
-/// node and image. Collisions cost a miss, never a wrong entry.
-#[inline]
-fn key_slot(key: &KeyRef<'_>) -> usize {
-    // Not the cluster: a fleet has few, and the slot is checked against it anyway.
-    quick_hash_from(quick_hash(key.node.as_bytes()), key.image.as_bytes()) as usize
+/// Asks the CPU to bring the `len` bytes at `at` (one or two cache lines) into the cache.
+#[inline(always)]
+fn prefetch(at: *const i8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it reads nothing the program sees and cannot fault
+    // (`wrapping_add` makes no claim about the address either).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(at);
+        // The same line again when the bytes do not straddle two: no second fetch.
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(len - 1));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (at, len);
 }
 
+/// Whether the key's host is its node (always so in default mode, where it is the same
+/// `&str`): then the host is neither hashed nor interned again.
 #[inline]
-fn hash_ids(hasher: &DefaultHashBuilder, ids: &[u32; 4]) -> u64 {
-    let pair = |a: u32, b: u32| u64::from(a) | u64::from(b) << 32;
-    hasher.hash_one((pair(ids[0], ids[1]), pair(ids[2], ids[3])))
+fn host_is_node(key: &KeyRef<'_>) -> bool {
+    std::ptr::eq(key.host, key.node) || key.host == key.node
+}
+
+/// The hash of a key's text (`host` is `None` when it is the node), each part with its
+/// length, so that no two keys run together.
+#[inline]
+fn key_hash(
+    hasher: &DefaultHashBuilder,
+    cluster: &[u8],
+    node: &[u8],
+    image: &[u8],
+    host: Option<&[u8]>,
+) -> u64 {
+    let mut h = hasher.build_hasher();
+    for part in [node, image, cluster] {
+        h.write_usize(part.len());
+        h.write(part);
+    }
+    if let Some(host) = host {
+        h.write(host);
+    }
+    h.finish()
+}
+
+/// Positions in a scan's entries by the hash of their key: open addressing with linear
+/// probing over 8-byte slots (the position plus one, and the top 32 bits of the hash, so
+/// that probing past other keys reads no entry). The slot is chosen by those same 32 bits,
+/// so growing the table needs no hash again: each slot carries its own. At most three
+/// quarters full: a lookup reads one or two slots, mostly in one cache line.
+#[derive(Debug)]
+struct KeyTable {
+    /// `(hash >> 32) << 32 | position + 1`; 0 for an empty slot. A power of two of them,
+    /// at most 2^32.
+    slots: Box<[u64]>,
+    len: usize,
+}
+
+impl KeyTable {
+    fn with_slots(slots: usize) -> Self {
+        KeyTable {
+            slots: vec![0; slots.next_power_of_two().max(2)].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// The first slot to look at for a hash's top half.
+    #[inline]
+    fn home(&self, tag: u64) -> usize {
+        tag as usize & (self.slots.len() - 1)
+    }
+
+    /// The position whose slot has `hash` and for which `is` says yes.
+    #[inline]
+    fn find(&self, hash: u64, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let tag = hash >> 32;
+        let mut i = self.home(tag);
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            // Positions are below u32::MAX: + 1 fits the low half.
+            if slot >> 32 == tag && is((slot as u32) - 1) {
+                return Some((slot as u32) - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        let slot = &self.slots[self.home(hash >> 32)];
+        prefetch(std::ptr::from_ref(slot).cast(), size_of::<u64>());
+    }
+
+    /// Adds position `at`, which is not in the table, under `hash`.
+    fn insert(&mut self, hash: u64, at: u32) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            assert!(
+                self.slots.len() <= 1 << 31,
+                "a key table of 2^32 slots is full"
+            );
+            let grown = vec![0; self.slots.len() * 2].into_boxed_slice();
+            let old = std::mem::replace(&mut self.slots, grown);
+            for &slot in old.iter().filter(|&&s| s != 0) {
+                self.put(slot);
+            }
+        }
+        self.put((hash >> 32) << 32 | u64::from(at + 1));
+        self.len += 1;
+    }
+
+    /// Puts a full slot where it goes.
+    fn put(&mut self, slot: u64) {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(slot >> 32);
+        while self.slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +1014,92 @@ mod tests {
             proptest::prop_assert_eq!(big.keys(), tiny.keys());
             proptest::prop_assert_eq!(big.finish(), tiny.finish());
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Scans of consecutive pieces of an input, merged in order, are the scan of the
+        /// whole: the same findings with the same evidence, the same keys in the same order,
+        /// the same baseline. Times reach far outside the windows (wide entries), pieces may
+        /// be empty, and default-mode keys (host is node) mix with strict ones.
+        #[test]
+        fn merged_pieces_are_the_whole(
+            points in proptest::collection::vec(
+                (0usize..4, 0usize..2, 0usize..3, 0usize..4, prop_time(), proptest::option::of(0usize..3), 0usize..3),
+                0..120,
+            ),
+            cuts in proptest::collection::vec(0usize..120, 0..4),
+        ) {
+            let hosts = ["n", "node-1", "vm-a", "other"];
+            let clusters = ["c", "prod-eu-west-1-01"];
+            let nodes = ["n", "node-1", "ip-10-0-0-2.eu-west-1.compute.internal"];
+            let images = ["i", "registry/team-1/service-1", "registry/team-1/service-1@sha256:ab", "x"];
+            let pods = ["pod-a", "pod-b", "pod-c"];
+            let feed = |scan: &mut BatchScan, points: &[TestPoint]| {
+                for &(h, c, n, i, offset, vm, pod) in points {
+                    let node = nodes[n];
+                    let host = if h == 0 { node } else { hosts[h] };
+                    let key = KeyRef { host, cluster: clusters[c], node, image: images[i].into() };
+                    let mut context = Context::default();
+                    context.0[0] = Some(pods[pod]);
+                    let raw = if i == 2 { "registry/team-1/service-1:v1" } else { images[i] };
+                    scan.observe_with(key, T.saturating_add(offset), vm.map(|v| hosts[v]), Some((&context, raw)));
+                }
+            };
+            let mut whole = BatchScan::new(Windows::default(), T);
+            feed(&mut whole, &points);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(points.len())).collect();
+            cuts.sort_unstable();
+            cuts.push(points.len());
+            let mut merged = BatchScan::with_cache_slots(Windows::default(), T, 1, 1);
+            let mut from = 0;
+            for cut in cuts {
+                let mut piece = BatchScan::with_cache_slots(Windows::default(), T, 1, 1);
+                feed(&mut piece, &points[from..cut]);
+                merged.merge(piece);
+                from = cut;
+            }
+            let baseline = |scan: &BatchScan| {
+                let mut keys = Vec::new();
+                scan.for_each_baseline_key(|c, n, i| keys.push((c.to_string(), n.to_string(), i.to_string())));
+                keys
+            };
+            proptest::prop_assert_eq!(merged.keys(), whole.keys());
+            proptest::prop_assert_eq!(baseline(&merged), baseline(&whole));
+            proptest::prop_assert_eq!(merged.finish(), whole.finish());
+        }
+    }
+
+    /// Host, cluster, node, image (indices), time offset, `host.name`, pod.
+    type TestPoint = (usize, usize, usize, usize, i64, Option<usize>, usize);
+
+    /// Times around the windows, and far from them.
+    fn prop_time() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            // Equal times, so that which evidence is the first one's matters.
+            6 => prop::sample::select(vec![-10i64, -20, -3_000, -31 * 86_400]),
+            8 => -40i64 * 86_400..10,
+            1 => Just(i64::MIN),
+            1 => Just(-200 * 365 * 86_400i64),
+            1 => -4_000i64..-3_000,
+        ]
+    }
+
+    #[test]
+    fn a_merge_sums_counts_past_the_compact_range() {
+        let mut a = BatchScan::new(Windows::default(), T);
+        a.observe(key("i"), T - 10, None);
+        a.entries[0].count += MAX_COMPACT_COUNT - 1;
+        let mut b = BatchScan::new(Windows::default(), T);
+        b.observe(key("i"), T - 5, Some("vm"));
+        b.observe(key("i"), T - 20, None);
+        a.merge(b);
+        let d = a.finish();
+        assert_eq!(d[0].count, u64::from(MAX_COMPACT_COUNT) + 2);
+        assert_eq!((d[0].first_seen, d[0].last_seen), (T - 20, T - 5));
+        assert_eq!(d[0].host_name.as_deref(), Some("vm"));
     }
 
     #[test]

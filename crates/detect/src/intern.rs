@@ -79,7 +79,6 @@ impl Interner {
     }
 
     /// Distinct strings so far.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.bounds.len() - 1
     }

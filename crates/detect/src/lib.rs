@@ -2,6 +2,8 @@
 //!
 //! - [`batch`]: contract section 3, what one run of the seed search at time T reports.
 //! - [`episode`]: contract section 4, the same rule in real time, one point at a time.
+//! - [`pipeline`]: a batch evaluation fed a few points behind, so that key lookups do not
+//!   wait for memory.
 //!
 //! Both produce a [`Detection`]: a key and the evidence for it. Turning that into a
 //! finding (ids, risk, JSON) is the job of `unseen-findings`.
@@ -9,12 +11,14 @@
 pub mod batch;
 pub mod episode;
 mod intern;
+pub mod pipeline;
 
 use unseen_model::{OwnedContext, UnixSecs};
 use unseen_normalize::Key;
 
-pub use batch::{BatchScan, Placement};
+pub use batch::{BaselineKey, BatchScan, Placement};
 pub use episode::{step, Episode, KeyState, Step};
+pub use pipeline::{Pipelined, Sighting};
 
 /// A key the rule reports, with its evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! history gives the same findings and incidents everywhere.
 
 use serde::{Deserialize, Serialize};
-use unseen_detect::{Detection, Episode};
+use unseen_detect::{BaselineKey, Detection, Episode};
 use unseen_model::{OwnedContext, Rule, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyMode};
 
@@ -237,13 +237,18 @@ impl Decider<'_> {
     /// a caller that walks the baseline keys feeds them here one by one (the index keeps
     /// an entry per distinct image, cluster image, registry and node, not per key).
     pub fn know_baseline(&self, state: &mut TriageState, cluster: &str, node: &str, image: &str) {
+        self.know_baseline_key(state, &BaselineKey::whole(cluster, node, image));
+    }
+
+    /// [`Decider::know_baseline`] for a key whose marks say which of its entries to index
+    /// (`BatchScan::for_each_baseline_key_marked`: not those an earlier key made, nor those
+    /// no finding reads).
+    pub fn know_baseline_key(&self, state: &mut TriageState, key: &BaselineKey<'_>) {
         // Known from the baseline window, which ends R before T: every finding's first
         // point is within the gap of it.
         let recent = i64::try_from(self.windows.recent).unwrap_or(i64::MAX);
         let baseline_end = self.now.saturating_sub(recent).saturating_sub(1);
-        state
-            .index
-            .know(cluster, node, image, baseline_end, &self.windows);
+        state.index.know_again(key, baseline_end, &self.windows);
     }
 
     /// [`Decider::batch`] with what the baseline knew already in `state` (made with

@@ -23,7 +23,7 @@ use std::hash::{Hash, Hasher};
 use hashbrown::{Equivalent, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use unseen_detect::KeyState;
+use unseen_detect::{BaselineKey, KeyState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::image::registry_of;
 use unseen_normalize::lookalike::look_alike;
@@ -386,13 +386,35 @@ impl Index {
     /// Marks (cluster, node, image) as known at `t` without reading it first: what a batch
     /// run knows from its baseline window.
     pub fn know(&mut self, cluster: &str, node: &str, image: &str, t: UnixSecs, w: &Windows) {
+        self.know_again(&BaselineKey::whole(cluster, node, image), t, w);
+    }
+
+    /// [`Index::know`] of the entries of the key that its marks say to index: a scan's
+    /// baseline leaves out the entries an earlier key made already (at the same `t`, they
+    /// would not change) and those no finding reads
+    /// (`BatchScan::for_each_baseline_key_marked`).
+    pub fn know_again(&mut self, key: &BaselineKey<'_>, t: UnixSecs, w: &Windows) {
+        let BaselineKey {
+            cluster,
+            node,
+            image,
+            index_image,
+            index_node,
+            index_cluster_image,
+        } = *key;
         // Without a `Key` to build: this runs once per baseline key of a scan.
-        self.bump(IndexKind::ClusterImage, cluster, image, t, w);
-        self.bump(IndexKind::Image, image, "", t, w);
-        if let Some(registry) = registry_of(image) {
-            self.bump(IndexKind::Registry, registry, "", t, w);
+        if index_cluster_image {
+            self.bump(IndexKind::ClusterImage, cluster, image, t, w);
         }
-        self.bump(IndexKind::Node, cluster, node, t, w);
+        if index_image {
+            self.bump(IndexKind::Image, image, "", t, w);
+            if let Some(registry) = registry_of(image) {
+                self.bump(IndexKind::Registry, registry, "", t, w);
+            }
+        }
+        if index_node {
+            self.bump(IndexKind::Node, cluster, node, t, w);
+        }
     }
 
     fn bump(&mut self, kind: IndexKind, a: &str, b: &str, t: UnixSecs, windows: &Windows) {

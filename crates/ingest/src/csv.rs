@@ -26,9 +26,9 @@
 //! `max_record_bytes` is skipped, read through without being kept. Buffers are reused
 //! from row to row; memory is the read buffer plus one row.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 
-use unseen_model::{attr, Dims, PointRef};
+use unseen_model::{attr, same_bytes, Dims, PointRef};
 
 use crate::otlp::{self, ATTRS, KEY_SLOTS};
 use crate::sink::{self, Fatal, Sink};
@@ -62,28 +62,52 @@ pub(crate) fn read_with<V: Visitor>(
     plain: bool,
     read_buffer: usize,
 ) -> Result<(), Fatal> {
-    let max = sink.limits.max_record_bytes;
-    let mut rows = Rows::new(reader, max);
+    let mut rows = Rows::new(reader, sink.limits.max_record_bytes);
     rows.plain = plain;
     // Room for what `Rows::next` reads before the header.
     rows.read_buffer = read_buffer.max(4);
-    let columns = match rows.next()? {
-        Row::End => {
-            return Err(Fatal::Unusable(
-                "no header row: a CSV export starts with a header that names its columns, `_time` among them"
-                    .to_string(),
-            ))
-        }
-        Row::TooLong { size, .. } => {
-            return Err(Fatal::Unusable(format!(
-                "the header row is {size} bytes, over the limit of {max} bytes (limits.max_record_bytes)"
-            )))
-        }
-        Row::Fields { .. } => Columns::new((0..rows.field_count()).map(|index| rows.field(index)))?,
-    };
+    let columns = header(&mut rows)?;
+    read_rows(&mut rows, &columns, sink, u64::MAX)?;
+    Ok(())
+}
+
+/// The header row: where the columns are. A missing header or `_time` column is fatal.
+fn header(rows: &mut Rows<'_>) -> Result<Columns, Fatal> {
+    let max = rows.max;
+    match rows.next()? {
+        Row::End => Err(Fatal::Unusable(
+            "no header row: a CSV export starts with a header that names its columns, `_time` among them"
+                .to_string(),
+        )),
+        Row::TooLong { size, .. } => Err(Fatal::Unusable(format!(
+            "the header row is {size} bytes, over the limit of {max} bytes (limits.max_record_bytes)"
+        ))),
+        Row::Fields { .. } => Columns::new((0..rows.field_count()).map(|index| rows.field(index))),
+    }
+}
+
+/// Reads rows until the input ends or the next row starts at or after byte `until` of the
+/// input; returns where that row starts (the input's length at its end).
+fn read_rows<V: Visitor>(
+    rows: &mut Rows<'_>,
+    columns: &Columns,
+    sink: &mut Sink<'_, V>,
+    until: u64,
+) -> Result<u64, Fatal> {
+    let max = rows.max;
     loop {
+        if until != u64::MAX {
+            let start = rows.row_start()?;
+            if start >= until {
+                return Ok(start);
+            }
+        }
+        if rows.plain && rows.started && rows.plain_batch(BATCH, until) > 0 {
+            emit_batch(rows, columns, sink);
+            continue;
+        }
         match rows.next()? {
-            Row::End => return Ok(()),
+            Row::End => return Ok(rows.offset()),
             Row::TooLong { line, size } => {
                 sink.record();
                 sink.issue(
@@ -95,10 +119,72 @@ pub(crate) fn read_with<V: Visitor>(
             }
             Row::Fields { line } => {
                 sink.record();
-                row(&columns, &rows, Position::Line(line), sink);
+                emit(columns, &*rows, Position::Line(line), sink);
             }
         }
     }
+}
+
+/// The header of a CSV held in memory, for reading its rows in ranges ([`read_range`]).
+pub(crate) struct Header {
+    columns: Columns,
+    /// Where the header's reading stopped: the rows start here, after blank lines.
+    pub(crate) end: u64,
+    /// The `\n`s up to `end`.
+    pub(crate) newlines: u64,
+}
+
+/// Reads the header of the input `reader` reads from its start, with the same errors as
+/// [`read`].
+pub(crate) fn read_header(reader: &mut dyn Read, limits: crate::Limits) -> Result<Header, Fatal> {
+    let mut rows = Rows::new(reader, limits.max_record_bytes);
+    let columns = header(&mut rows)?;
+    Ok(Header {
+        columns,
+        end: rows.offset(),
+        newlines: rows.newlines,
+    })
+}
+
+/// Where one range of rows ([`read_range`]) started and stopped, as offsets into the
+/// whole input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RangeEnd {
+    /// Where its first row starts (after blank lines): the range read the same rows as a
+    /// reading of the whole input only if this is where the range before it stopped.
+    pub(crate) first_row: u64,
+    /// Where the row after its last starts (the input's length at its end).
+    pub(crate) end: u64,
+    /// The `\n`s from where it started to `first_row`.
+    pub(crate) lead: u64,
+    /// The `\n`s from where it started to `end`. Lines in its issues count from where it
+    /// started.
+    pub(crate) newlines: u64,
+}
+
+/// Reads the rows of the input from byte `from` (just after a `\n`, or the header's end),
+/// which `reader` reads from, until one starts at or after byte `until`, as a reading of
+/// the whole input would if a row started at `first_row` (see [`RangeEnd`]). Lines in
+/// issues count from `from`.
+pub(crate) fn read_range<V: Visitor>(
+    reader: &mut dyn Read,
+    header: &Header,
+    from: u64,
+    until: u64,
+    sink: &mut Sink<'_, V>,
+) -> Result<RangeEnd, Fatal> {
+    let mut rows = Rows::new(reader, sink.limits.max_record_bytes);
+    rows.consumed = from;
+    rows.after_header();
+    let first_row = rows.row_start()?;
+    let lead = rows.newlines;
+    let end = read_rows(&mut rows, &header.columns, sink, until)?;
+    Ok(RangeEnd {
+        first_row,
+        end,
+        lead,
+        newlines: rows.newlines,
+    })
 }
 
 /// Where the columns the rule reads are.
@@ -155,35 +241,154 @@ impl Columns {
     }
 }
 
-/// Checks one row and hands on its point.
+/// The fields of one row, wherever they are: split in place (a plain row, [`PlainRow`]) or
+/// copied out by `csv-core` (the current row of [`Rows`]).
+trait Fields<'b>: Copy {
+    fn count(&self) -> usize;
+    fn field(&self, index: usize) -> &'b [u8];
+    /// Fields `first` to `last` as one text, when the row is plain and those bytes are all
+    /// UTF-8, with where the text starts in the read buffer.
+    fn text(&self, first: usize, last: usize) -> Option<(&'b str, usize)>;
+    /// Field `index` as a slice of a [`Fields::text`] that covers it.
+    fn field_text(&self, text: Option<(&'b str, usize)>, index: usize) -> Option<&'b str>;
+}
+
+impl<'b> Fields<'b> for &'b Rows<'_> {
+    fn count(&self) -> usize {
+        self.field_count()
+    }
+
+    #[inline]
+    fn field(&self, index: usize) -> &'b [u8] {
+        Rows::field(self, index)
+    }
+
+    #[inline]
+    fn text(&self, first: usize, last: usize) -> Option<(&'b str, usize)> {
+        self.plain()?.text(first, last)
+    }
+
+    #[inline]
+    fn field_text(&self, text: Option<(&'b str, usize)>, index: usize) -> Option<&'b str> {
+        self.plain()?.field_text(text, index)
+    }
+}
+
+/// A plain row where it lies in the read buffer: each field ends at a comma or at the
+/// row's end, at `ends`.
+#[derive(Debug, Clone, Copy)]
+struct PlainRow<'b> {
+    buf: &'b [u8],
+    start: usize,
+    ends: &'b [usize],
+    /// Every byte of the row is ASCII (checked while splitting it).
+    ascii: bool,
+}
+
+impl PlainRow<'_> {
+    /// Where field `index` is in `buf`.
+    #[inline]
+    fn span(&self, index: usize) -> (usize, usize) {
+        let start = match index {
+            0 => self.start,
+            _ => self.ends.get(index - 1).map_or(self.start, |e| e + 1),
+        };
+        (start, self.ends.get(index).copied().unwrap_or(start))
+    }
+}
+
+impl<'b> Fields<'b> for PlainRow<'b> {
+    fn count(&self) -> usize {
+        self.ends.len()
+    }
+
+    #[inline]
+    fn field(&self, index: usize) -> &'b [u8] {
+        let (start, end) = self.span(index);
+        self.buf.get(start..end).unwrap_or_default()
+    }
+
+    #[inline]
+    fn text(&self, first: usize, last: usize) -> Option<(&'b str, usize)> {
+        let (start, _) = self.span(first);
+        let (_, end) = self.span(last);
+        let bytes = self.buf.get(start..end)?;
+        let text = if self.ascii {
+            debug_assert!(bytes.is_ascii(), "split_row said the row is ASCII");
+            // SAFETY: `ascii` says that `split_row` found every byte of this row ASCII
+            // (and ASCII is UTF-8). `bytes` is part of the row: the spans come from its
+            // commas and its end. The row's bytes have not changed since: a `PlainRow`
+            // borrows the buffer, which changes only in `Rows::refill` (through `&mut`).
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        } else {
+            std::str::from_utf8(bytes).ok()?
+        };
+        Some((text, start))
+    }
+
+    #[inline]
+    fn field_text(&self, text: Option<(&'b str, usize)>, index: usize) -> Option<&'b str> {
+        let (text, at) = text?;
+        let (start, end) = self.span(index);
+        // Fields start and end at ASCII commas: always on character boundaries.
+        text.get(start.checked_sub(at)?..end.checked_sub(at)?)
+    }
+}
+
+/// What one row was, besides its point.
+enum RowRead {
+    /// A `k8s.container.ready` point, handed to `point`.
+    Point,
+    /// A point of another metric.
+    Other,
+    Issue(IssueKind, String),
+}
+
+/// Reads a row read alone, and hands on what it was.
 #[inline]
-fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink: &mut Sink<'_, V>) {
-    let count = rows.field_count();
+fn emit<'b, V: Visitor>(
+    columns: &Columns,
+    fields: impl Fields<'b>,
+    position: Position,
+    sink: &mut Sink<'_, V>,
+) {
+    let limit = sink.limits.max_dimension_bytes;
+    match row(columns, fields, limit, |point| sink.point(point)) {
+        RowRead::Point => {}
+        RowRead::Other => sink.other_points(1),
+        RowRead::Issue(kind, message) => sink.issue(kind, position, None, message),
+    }
+}
+
+/// Checks one row: its point goes to `point` (built where it is kept, not moved there),
+/// or it says what else the row was.
+#[inline]
+fn row<'b>(
+    columns: &Columns,
+    fields: impl Fields<'b>,
+    limit: usize,
+    point: impl FnOnce(PointRef<'b>),
+) -> RowRead {
+    let count = fields.count();
     if count != columns.count {
-        sink.issue(
+        return RowRead::Issue(
             IssueKind::MalformedRecord,
-            position,
-            None,
             format!("row has {count} fields, the header has {}", columns.count),
         );
-        return;
     }
     if let Some(index) = columns.metric_name {
-        if rows.field(index) != attr::READY_METRIC.as_bytes() {
-            sink.other_points(1);
-            return;
+        if !same_bytes(fields.field(index), attr::READY_METRIC.as_bytes()) {
+            return RowRead::Other;
         }
     }
     // The message names the column already; a field path would only repeat it.
-    let point_issue = |sink: &mut Sink<'_, V>, message: String| {
-        sink.issue(IssueKind::MalformedPoint, position, None, message);
-    };
-    let cell = rows.field(columns.time);
+    let point_issue = |message: String| RowRead::Issue(IssueKind::MalformedPoint, message);
+    let cell = fields.field(columns.time);
     let time_unix_nano = match plain_nanos(cell) {
         Some(nanos) => nanos,
         None => match time(cell) {
             Ok(nanos) => nanos,
-            Err(message) => return point_issue(sink, message),
+            Err(message) => return point_issue(message),
         },
     };
     // Validating the cells from the first dimension to the last at once is cheaper than
@@ -191,16 +396,15 @@ fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink:
     // not read), each cell is checked alone.
     let text = columns
         .dims_span
-        .and_then(|(first, last)| rows.text(first, last));
-    let limit = sink.limits.max_dimension_bytes;
+        .and_then(|(first, last)| fields.text(first, last));
     let mut dims = Dims::default();
     for &(slot, index) in &columns.dims {
         let key = slot < KEY_SLOTS;
-        let text = match rows.field_text(text, index) {
+        let text = match fields.field_text(text, index) {
             Some(text) => text,
-            None => match std::str::from_utf8(rows.field(index)) {
+            None => match std::str::from_utf8(fields.field(index)) {
                 Ok(text) => text,
-                Err(_) if key => return point_issue(sink, otlp::bad_utf8("column", ATTRS[slot])),
+                Err(_) if key => return point_issue(otlp::bad_utf8("column", ATTRS[slot])),
                 // Evidence that is not UTF-8 is absent.
                 Err(_) => continue,
             },
@@ -213,16 +417,57 @@ fn row<V: Visitor>(columns: &Columns, rows: &Rows<'_>, position: Position, sink:
                 continue; // evidence over the limit is absent
             }
             if let Err(message) = otlp::check_dimension("column", ATTRS[slot], text, limit) {
-                return point_issue(sink, message);
+                return point_issue(message);
             }
         }
         // By slot, not through `Dims::set`, which matches the key's text.
         otlp::set(&mut dims, slot, Some(text));
     }
-    sink.point(PointRef {
+    point(PointRef {
         time_unix_nano,
         dims,
     });
+    RowRead::Point
+}
+
+/// Rows split at once, at most: enough points for the visitor to work on several at a
+/// time ([`Visitor::points`]), few enough to stay in the cache.
+const BATCH: usize = 64;
+
+/// Hands on the rows of [`Rows::plain_batch`]: their points together, in order, except
+/// where a row has an issue, which comes after the points before it.
+fn emit_batch<V: Visitor>(rows: &Rows<'_>, columns: &Columns, sink: &mut Sink<'_, V>) {
+    let limit = sink.limits.max_dimension_bytes;
+    let mut points: Vec<PointRef<'_>> = Vec::with_capacity(rows.batch.len());
+    for batched in &rows.batch {
+        sink.record();
+        let position = Position::Line(batched.line);
+        let read = match batched.row {
+            Batched::TooLong(size) => RowRead::Issue(
+                IssueKind::MalformedRecord,
+                sink::too_long("row", size, rows.max),
+            ),
+            Batched::Fields { start, ends, ascii } => {
+                let fields = PlainRow {
+                    buf: &rows.buf,
+                    start,
+                    ends: &rows.batch_ends[ends.0..ends.1],
+                    ascii,
+                };
+                row(columns, fields, limit, |point| points.push(point))
+            }
+        };
+        match read {
+            RowRead::Point => {}
+            RowRead::Other => sink.other_points(1),
+            RowRead::Issue(kind, message) => {
+                sink.points(&points);
+                points.clear();
+                sink.issue(kind, position, None, message);
+            }
+        }
+    }
+    sink.points(&points);
 }
 
 /// `_time` as nanoseconds for the common cells ([`plain_seconds`] in range): what [`time`]
@@ -294,7 +539,7 @@ fn plain_seconds(cell: &[u8]) -> Option<u64> {
 
 /// Bounded incremental CSV reading over our own read buffer.
 pub(crate) struct Rows<'r> {
-    reader: &'r mut dyn BufRead,
+    reader: &'r mut dyn Read,
     core: csv_core::Reader,
     max: usize,
     /// Split plain rows in place (see the module docs); off only to test the other path.
@@ -322,6 +567,30 @@ pub(crate) struct Rows<'r> {
     fields: usize,
     /// `\n`s consumed so far: the line of the next byte is `newlines + 1`.
     newlines: u64,
+    /// Input bytes before `buf[0]` (and before the reader's first byte, for a range).
+    consumed: u64,
+    /// Rows split by [`Rows::plain_batch`], and the ends of their fields.
+    batch: Vec<BatchedRow>,
+    batch_ends: Vec<usize>,
+}
+
+/// A row of a batch ([`Rows::plain_batch`]).
+#[derive(Debug, Clone, Copy)]
+struct BatchedRow {
+    line: u64,
+    row: Batched,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Batched {
+    /// Over the size limit: its size.
+    TooLong(u64),
+    /// Its fields start at `start` in `buf` and end at `batch_ends[ends.0..ends.1]`.
+    Fields {
+        start: usize,
+        ends: (usize, usize),
+        ascii: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,7 +609,7 @@ pub(crate) enum Row {
 }
 
 impl<'r> Rows<'r> {
-    pub(crate) fn new(reader: &'r mut dyn BufRead, max: usize) -> Self {
+    pub(crate) fn new(reader: &'r mut dyn Read, max: usize) -> Self {
         Rows {
             reader,
             core: csv_core::Reader::new(),
@@ -359,88 +628,70 @@ impl<'r> Rows<'r> {
             ends: vec![0; 32],
             fields: 0,
             newlines: 0,
+            consumed: 0,
+            batch: Vec::with_capacity(BATCH),
+            batch_ends: Vec::with_capacity(BATCH * 16),
         }
+    }
+
+    /// Where the next unread byte is in the input.
+    fn offset(&self) -> u64 {
+        self.consumed + self.pos as u64
+    }
+
+    /// Sets up a reader that starts at a row boundary after the header, as the whole
+    /// input's reader is there: plain rows are split in place, and `csv-core` has read
+    /// (so it takes no `\u{feff}` at the range's start for a BOM).
+    fn after_header(&mut self) {
+        self.started = true;
+        // A lone `\n` leaves csv-core where a row's terminator leaves it, having read.
+        let _ = self.core.read_record(b"\n", &mut [0; 1], &mut [0; 1]);
+    }
+
+    /// Skips blank lines; returns where the next row starts (the input's length at its end).
+    fn row_start(&mut self) -> io::Result<u64> {
+        // Blank lines are rare: look for them only when the next byte is not a row's.
+        let blank = |b: &u8| *b == b'\n' || *b == b'\r';
+        if self
+            .buf
+            .get(self.pos..self.end)
+            .and_then(<[u8]>::first)
+            .is_none_or(blank)
+        {
+            self.skip_blank()?;
+        }
+        Ok(self.offset())
     }
 
     pub(crate) fn field_count(&self) -> usize {
         self.fields
     }
 
+    /// The current row, when it is plain: its fields where they lie in `buf`.
+    #[inline]
+    fn plain(&self) -> Option<PlainRow<'_>> {
+        let FieldsIn::Buf { start, ascii } = self.from else {
+            return None;
+        };
+        Some(PlainRow {
+            buf: &self.buf,
+            start,
+            ends: &self.plain_ends,
+            ascii,
+        })
+    }
+
     #[inline]
     pub(crate) fn field(&self, index: usize) -> &[u8] {
-        match self.from {
-            FieldsIn::Buf {
-                start: row_start, ..
-            } => {
-                let start = match index {
-                    0 => row_start,
-                    _ => self.plain_ends.get(index - 1).map_or(row_start, |e| e + 1),
-                };
-                let end = self.plain_ends.get(index).copied().unwrap_or(start);
-                self.buf.get(start..end).unwrap_or_default()
-            }
-            FieldsIn::Out => {
-                let start = match index {
-                    0 => 0,
-                    _ => self.ends.get(index - 1).copied().unwrap_or(0),
-                };
-                let end = self.ends.get(index).copied().unwrap_or(start);
-                self.out.get(start..end).unwrap_or_default()
-            }
+        if let Some(row) = self.plain() {
+            return row.field(index);
         }
-    }
-
-    /// Where field `index` of a plain row starting at `row_start` is in `buf`.
-    #[inline]
-    fn plain_span(&self, row_start: usize, index: usize) -> (usize, usize) {
         let start = match index {
-            0 => row_start,
-            _ => self.plain_ends.get(index - 1).map_or(row_start, |e| e + 1),
+            0 => 0,
+            _ => self.ends.get(index - 1).copied().unwrap_or(0),
         };
-        (start, self.plain_ends.get(index).copied().unwrap_or(start))
-    }
-
-    /// Fields `first` to `last` of the current row as one text, when the row is plain
-    /// and those bytes are all UTF-8, with where the text starts in the read buffer.
-    #[inline]
-    fn text(&self, first: usize, last: usize) -> Option<(&str, usize)> {
-        let FieldsIn::Buf {
-            start: row_start,
-            ascii,
-        } = self.from
-        else {
-            return None;
-        };
-        let (start, _) = self.plain_span(row_start, first);
-        let (_, end) = self.plain_span(row_start, last);
-        let bytes = self.buf.get(start..end)?;
-        let text = if ascii {
-            debug_assert!(bytes.is_ascii(), "split_row said the row is ASCII");
-            // SAFETY: `ascii` says that `split_row` found every byte of this row ASCII
-            // (and ASCII is UTF-8). `bytes` is part of the row: the spans come from its
-            // commas and its end. The row's bytes have not changed since: `buf` changes
-            // only in `refill`, called only from `next` (through `&mut self`), which
-            // first sets `from` to `Out` and sets it to `Buf` only with a new split.
-            unsafe { std::str::from_utf8_unchecked(bytes) }
-        } else {
-            std::str::from_utf8(bytes).ok()?
-        };
-        Some((text, start))
-    }
-
-    /// Field `index` as a slice of a [`Rows::text`] that covers it.
-    #[inline]
-    fn field_text<'t>(&self, text: Option<(&'t str, usize)>, index: usize) -> Option<&'t str> {
-        let (text, at) = text?;
-        let FieldsIn::Buf {
-            start: row_start, ..
-        } = self.from
-        else {
-            return None;
-        };
-        let (start, end) = self.plain_span(row_start, index);
-        // Fields start and end at ASCII commas: always on character boundaries.
-        text.get(start.checked_sub(at)?..end.checked_sub(at)?)
+        let end = self.ends.get(index).copied().unwrap_or(start);
+        self.out.get(start..end).unwrap_or_default()
     }
 
     /// Reads more input after what is unread, moving the unread bytes to the front first.
@@ -454,6 +705,7 @@ impl<'r> Rows<'r> {
             self.buf = vec![0; self.read_buffer];
         }
         if self.pos > 0 {
+            self.consumed += self.pos as u64;
             self.buf.copy_within(self.pos..self.end, 0);
             self.end -= self.pos;
             self.pos = 0;
@@ -507,16 +759,7 @@ impl<'r> Rows<'r> {
         // No fields until a row is read (`Rows::text` relies on it: see there).
         self.from = FieldsIn::Out;
         self.fields = 0;
-        // Blank lines are rare: look for them only when the next byte is not a row's.
-        let blank = |b: &u8| *b == b'\n' || *b == b'\r';
-        if self
-            .buf
-            .get(self.pos..self.end)
-            .and_then(<[u8]>::first)
-            .is_none_or(blank)
-        {
-            self.skip_blank()?;
-        }
+        self.row_start()?;
         if self.plain && self.started {
             if let Some(row) = self.plain_row()? {
                 return Ok(row);
@@ -528,6 +771,61 @@ impl<'r> Rows<'r> {
             while self.end - self.pos < 4 && self.refill()? {}
         }
         self.core_row()
+    }
+
+    /// Splits the plain rows that lie whole in the buffer from the next one on, up to `max`
+    /// of them and none starting at or after byte `until` of the input, into `batch`: rows
+    /// whose points the visitor gets together. Stops at a row that is not plain, a blank
+    /// line, or the end of what is buffered, without reading: [`Rows::next`] takes it from
+    /// there. Returns how many rows it split. What each row says is what [`Rows::next`]
+    /// would have said of it.
+    fn plain_batch(&mut self, max: usize, until: u64) -> usize {
+        self.batch.clear();
+        self.batch_ends.clear();
+        self.from = FieldsIn::Out;
+        self.fields = 0;
+        while self.batch.len() < max {
+            let start = self.pos;
+            if start >= self.end
+                || self.consumed + start as u64 >= until
+                || matches!(self.buf[start], b'\n' | b'\r')
+            {
+                break;
+            }
+            let mark = self.batch_ends.len();
+            let Some(Split { newline, ascii }) =
+                split_row(&self.buf[..self.end], start, &mut self.batch_ends)
+            else {
+                self.batch_ends.truncate(mark);
+                break;
+            };
+            // `start` is not a `\n`: the row has a byte before its `\n`.
+            let content_end = match self.buf[newline - 1] {
+                b'\r' => newline - 1,
+                _ => newline,
+            };
+            if next_special(&mut self.special_at, &self.buf, start, self.end) < content_end {
+                self.batch_ends.truncate(mark);
+                break;
+            }
+            self.pos = newline + 1;
+            self.newlines += 1;
+            let line = self.newlines;
+            let size = content_end - start;
+            let row = if size > self.max {
+                self.batch_ends.truncate(mark);
+                Batched::TooLong(size as u64)
+            } else {
+                self.batch_ends.push(content_end);
+                Batched::Fields {
+                    start,
+                    ends: (mark, self.batch_ends.len()),
+                    ascii,
+                }
+            };
+            self.batch.push(BatchedRow { line, row });
+        }
+        self.batch.len()
     }
 
     /// The next row, if it is plain (see the module docs); `None` leaves the input as it

@@ -32,9 +32,11 @@ mod proto;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sink;
+mod split;
 mod yaml;
 
 pub use detect::detect_format;
+pub use split::{read_split, Part, Positioned, MIN_RANGE_BYTES};
 
 /// Input formats. `Auto` detects from the first bytes (after gzip is removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,17 @@ impl fmt::Display for Issue {
 /// Receives what a decoder finds, in input order.
 pub trait Visitor {
     fn point(&mut self, point: PointRef<'_>);
+
+    /// Several points at once, in input order, all still readable: a visitor can start
+    /// the work of the later ones (fetching what they will look up) before finishing the
+    /// first. The CSV decoder hands on its plain rows this way; the default takes them one
+    /// by one.
+    fn points(&mut self, points: &[PointRef<'_>]) {
+        for &point in points {
+            self.point(point);
+        }
+    }
+
     fn issue(&mut self, issue: Issue);
 }
 
@@ -376,16 +389,22 @@ fn finish<V: Visitor>(
     result: Result<(), sink::Fatal>,
     sink: &sink::Sink<'_, V>,
 ) -> Result<(Format, SourceStats), SourceError> {
-    let io_error = |error| SourceError::Io {
-        source_name: source_name.to_string(),
-        error,
-    };
     match result {
         Ok(()) => Ok((format, sink.stats())),
-        Err(sink::Fatal::Io(error)) => Err(io_error(error)),
-        Err(sink::Fatal::Unusable(message)) => Err(SourceError::Unusable {
+        Err(fatal) => Err(fatal_error(source_name, fatal)),
+    }
+}
+
+/// The error of a source whose decoding stopped.
+fn fatal_error(source_name: &str, fatal: sink::Fatal) -> SourceError {
+    match fatal {
+        sink::Fatal::Io(error) => SourceError::Io {
+            source_name: source_name.to_string(),
+            error,
+        },
+        sink::Fatal::Unusable(message) => SourceError::Unusable {
             source_name: source_name.to_string(),
             message,
-        }),
+        },
     }
 }

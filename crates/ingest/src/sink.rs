@@ -62,6 +62,15 @@ impl<'s, V: Visitor> Sink<'s, V> {
         self.visitor.point(point);
     }
 
+    /// Points that passed every check, in input order, handed on together.
+    #[inline]
+    pub(crate) fn points(&mut self, points: &[PointRef<'_>]) {
+        if !points.is_empty() {
+            self.stats.ready_points += points.len() as u64;
+            self.visitor.points(points);
+        }
+    }
+
     /// Reports an issue. `field` is built only here, on the rare bad path.
     pub(crate) fn issue(
         &mut self,

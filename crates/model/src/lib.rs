@@ -4,9 +4,12 @@
 //! argument, so the same code serves `scan` (now = `--at`) and `serve` (now = the
 //! wall clock) and stays testable.
 
+mod bytes;
 mod duration;
 mod rule;
 mod time;
+
+pub use bytes::same_bytes;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use rule::{Rule, Windows, WindowsError, SEED_RULE};

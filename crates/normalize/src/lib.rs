@@ -165,6 +165,15 @@ pub fn key_of_memo<'a>(
     key_with(dims, mode, |name, tag| memo.canonical(name, tag))
 }
 
+/// [`key_of`] with the image name as the point gave it, not yet canonical: the same
+/// checks and drops. `image::canonical` (or a memo's) of the image and the point's
+/// `container.image.tag` completes it in default mode; strict mode takes it as it is. For
+/// callers that canonicalize later (`unseen_detect::Pipelined`, which first fetches the
+/// memo's slot from memory).
+pub fn key_of_raw<'a>(dims: &Dims<'a>, mode: &'a KeyMode) -> Result<KeyRef<'a>, DropReason> {
+    key_with(dims, mode, |name, _| Cow::Borrowed(name))
+}
+
 fn key_with<'a>(
     dims: &Dims<'a>,
     mode: &'a KeyMode,

@@ -31,3 +31,5 @@ pub fn quick_hash_from(h: u64, bytes: &[u8]) -> u64 {
     let h = (h ^ h >> 32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^ h >> 29
 }
+
+pub use unseen_model::same_bytes;

@@ -250,6 +250,19 @@ proptest! {
         check(&data, limits, buffer, chunk)?;
     }
 
+    /// A CSV read in ranges cut anywhere (in quoted fields, in CRLFs, in blank lines, past
+    /// the end) says what the whole reading says: the same points in the same order, the
+    /// same issues at the same lines, the same counts, the same fatal error.
+    #[test]
+    fn ranges_read_what_the_whole_reads(
+        data in csv_file(),
+        limits in limits(),
+        cuts in prop::collection::vec(0usize..400, 0..6),
+        keep in prop_oneof![Just(usize::MAX), 0usize..3],
+    ) {
+        check_ranges(&data, limits, &cuts, keep)?;
+    }
+
     #[test]
     fn plain_seconds_agree_with_parse_time(
         cell in prop_oneof!["[0-9.+ -]{0,22}", "[0-9]{0,21}(\\.[0-9]{0,3})?", "[0-9/:;]{6,12}"]
@@ -291,6 +304,106 @@ proptest! {
             prop_assert_eq!(split.ascii, bytes[from..stop].is_ascii());
         }
         prop_assert_eq!(commas, expected);
+    }
+}
+
+fn check_ranges(
+    data: &[u8],
+    limits: Limits,
+    cuts: &[usize],
+    keep: usize,
+) -> Result<(), TestCaseError> {
+    let mut whole = Seen::default();
+    let expected = crate::read_bytes("src", data, crate::Format::Csv, limits, &mut whole)
+        .map(|(_, stats)| stats)
+        .map_err(|e| e.to_string());
+    let cuts: Vec<u64> = cuts.iter().map(|&c| c as u64).collect();
+    let got = crate::split::read_split_at(
+        "src",
+        data,
+        crate::Format::Csv,
+        limits,
+        &cuts,
+        keep,
+        &|| Seen::default(),
+    );
+    let parts = match (got, expected) {
+        (Err(got), Err(expected)) => {
+            prop_assert_eq!(got.to_string(), expected);
+            return Ok(());
+        }
+        (Ok((_, parts)), Ok(expected)) => {
+            let mut stats = SourceStats::default();
+            for part in &parts {
+                stats.records += part.stats.records;
+                stats.ready_points += part.stats.ready_points;
+                stats.other_points += part.stats.other_points;
+                stats.malformed_records += part.stats.malformed_records;
+                stats.malformed_points += part.stats.malformed_points;
+            }
+            prop_assert_eq!(stats, expected);
+            parts
+        }
+        (got, expected) => {
+            prop_assert!(false, "split: {:?}, whole: {:?}", got.map(|_| ()), expected);
+            unreachable!()
+        }
+    };
+    let points: Vec<_> = parts
+        .iter()
+        .flat_map(|p| p.visitor.points.clone())
+        .collect();
+    prop_assert_eq!(
+        &points,
+        &whole.points,
+        "input: {:?}",
+        String::from_utf8_lossy(data)
+    );
+    // Issues never reach the parts' visitors; the held ones, replayed in order, are the
+    // whole reading's first ones.
+    prop_assert!(parts.iter().all(|p| p.visitor.issues.is_empty()));
+    let held: Vec<_> = parts.iter().flat_map(|p| p.issues.clone()).collect();
+    let all = held.len() as u64 + parts.iter().map(|p| p.more_issues).sum::<u64>();
+    prop_assert_eq!(all, whole.issues.len() as u64);
+    let shown = whole.issues.len().min(keep);
+    prop_assert_eq!(&held[..shown.min(held.len())], &whole.issues[..shown]);
+    Ok(())
+}
+
+#[test]
+fn ranges_of_a_large_export() {
+    // Rows of every kind, quoted line breaks among them, cut at every few hundred bytes.
+    let mut data =
+        b"\xef\xbb\xbf_time,metric_name,k8s.node.name,container.image.name\r\n\n".to_vec();
+    for i in 0..2_000u32 {
+        let row = match i % 6 {
+            0 => format!(
+                "{},k8s.container.ready,node-{},img-{}\n",
+                1_700_000_000 + i,
+                i % 7,
+                i % 13
+            ),
+            1 => format!(
+                "{},k8s.container.ready,\"node,\n{}\",img\r\n",
+                1_700_000_000 + i,
+                i % 7
+            ),
+            2 => format!("{}.5,other,node-{},img\r\n", 1_700_000_000 + i, i % 7),
+            3 => format!("\n{},k8s.container.ready,n\r,img\n", 1_700_000_000 + i),
+            4 => format!("bad,k8s.container.ready,n,img\n\n{i}\n"),
+            _ => format!(
+                "{},k8s.container.ready,,\"{}\"\n",
+                1_700_000_000 + i,
+                "\n".repeat(i as usize % 3)
+            ),
+        };
+        data.extend_from_slice(row.as_bytes());
+    }
+    for step in [97, 300, 1_000, 20_000] {
+        let cuts: Vec<usize> = (1..data.len() / step).map(|k| k * step).collect();
+        for keep in [usize::MAX, 5] {
+            check_ranges(&data, Limits::default(), &cuts, keep).unwrap();
+        }
     }
 }
 
