@@ -1,4 +1,4 @@
-//! One source in memory read on several threads: [`read_bytes_split`].
+//! One source read on several threads: [`read_split`].
 //!
 //! A CSV export is cut into ranges at row boundaries and each range is read by its own
 //! thread into its own visitor; the caller merges the visitors, in range order. Finding a
@@ -17,8 +17,8 @@
 //! per range and made absolute afterwards, so issues say the same `file:line` as a whole
 //! reading.
 //!
-//! Other formats, gzip input and small inputs are read whole, as [`crate::read_bytes`] does:
-//! one range.
+//! Other formats, gzip input and small inputs are read whole, as [`crate::read_source`]
+//! does: one range.
 
 use std::io::{self, Read};
 
