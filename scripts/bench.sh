@@ -114,9 +114,9 @@ fi
 # seen only in the last hour: the findings. Median of 3 alternating runs.
 # (Also alone: `--only scan-keys`.)
 if wanted scan || wanted scan-keys; then
-log "2b. unseen scan vs DuckDB with every thread, $((${SCAN_KEYS:-200000})) keys interleaved"
 if [ "$SMOKE" = 1 ]; then SCAN_KEYS=${SCAN_KEYS:-2000}; SCAN_TICKS=${SCAN_TICKS:-10}; else
   SCAN_KEYS=${SCAN_KEYS:-200000}; SCAN_TICKS=${SCAN_TICKS:-100}; fi
+log "2b. unseen scan vs DuckDB with every thread, $SCAN_KEYS keys interleaved"
 KEYS_CSV=$WORK/scan-keys.csv
 awk -v k="$SCAN_KEYS" -v ticks="$SCAN_TICKS" -v at="$AT" 'BEGIN {
   print "_time,metric_name,host.name,k8s.cluster.name,k8s.node.name,container.image.name,_value"
