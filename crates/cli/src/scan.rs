@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use unseen_detect::{BatchScan, Pipelined, Placement, Sighting};
 use unseen_findings::{render_table, Decider, Finding, Suppressions, TriageSettings, TriageState};
 use unseen_ingest::{
-    read_bytes, read_source, read_split, Format, Issue, IssueKind, Limits, Positioned, SourceStats,
+    read_bytes, read_head, read_source, read_split, Format, Issue, IssueKind, Limits, SourceStats,
     Visitor, MIN_RANGE_BYTES,
 };
 use unseen_model::{
@@ -247,18 +247,9 @@ fn open_input(path: &Path, format: FormatArg, map: bool, threads: usize) -> Resu
     };
     // As much as `read_source` looks at to tell the format, read where it lies: the
     // file's offset does not move, so a stream still starts at its first byte.
-    let mut head = vec![0; 64 << 10];
-    let mut n = 0;
-    while n < head.len() {
-        match Positioned::read_at(&file, &mut head[n..], n as u64) {
-            Ok(0) => break,
-            Ok(read) => n += read,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-    }
+    let head = read_head(&file).with_context(|| format!("cannot read {}", path.display()))?;
     let format = match format {
-        FormatArg::Auto => unseen_ingest::detect_format(&head[..n]),
+        FormatArg::Auto => unseen_ingest::detect_format(&head),
         format => Some(Format::from(format)),
     };
     match format {
@@ -328,8 +319,8 @@ pub struct Placements {
 /// in input order ([`RangeScan::merge`]).
 struct RangeScan<'m> {
     mode: &'m KeyMode,
-    /// The batch evaluation, fed a few points behind; it remembers the image names'
-    /// canonical forms, parsed once per name rather than per point.
+    /// The batch evaluation, fed a few points behind; its memo of canonical image names
+    /// serves the spellings it has not seen before.
     scan: Pipelined,
     drops: DropCounts,
     placements: Placements,

@@ -450,18 +450,9 @@ impl BatchScan {
         }
     }
 
-    /// The position of `key`'s entry, added if new. The key's text is hashed once and
-    /// looked up in one table; a hit is confirmed against the interned parts, which a fleet
-    /// has few of, so they stay in the cache while the keys do not.
-    #[inline]
+    /// The position of the entry of `key` (its image canonical), added if new.
     fn entry(&mut self, key: &KeyRef<'_>) -> usize {
         let hash = self.hash_key(key);
-        self.entry_hashed(key, hash)
-    }
-
-    /// [`BatchScan::entry`] with the key's hash known.
-    #[inline]
-    fn entry_hashed(&mut self, key: &KeyRef<'_>, hash: u64) -> usize {
         self.entry_raw(key, hash, None, None)
     }
 
@@ -523,7 +514,7 @@ impl BatchScan {
         };
         if *image == *key.image {
             let at = self.add(key, host_is_node);
-            self.insert(hash, at as u32);
+            self.table.insert(hash, at as u32);
             return at;
         }
         let canonical = KeyRef {
@@ -544,7 +535,7 @@ impl BatchScan {
             entry: at as u32,
             image,
         });
-        self.insert(hash, alias | ALIAS);
+        self.table.insert(hash, alias | ALIAS);
         at
     }
 
@@ -555,11 +546,6 @@ impl BatchScan {
             0 => id,
             _ => self.aliases[(id & !ALIAS) as usize].entry,
         }
-    }
-
-    /// Puts table id `id` (an entry, or an alias) in the table under `hash`.
-    fn insert(&mut self, hash: u64, id: u32) {
-        self.table.insert(hash, id);
     }
 
     /// The hash of a key's text; `host` is `None` when it is the node.

@@ -36,7 +36,7 @@ mod split;
 mod yaml;
 
 pub use detect::detect_format;
-pub use split::{read_split, Part, Positioned, MIN_RANGE_BYTES};
+pub use split::{read_head, read_split, Part, Positioned, MIN_RANGE_BYTES};
 
 /// Input formats. `Auto` detects from the first bytes (after gzip is removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

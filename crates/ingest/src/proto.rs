@@ -185,7 +185,7 @@ fn whole_frame(avail: &[u8], max: usize) -> Option<usize> {
 }
 
 /// Reads until `buf` is full or EOF; returns how many bytes were read.
-fn read_full(reader: &mut dyn BufRead, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(reader: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match reader.read(&mut buf[got..]) {

@@ -80,6 +80,21 @@ impl Positioned for std::fs::File {
     }
 }
 
+/// The first bytes of `input`, as many as format detection looks at
+/// ([`crate::detect_format`]).
+pub fn read_head<S: Positioned + ?Sized>(input: &S) -> io::Result<Vec<u8>> {
+    let mut head = vec![0; detect::HEAD];
+    let n = crate::proto::read_full(
+        &mut At {
+            source: input,
+            offset: 0,
+        },
+        &mut head,
+    )?;
+    head.truncate(n);
+    Ok(head)
+}
+
 /// A reader of a [`Positioned`] input from an offset on.
 struct At<'s, S: ?Sized> {
     source: &'s S,
@@ -165,9 +180,7 @@ where
         source: input,
         offset,
     };
-    let mut head = vec![0; detect::HEAD];
-    let n = read_full(&mut at(0), &mut head).map_err(|e| io_error(source_name, e))?;
-    head.truncate(n);
+    let head = read_head(input).map_err(|e| io_error(source_name, e))?;
     let csv = match format {
         Format::Csv => true,
         Format::Auto => detect::detect_format(&head) == Some(Format::Csv),
@@ -262,20 +275,6 @@ fn row_boundary<S: Positioned + ?Sized>(input: &S, cut: u64) -> io::Result<Optio
         }
         offset += n as u64;
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(read) => n += read,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// A visitor that passes points on and holds the first issues.

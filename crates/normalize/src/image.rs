@@ -76,8 +76,8 @@ pub fn canonical<'a>(name: &'a str, tag: Option<&str>) -> Cow<'a, str> {
 /// comparing a name with the one remembered in its slot costs a fraction of parsing it
 /// again (the parse was 7.5 % of a scan's time).
 ///
-/// Two-way set-associative by [`crate::quick_hash::quick_hash`]: a slot holding another
-/// name is a miss, so collisions cost speed, never a wrong answer. A slot holds the name's bytes
+/// Direct-mapped by [`crate::quick_hash::quick_hash`]: a slot holding another name is a
+/// miss, so collisions cost speed, never a wrong answer. A slot holds the name's bytes
 /// inline (no allocation on a miss); longer names, and names outside the fast path, are
 /// parsed every time. What the memo returns is always exactly [`canonical`]'s answer
 /// (property test).
@@ -108,11 +108,11 @@ impl Default for CanonicalMemo {
 }
 
 impl CanonicalMemo {
-    /// A memo of `slots` slots (a power of two, at least 2): small ones, for tests that
-    /// make names collide.
+    /// A memo of `slots` slots (a power of two): small ones, for tests that make names
+    /// collide.
     #[doc(hidden)]
     pub fn with_slots(slots: usize) -> Self {
-        assert!(slots.is_power_of_two() && slots >= 2, "{slots} slots");
+        assert!(slots.is_power_of_two(), "{slots} slots");
         let empty = MemoSlot {
             len: 0,
             canonical_len: 0,
@@ -140,37 +140,21 @@ impl CanonicalMemo {
         if n == 0 || n > MEMO_NAME_BYTES {
             return canonical(name, tag);
         }
-        let set = self.set_of(name);
-        let hit = |slot: &MemoSlot| {
-            usize::from(slot.len) == n && same_bytes(&slot.name[..n], name.as_bytes())
-        };
-        for way in 0..2 {
-            let slot = &self.slots[set + way];
-            if hit(slot) {
-                // The fast path's answer does not depend on `tag`: it is taken only when
-                // the name itself is canonical up to its tag or digest.
-                return Cow::Borrowed(&name[..usize::from(slot.canonical_len)]);
-            }
+        let mask = self.slots.len() - 1;
+        let slot = &mut self.slots[quick_hash(name.as_bytes()) as usize & mask];
+        if usize::from(slot.len) == n && same_bytes(&slot.name[..n], name.as_bytes()) {
+            // The fast path's answer does not depend on `tag`: it is taken only when the
+            // name itself is canonical up to its tag or digest.
+            return Cow::Borrowed(&name[..usize::from(slot.canonical_len)]);
         }
         let Some(canonical_len) = canonical_prefix(name) else {
             return canonical_general(name, tag);
         };
-        // The newest name goes first; the one it displaces second, where the older
-        // second one was.
-        self.slots[set + 1] = self.slots[set];
-        let slot = &mut self.slots[set];
         // Both fit in a byte: `canonical_len <= n <= MEMO_NAME_BYTES`.
         slot.len = n as u8;
         slot.canonical_len = canonical_len as u8;
         slot.name[..n].copy_from_slice(name.as_bytes());
         Cow::Borrowed(&name[..canonical_len])
-    }
-
-    /// The first of the two slots where `name` may be: a pair of slots per hash, so that
-    /// two names whose hashes meet do not evict each other at every turn.
-    #[inline]
-    fn set_of(&self, name: &str) -> usize {
-        (quick_hash(name.as_bytes()) as usize & (self.slots.len() / 2 - 1)) * 2
     }
 }
 
