@@ -6,22 +6,26 @@
 #   3. memory per tracked key (peak RSS of `unseen scan` over N unique keys)
 #   4. `serve` over loopback, loaded by `unseen generate --send --preload`: as fast as it
 #      answers, at an offered load of SERVE_RATE points/s (latency at the target's load),
-#      and at that load with a fleet of 14x the keys, already in the store
+#      and at that load with fleets of 14x and ~130x the keys (~1 M), already in the store
+#   7. `serve` restarted on a state of N keys (put there by `baseline import`): the time to its
+#      first acknowledgement, and its RSS per key
 # Prints the machine and a table; a full run also updates the rows of BENCHMARKS.md.
 #
 #   scripts/bench.sh            full size (minutes; the scan CSV is ~75 M rows, ~13 GB on disk)
 #   scripts/bench.sh --smoke    everything tiny, in seconds once built (what CI runs)
 #   options: --no-write (leave BENCHMARKS.md alone), --profile (a perf profile of the scan),
-#            --keep (keep the generated files), --only ingest,scan,scan-keys,scan-proto,memory,serve,api,replicas
+#            --keep (keep the generated files), --only ingest,scan,scan-keys,scan-proto,memory,serve,api,replicas,restart
 # Environment: BENCH_DIR (work directory, default target/bench), SCAN_ARGS (generator flags
 # of the scan CSV), SCAN_KEYS and SCAN_TICKS (keys and collections of the 2b CSV, default
 # 200000 and 100), KEYS (key counts for the memory figure, e.g. "1000000 10000000"),
+# RESTART_KEYS (key counts of the restart figure, default "1000000 10000000"),
 # BENCH_SERVE_CMD (how to start serve; `{port}`, `{admin}` and `{dir}` are replaced), SERVE_RATE
 # (points/s of the rate-limited serve runs, default 500000), BENCH_POSTGRES (the database of
 # the replica figures, default the local server's database `test`).
 set -euo pipefail
 
-SMOKE=0 WRITE=1 PROFILE=0 KEEP=0 ONLY=ingest,scan,memory,serve,api,replicas
+ALL=ingest,scan,memory,serve,api,replicas,restart
+SMOKE=0 WRITE=1 PROFILE=0 KEEP=0 ONLY=$ALL
 while [ $# -gt 0 ]; do
   arg=$1
   shift
@@ -55,6 +59,19 @@ wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 bench_lines() { sed -n 's/^BENCH \([a-z_0-9]*\)=\(.*\)$/\1 \2/p'; }
 collect() { while read -r k v; do R[$k]=$v; done < <(bench_lines < "$1"); }
 rss_kb() { sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$1"; }
+# N distinct keys (keys_csv N T) with realistic cardinalities and name lengths: 100 images
+# per node (so N/100 nodes, EKS names) out of a catalog of 10,000 images (ECR paths), over
+# 40 clusters, each seen once at T.
+keys_csv() {
+  awk -v n="$1" -v t="$2" 'BEGIN {
+    print "_time,k8s.cluster.name,k8s.node.name,container.image.name"
+    for (i = 0; i < n; i++) {
+      node = int(i / 100); image = (node * 37 + i % 100) % 10000
+      printf "%d,prod-eu-west-1-%02d,ip-10-%d-%d-%d.eu-west-1.compute.internal,123456789012.dkr.ecr.eu-west-1.amazonaws.com/team-%d/service-%d\n",
+        t, node % 40, int(node / 62500) % 256, int(node / 250) % 250, node % 250, image % 97, image
+    }
+  }'
+}
 
 # ---- machine ---------------------------------------------------------------------------
 CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
@@ -173,23 +190,12 @@ fi
 if wanted memory; then
 log "3. memory per tracked key (peak RSS of unseen scan over N unique keys)"
 if [ "$SMOKE" = 1 ]; then KEYS=${KEYS:-"10000 100000"}; else KEYS=${KEYS:-"1000000 10000000"}; fi
-# N distinct keys with realistic cardinalities and name lengths: 100 images per node (so N/100
-# nodes, EKS names) out of a catalog of 10,000 images (ECR paths), over 40 clusters. Each
-# key is seen two days before T: in the baseline, not in the current window, so every key is
-# tracked to the end but none is a finding (findings would measure the output, not the state).
-keys_csv() {
-  awk -v n="$1" -v t="$((AT - 2 * 86400))" 'BEGIN {
-    print "_time,k8s.cluster.name,k8s.node.name,container.image.name"
-    for (i = 0; i < n; i++) {
-      node = int(i / 100); image = (node * 37 + i % 100) % 10000
-      printf "%d,prod-eu-west-1-%02d,ip-10-%d-%d-%d.eu-west-1.compute.internal,123456789012.dkr.ecr.eu-west-1.amazonaws.com/team-%d/service-%d\n",
-        t, node % 40, int(node / 62500) % 256, int(node / 250) % 250, node % 250, image % 97, image
-    }
-  }'
-}
+# Each key is seen two days before T: in the baseline, not in the current window, so every
+# key is tracked to the end but none is a finding (findings would measure the output, not
+# the state).
 PREV_KEYS=0 PREV_RSS=0
 for n in 1 $KEYS; do
-  keys_csv "$n" > "$WORK/keys.csv"
+  keys_csv "$n" "$((AT - 2 * 86400))" > "$WORK/keys.csv"
   # One thread: the state of one scan (ranges read on N threads each keep the keys they
   # see, up to N times as many when every key is in every range).
   /usr/bin/time -v "$BIN" scan --format csv --at "$AT" --output json --threads 1 "$WORK/keys.csv" \
@@ -265,6 +271,11 @@ serve_run() { # serve_run NAME WARM FLEET [extra generate flags...]
       R[$name]="${R[$name]}; server CPU $cpu s, $(awk -v n="$sent" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", n / c; else printf "?" }') points per CPU-second"
     fi
     [ -n "${R[$name]}" ] || R[$name]="failed: see $WORK/send-$name.txt"
+    R[${name}_rss_kb]=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2> /dev/null || true)
+    R[${name}_hwm_kb]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2> /dev/null || true)
+    if [ -n "${R[${name}_rss_kb]}" ]; then
+      R[$name]="${R[$name]}; RSS at the end $(( R[${name}_rss_kb] / 1024 )) MiB (peak $(( R[${name}_hwm_kb] / 1024 )) MiB)"
+    fi
   else
     R[$name]="not available: \`$cmd\` did not listen on $port (set BENCH_SERVE_CMD)"
   fi
@@ -283,11 +294,15 @@ sync
 if [ "$SMOKE" = 1 ]; then
   SEND_ARGS="--clusters 1 --nodes-per-cluster 3 --days 1 --interval 1h"
   LARGE_ARGS="--clusters 2 --nodes-per-cluster 5 --days 1 --interval 6h"
+  MILLION_ARGS="--clusters 2 --nodes-per-cluster 10 --days 1 --interval 12h"
   SERVE_RATE=${SERVE_RATE:-20000}
 else
   SEND_ARGS="--clusters 4 --nodes-per-cluster 50 --pods-per-node 20 --images 2000 --days 1 --interval 5m"
   # 14 times the keys (~110 k), one collection an hour.
   LARGE_ARGS="--clusters 8 --nodes-per-cluster 250 --pods-per-node 30 --images 20000 --days 1 --interval 1h"
+  # ~1 M keys (issue 13), two collections a day: each sends ~5 M points (a preloaded day
+  # holds ~4.5 GB of request bodies).
+  MILLION_ARGS="--clusters 20 --nodes-per-cluster 450 --pods-per-node 60 --images 20000 --days 1 --interval 12h"
   SERVE_RATE=${SERVE_RATE:-500000}
 fi
 if "$BIN" serve --help > /dev/null 2>&1; then
@@ -298,11 +313,49 @@ if "$BIN" serve --help > /dev/null 2>&1; then
   log "4c. serve at $SERVE_RATE points/s, a larger fleet, its keys already in the store"
   serve_run serve_large 1 "$LARGE_ARGS" --rate "$SERVE_RATE"
   R[serve_large_keys]=$(sed -n 's/^unseen_keys_tracked \([0-9]*\).*/\1/p' "$WORK/metrics-serve_large.txt" 2> /dev/null || true)
+  log "4d. serve at $SERVE_RATE points/s, a fleet of about a million keys, its keys already in the store"
+  serve_run serve_million 1 "$MILLION_ARGS" --rate "$SERVE_RATE"
+  R[serve_million_keys]=$(sed -n 's/^unseen_keys_tracked \([0-9]*\).*/\1/p' "$WORK/metrics-serve_million.txt" 2> /dev/null || true)
 else
   R[serve]="not available (this build has no \`unseen serve\`)"
   R[serve_rate]=${R[serve]}
   R[serve_large]=${R[serve]}
+  R[serve_million]=${R[serve]}
 fi
+fi
+
+# ---- 7. serve restarted on millions of keys ------------------------------------------------
+# `baseline import` puts N keys (keys_csv, seen two days ago) into a new state; then `serve`
+# is started on it and sent one export until it answers: the time from its start to that
+# first acknowledgement (loading the key snapshot and replaying the log after it), and its
+# RSS then, per key above a server started on an empty state. The import's own time and peak
+# RSS are printed too.
+if wanted restart; then
+log "7. serve restarted on a state of N keys"
+if [ "$SMOKE" = 1 ]; then RESTART_KEYS=${RESTART_KEYS:-"10000 100000"}; else RESTART_KEYS=${RESTART_KEYS:-"1000000 10000000"}; fi
+"$BIN" generate --clusters 1 --nodes-per-cluster 1 --pods-per-node 1 --days 1 --interval 1d \
+  --start now-1d --format otlp-proto --out "$WORK/one.otlp" 2> /dev/null
+SEEN=$(( $(date +%s) - 2 * 86400 ))
+for n in 0 $RESTART_KEYS; do
+  rdir=$(mktemp -d "$WORK/restart.XXXX")
+  if [ "$n" -gt 0 ]; then
+    keys_csv "$n" "$SEEN" > "$WORK/restart-keys.csv"
+    /usr/bin/time -v "$BIN" baseline import --data "$rdir/data" --max-keys $(( 2 * n )) --format csv \
+      "$WORK/restart-keys.csv" > /dev/null 2> "$WORK/import-$n.time"
+    rm -f "$WORK/restart-keys.csv"
+    wall=$(sed -n 's/^[[:space:]]*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$WORK/import-$n.time")
+    echo "$n keys imported in $wall, peak RSS $(( $(rss_kb "$WORK/import-$n.time") / 1024 )) MiB; state $(du -sh "$rdir/data" | cut -f1)"
+  fi
+  python3 scripts/bench_lib.py serve-restart --bin "$BIN" --data "$rdir/data" --body "$WORK/one.otlp" \
+    --log "$WORK/restart-$n.log" --max-keys $(( 2 * n + 1000 )) --prefix "restart_$n" | tee "$WORK/restart-$n.txt"
+  collect "$WORK/restart-$n.txt"
+  if [ "$n" -gt 0 ]; then
+    R[restart_${n}_bytes_per_key]=$(( (R[restart_${n}_rss_kb] - R[restart_0_rss_kb]) * 1024 / n ))
+    R[restart_${n}_api_bytes_per_key]=$(( (R[restart_${n}_rss_api_kb] - R[restart_0_rss_api_kb]) * 1024 / n ))
+    echo "$n keys: first ack after ${R[restart_${n}_first_ack_s]} s, RSS $(( R[restart_${n}_rss_kb] / 1024 )) MiB, ${R[restart_${n}_bytes_per_key]} bytes per key above an empty server; with the query API's key inventory (read by ${R[restart_${n}_api_s]} s) ${R[restart_${n}_api_bytes_per_key]} bytes per key"
+  fi
+  rm -rf "$rdir"
+done
 fi
 
 # ---- 5. the query API with 100,000 findings ------------------------------------------------
@@ -375,7 +428,11 @@ wanted serve && ROWS_OUT+=(
   "| serve-loopback | \`serve\` loaded by \`unseen generate --send --preload\` over loopback, 4 requests in flight, as fast as it answers | ${R[serve]} | target ≥ 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload\` |"
   "| serve-loopback-at-rate | the same at an offered load of $SERVE_RATE points/s | ${R[serve_rate]} | target p99 < 50 ms at 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
   "| serve-loopback-large | at $SERVE_RATE points/s, a fleet with ${R[serve_large_keys]:-?} keys, the measured day after a day that put them in the store | ${R[serve_large]} | informational | $DATE | \`unseen generate $LARGE_ARGS --start now-2d ...\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
+  "| serve-loopback-million | at $SERVE_RATE points/s, a fleet with ${R[serve_million_keys]:-?} keys, the measured day after a day that put them in the store | ${R[serve_million]} | target p99 < 50 ms at 500 k points/s with 1 M keys (issue 13) | $DATE | \`unseen generate $MILLION_ARGS --start now-2d ...\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
 )
+wanted restart && for n in $RESTART_KEYS; do
+  ROWS_OUT+=("| serve-restart-$n-keys | \`serve\` started on a state of $n keys (\`baseline import\`ed): from its start to the first acknowledged export, then its RSS | first ack after ${R[restart_${n}_first_ack_s]} s; RSS then $(( R[restart_${n}_rss_kb] / 1024 )) MiB, ${R[restart_${n}_bytes_per_key]} bytes/key above an empty server ($(( R[restart_0_rss_kb] / 1024 )) MiB); with the query API's key inventory (read by ${R[restart_${n}_api_s]} s) ${R[restart_${n}_api_bytes_per_key]} bytes/key; peak $(( R[restart_${n}_hwm_kb] / 1024 )) MiB | target < 10 s and ≤ 64 bytes/key at 10 M (issue 13) | $DATE | \`scripts/bench.sh --only restart\` (section 7) |")
+done
 wanted replicas && for n in embedded_1 postgres_1 postgres_2 postgres_3; do
   ROWS_OUT+=("| replicas-$n | \`serve\` ${n/_/ × }, each replica fed its own fleet (\`$REPLICA_ARGS\`, seeds 1..N) at once over loopback, preloaded, 4 requests in flight each | ${R[replicas_${n}_pps]} points/s, ack p99 ${R[replicas_${n}_p99_ms]} ms; per 1,000 ready points ${R[replicas_${n}_trips_per_k]} database round trips, ${R[replicas_${n}_rows_per_k]} rows written; ${R[replicas_${n}_rows_per_commit]} rows per commit of ${R[replicas_${n}_points_per_commit]} ready points | issue 11 | $DATE | \`scripts/bench_lib.py replicas\` (bench.sh section 6) |")
 done
@@ -393,7 +450,7 @@ printf '%s\n' "${ROWS_OUT[@]}"
 if [ "$WRITE" = 1 ]; then
   # The machine line is the full run's: a run of some figures (--only) leaves it, and says
   # its machine in its rows instead.
-  if [ "$ONLY" = "ingest,scan,memory,serve,api,replicas" ]; then
+  if [ "$ONLY" = "$ALL" ]; then
     printf '%s\n' "${ROWS_OUT[@]}" | python3 scripts/bench_lib.py update-md --file BENCHMARKS.md --machine "Last full run: $MACHINE"
   else
     printf '%s\n' "${ROWS_OUT[@]}" | sed "s/ | \([0-9]\{4\}-[0-9][0-9]-[0-9][0-9]\) | / | \1 ($(nproc) CPUs, ${CPU//\//\\/}) | /" \

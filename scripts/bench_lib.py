@@ -352,6 +352,72 @@ def replicas(args):
         print(f"BENCH {key}_points_per_commit={accepted / max(commits, 1):.0f}")
 
 
+def _status_kb(pid, field):
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def serve_restart(args):
+    """`unseen serve` started on a state directory: the time from the process's start to
+    the first acknowledgement of a request (one export of a one-node fleet, POSTed until it
+    is answered 200: the listeners open once the state is loaded), then the server's RSS
+    and peak RSS, and the keys it tracks (its /metrics)."""
+    import urllib.error
+    import urllib.request
+
+    with open(args.body, "rb") as f:
+        frame = f.read()
+    # The file is length-prefixed OTLP protobuf: the first frame is a request body.
+    body = frame[4 : 4 + int.from_bytes(frame[:4], "big")]
+    port, admin = _free_port(), _free_port()
+    cmd = [args.bin, "serve", "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
+           "--admin", f"127.0.0.1:{admin}", "--data", args.data, "--max-keys", str(args.max_keys)]
+    with open(args.log, "wb") as log:
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    sys.exit(f"serve exited ({proc.returncode}) before answering: see {args.log}")
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/metrics", data=body,
+                                             headers={"Content-Type": "application/x-protobuf"})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        if resp.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError):
+                    pass
+                # Polling a port that is not open yet: the wait is what is measured, to
+                # 10 ms.
+                time.sleep(0.01)
+            first_ack = time.monotonic() - start
+            rss, hwm = _status_kb(proc.pid, "VmRSS"), _status_kb(proc.pid, "VmHWM")
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=30) as resp:
+                keys = _metric(resp.read().decode(), "unseen_keys_tracked")
+            # Then the query API's catalog (history and key inventory), read in the
+            # background once points are taken: the RSS with it, when its line is logged.
+            while b"history and key inventory read" not in open(args.log, "rb").read():
+                if proc.poll() is not None:
+                    sys.exit(f"serve exited ({proc.returncode}): see {args.log}")
+                time.sleep(0.05)
+            warm = time.monotonic() - start
+            rss_api = _status_kb(proc.pid, "VmRSS")
+            hwm = _status_kb(proc.pid, "VmHWM")
+        finally:
+            proc.terminate()
+            proc.wait()
+    p = args.prefix
+    print(f"BENCH {p}_first_ack_s={first_ack:.2f}")
+    print(f"BENCH {p}_rss_kb={rss}")
+    print(f"BENCH {p}_hwm_kb={hwm}")
+    print(f"BENCH {p}_keys={keys:.0f}")
+    print(f"BENCH {p}_api_s={warm:.2f}")
+    print(f"BENCH {p}_rss_api_kb={rss_api}")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -379,6 +445,14 @@ def main():
     r.add_argument("--replicas", default="1,2,3")
     r.add_argument("--gen", required=True)
     r.set_defaults(func=replicas)
+    sr = sub.add_parser("serve-restart")
+    sr.add_argument("--bin", required=True)
+    sr.add_argument("--data", required=True)
+    sr.add_argument("--body", required=True)
+    sr.add_argument("--log", required=True)
+    sr.add_argument("--max-keys", type=int, default=5_000_000)
+    sr.add_argument("--prefix", default="restart")
+    sr.set_defaults(func=serve_restart)
     u = sub.add_parser("update-md")
     u.add_argument("--file", required=True)
     u.add_argument("--machine", default="")

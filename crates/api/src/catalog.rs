@@ -292,6 +292,16 @@ impl Catalog {
         }
     }
 
+    /// Findings in the catalog.
+    pub fn findings_len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Images in the inventory.
+    pub fn images_len(&self) -> usize {
+        self.inventory.len()
+    }
+
     /// Scans the store's keys into the inventory now.
     pub fn scan_keys(&mut self, store: &dyn StateStore, now: UnixSecs) -> Result<(), StoreError> {
         let mut inventory: HashMap<u32, ImageAgg> = HashMap::new();

@@ -129,7 +129,10 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     /// The API over `store`. Reads the audit log once, so that the rules made through
-    /// the API are in force ([`RulesControl::set_api_rules`]) before anything is served.
+    /// the API are in force ([`RulesControl::set_api_rules`]) before anything is served;
+    /// the history and the key inventory are read by [`Api::warm`] or the first request
+    /// (at millions of keys the inventory takes seconds, which a restart should not wait
+    /// for before it takes points).
     pub fn new(
         store: Arc<dyn StateStore>,
         directory: Arc<dyn Directory>,
@@ -139,7 +142,7 @@ impl Api {
         clock: fn() -> UnixSecs,
     ) -> Result<Arc<Api>, CatalogError> {
         let mut catalog = Catalog::default();
-        catalog.refresh(store.as_ref(), clock())?;
+        catalog.refresh_audit(store.as_ref())?;
         let api_rules = catalog.api_rules();
         if let Err(e) = rules.set_api_rules(api_rules.clone()) {
             tracing::error!(error = %e, "the suppression rules made through the API are not in force: rename the clashing rule of the rules file");
@@ -155,6 +158,19 @@ impl Api {
             secure_cookies,
             clock,
         }))
+    }
+
+    /// Reads the history and scans the keys into the inventory, as the first request
+    /// would: the server calls it once it takes points, so that the console's first page
+    /// does not wait for it. Returns the findings and images then known.
+    pub fn warm(&self) -> Result<(usize, usize), CatalogError> {
+        let mut catalog = self.catalog.lock().map_err(|_| {
+            CatalogError::Store(unseen_store::StoreError::Backend(
+                "the catalog lock is poisoned".into(),
+            ))
+        })?;
+        catalog.refresh(self.store.as_ref(), (self.clock)())?;
+        Ok((catalog.findings_len(), catalog.images_len()))
     }
 
     /// Reads the audit log again and hands the rules made through the API to the

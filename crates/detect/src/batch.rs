@@ -24,74 +24,10 @@ use unseen_model::{Context, OwnedContext, UnixSecs, Windows};
 use unseen_normalize::{Key, KeyRef};
 
 use crate::intern::{Interner, Recent};
+use crate::table::{prefetch, Chunks, KeyTable};
 use crate::Detection;
 use unseen_normalize::image::{tag_matters, CanonicalMemo};
 use unseen_normalize::quick_hash::same_bytes;
-
-/// Items in chunks of [`CHUNK`]: a growing `Vec` would copy every entry at each doubling
-/// and, while it does, hold the old copy and the new (twice the memory at the peak: 83
-/// bytes a key at 10 M keys, against 52 in chunks). A chunk's address is in a short,
-/// cached list, so an index costs one shift more.
-#[derive(Debug, Clone)]
-struct Chunks<T> {
-    chunks: Vec<Vec<T>>,
-    len: usize,
-}
-
-/// Items in a chunk of [`Chunks`] (a power of two).
-const CHUNK: usize = 1 << 16;
-
-impl<T> Default for Chunks<T> {
-    fn default() -> Self {
-        Chunks {
-            chunks: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<T> Chunks<T> {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn push(&mut self, item: T) {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push(item),
-            _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                chunk.push(item);
-                self.chunks.push(chunk);
-            }
-        }
-        self.len += 1;
-    }
-
-    #[inline]
-    fn get(&self, at: usize) -> Option<&T> {
-        self.chunks.get(at / CHUNK)?.get(at % CHUNK)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks.iter().flatten()
-    }
-}
-
-impl<T> std::ops::Index<usize> for Chunks<T> {
-    type Output = T;
-
-    #[inline]
-    fn index(&self, at: usize) -> &T {
-        &self.chunks[at / CHUNK][at % CHUNK]
-    }
-}
-
-impl<T> std::ops::IndexMut<usize> for Chunks<T> {
-    #[inline]
-    fn index_mut(&mut self, at: usize) -> &mut T {
-        &mut self.chunks[at / CHUNK][at % CHUNK]
-    }
-}
 
 /// A key of the baseline window ([`BatchScan::for_each_baseline_key_marked`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -832,22 +768,6 @@ const RECENT_KEYS: usize = 1 << 12;
 /// Slots of each [`Recent`] cache of key parts.
 const RECENT_PARTS: usize = 1 << 12;
 
-/// Asks the CPU to bring the `len` bytes at `at` (one or two cache lines) into the cache.
-#[inline(always)]
-fn prefetch(at: *const i8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it reads nothing the program sees and cannot fault
-    // (`wrapping_add` makes no claim about the address either).
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(at);
-        // The same line again when the bytes do not straddle two: no second fetch.
-        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(len - 1));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (at, len);
-}
-
 /// Whether the key's host is its node (always so in default mode, where it is the same
 /// `&str`): then the host is neither hashed nor interned again.
 #[inline]
@@ -874,86 +794,6 @@ fn key_hash(
         h.write(host);
     }
     h.finish()
-}
-
-/// Positions in a scan's entries by the hash of their key: open addressing with linear
-/// probing over 8-byte slots (the position plus one, and the top 32 bits of the hash, so
-/// that probing past other keys reads no entry). The slot is chosen by those same 32 bits,
-/// so growing the table needs no hash again: each slot carries its own. At most three
-/// quarters full: a lookup reads one or two slots, mostly in one cache line.
-#[derive(Debug)]
-struct KeyTable {
-    /// `(hash >> 32) << 32 | position + 1`; 0 for an empty slot. A power of two of them,
-    /// at most 2^32.
-    slots: Box<[u64]>,
-    len: usize,
-}
-
-impl KeyTable {
-    fn with_slots(slots: usize) -> Self {
-        KeyTable {
-            slots: vec![0; slots.next_power_of_two().max(2)].into_boxed_slice(),
-            len: 0,
-        }
-    }
-
-    /// The first slot to look at for a hash's top half.
-    #[inline]
-    fn home(&self, tag: u64) -> usize {
-        tag as usize & (self.slots.len() - 1)
-    }
-
-    /// The position whose slot has `hash` and for which `is` says yes.
-    #[inline]
-    fn find(&self, hash: u64, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mask = self.slots.len() - 1;
-        let tag = hash >> 32;
-        let mut i = self.home(tag);
-        loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                return None;
-            }
-            // Positions are below u32::MAX: + 1 fits the low half.
-            if slot >> 32 == tag && is((slot as u32) - 1) {
-                return Some((slot as u32) - 1);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    #[inline]
-    fn prefetch(&self, hash: u64) {
-        let slot = &self.slots[self.home(hash >> 32)];
-        prefetch(std::ptr::from_ref(slot).cast(), size_of::<u64>());
-    }
-
-    /// Adds position `at`, which is not in the table, under `hash`.
-    fn insert(&mut self, hash: u64, at: u32) {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            assert!(
-                self.slots.len() <= 1 << 31,
-                "a key table of 2^32 slots is full"
-            );
-            let grown = vec![0; self.slots.len() * 2].into_boxed_slice();
-            let old = std::mem::replace(&mut self.slots, grown);
-            for &slot in old.iter().filter(|&&s| s != 0) {
-                self.put(slot);
-            }
-        }
-        self.put((hash >> 32) << 32 | u64::from(at + 1));
-        self.len += 1;
-    }
-
-    /// Puts a full slot where it goes.
-    fn put(&mut self, slot: u64) {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(slot >> 32);
-        while self.slots[i] != 0 {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = slot;
-    }
 }
 
 #[cfg(test)]

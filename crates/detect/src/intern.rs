@@ -12,7 +12,7 @@ use unseen_normalize::quick_hash::quick_hash;
 
 /// Distinct strings, each stored once, named by dense ids from 0.
 #[derive(Debug)]
-pub(crate) struct Interner {
+pub struct Interner {
     /// Every string, back to back.
     text: String,
     /// Where each string starts in `text`, and after the last one the end of `text`:
@@ -43,21 +43,33 @@ fn slice<'t>(text: &'t str, bounds: &[usize], id: u32) -> &'t str {
 
 impl Interner {
     /// The string named `id`. Panics on an id this interner did not hand out.
-    pub(crate) fn get(&self, id: u32) -> &str {
+    pub fn get(&self, id: u32) -> &str {
         slice(&self.text, &self.bounds, id)
     }
 
     /// The bytes of the string named `id`: [`Interner::get`] without the checks of
     /// character boundaries, for comparisons.
     #[inline]
-    pub(crate) fn bytes(&self, id: u32) -> &[u8] {
+    pub fn bytes(&self, id: u32) -> &[u8] {
         let id = id as usize;
         &self.text.as_bytes()[self.bounds[id]..self.bounds[id + 1]]
     }
 
     /// The id of `s`, adding it if it is new.
-    pub(crate) fn intern(&mut self, s: &str) -> u32 {
-        let hash = self.hasher.hash_one(s);
+    pub fn intern(&mut self, s: &str) -> u32 {
+        let hash = self.hash(s);
+        self.intern_hashed(s, hash)
+    }
+
+    /// The hash the interner files `s` under (seeded per interner): for callers that hash
+    /// keys by their parts' hashes, so that a part is hashed once for both.
+    #[inline]
+    pub fn hash(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    /// [`Interner::intern`] for a string whose [`Interner::hash`] is known.
+    pub fn intern_hashed(&mut self, s: &str, hash: u64) -> u32 {
         let Interner {
             text,
             bounds,
@@ -70,7 +82,7 @@ impl Interner {
         let id = u32::try_from(bounds.len() - 1)
             .ok()
             .filter(|&id| id < u32::MAX)
-            .expect("over 4 billion distinct key parts: more than one scan can track");
+            .expect("over 4 billion distinct key parts: more than one table can track");
         text.push_str(s);
         bounds.push(text.len());
         let (text, bounds) = (&*text, &*bounds);
@@ -78,8 +90,17 @@ impl Interner {
         id
     }
 
+    /// Bytes of text held (every distinct string, once).
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Distinct strings so far.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.bounds.len() - 1
     }
 }
@@ -90,14 +111,14 @@ impl Interner {
 /// miss, checked by comparing the text, so the cheap hash costs nothing in correctness
 /// (and collisions, even contrived ones, cost only speed).
 #[derive(Debug, Clone)]
-pub(crate) struct Recent {
+pub struct Recent {
     /// Id plus one; 0 for an empty slot. A power of two of them.
     slots: Box<[u32]>,
 }
 
 impl Recent {
     /// A cache of `slots` slots, a power of two.
-    pub(crate) fn new(slots: usize) -> Self {
+    pub fn new(slots: usize) -> Self {
         assert!(slots.is_power_of_two(), "{slots} slots");
         Recent {
             slots: vec![0; slots].into_boxed_slice(),
@@ -105,7 +126,7 @@ impl Recent {
     }
 
     #[inline]
-    pub(crate) fn intern(&mut self, interner: &mut Interner, s: &str) -> u32 {
+    pub fn intern(&mut self, interner: &mut Interner, s: &str) -> u32 {
         let mask = self.slots.len() - 1;
         let slot = &mut self.slots[quick_hash(s.as_bytes()) as usize & mask];
         if let Some(id) = slot.checked_sub(1) {

@@ -4,14 +4,17 @@
 //! - [`episode`]: contract section 4, the same rule in real time, one point at a time.
 //! - [`pipeline`]: a batch evaluation fed a few points behind, so that key lookups do not
 //!   wait for memory.
+//! - [`table`] and [`intern`]: the compact key table a scan and the embedded store's key
+//!   states are made of.
 //!
 //! Both produce a [`Detection`]: a key and the evidence for it. Turning that into a
 //! finding (ids, risk, JSON) is the job of `unseen-findings`.
 
 pub mod batch;
 pub mod episode;
-mod intern;
+pub mod intern;
 pub mod pipeline;
+pub mod table;
 
 use unseen_model::{OwnedContext, UnixSecs};
 use unseen_normalize::Key;

@@ -454,6 +454,22 @@ pub async fn run(
             // Rules made through the API of another replica (a shared store) come into
             // force here at the next turn.
             tokio::spawn(sync_api_rules(api.clone(), watchers_stop.clone()));
+            // The history and the key inventory, read while points are already taken.
+            let warm = api.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                match warm.warm() {
+                    Ok((findings, images)) => tracing::info!(
+                        findings,
+                        images,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "query API: history and key inventory read"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "query API: the history or the key inventory cannot be read yet; the first request tries again")
+                    }
+                }
+            });
             Some(tokio::spawn(serve::serve_http(
                 incoming,
                 unseen_api::router(api),

@@ -40,8 +40,10 @@
 //! After a crash, redb repairs the file on the next open (it walks the committed trees
 //! to rebuild its allocator state): the open takes longer, nothing is lost.
 
+mod keys;
 mod mem;
 mod redb_store;
+mod snapshot;
 pub mod state_log;
 
 #[cfg(any(test, feature = "conformance"))]

@@ -4,9 +4,9 @@
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `keys` | the key, encoded as four length-prefixed parts ([`encode_key`]) | `last_seen` i64 BE ++ `episode_start` i64 BE (16 bytes) |
+//! | `keys` | schema 3 and before: the key, encoded as four length-prefixed parts ([`encode_key`]) → `last_seen` i64 BE ++ `episode_start` i64 BE (16 bytes); read at open until the first key snapshot, which empties it |
 //! | `state_log` | commit number (u64) | the key states and image index entries one `apply` changed: entries of a kind byte (1: key state, 0: key forgotten, 2: index entry state, 3: index entry forgotten), the key's (or [`IndexKey::encode`]'s) length (u32 BE), its bytes, and for a state its 16 bytes |
-//! | `image_index` | [`IndexKey::encode`] | the entry's state, as in `keys`; overridden by the log's index entries |
+//! | `image_index` | schema 3 and before: [`IndexKey::encode`] → the entry's state, as in `keys`; read until the first snapshot, which empties it |
 //! | `findings` | sequence number (u64) | the finding as JSON |
 //! | `sinks` | sink name | cursor: the last sequence number the sink acknowledged |
 //! | `meta` | name | u64: `schema_version`, `last_seq`, `newest_point`, `learning_started_at` |
@@ -15,24 +15,25 @@
 //!
 //! Times in `meta` are `UnixSecs` (i64) stored as their two's-complement bits in a u64.
 //!
-//! # Key states: in memory, logged, folded
+//! # Key states: in memory, logged, snapshotted
 //!
-//! Every key's state is held in memory (`Live::keys`), so deciding a sighting costs a
-//! hash lookup, not a B-tree search. What an `apply` changed is written as **one row** of
-//! `state_log`, in the same transaction as its records: a known key's sighting costs an
-//! append of ~100 bytes, not a B-tree insert (whose page copies and the commit that writes
-//! them back were most of the store's CPU). The durable state of a key is its entry in
-//! `keys` overridden by its entries in `state_log`, in order: that is what `open` loads.
+//! Every key's state is held in memory ([`LiveKeys`]: about 45 bytes a key), so deciding a
+//! sighting costs a hash lookup, not a B-tree search. What an `apply` changed is written
+//! as **one row** of `state_log`, in the same transaction as its records: a known key's
+//! sighting costs an append of ~100 bytes, not a B-tree insert.
 //!
-//! The log is **folded** into `keys` in the background of later `apply`s: once it holds
-//! `fold_log_bytes` that no cycle covers, a fold cycle starts with the keys those rows
-//! name (their newest state is in memory) and each `apply` writes a bounded chunk of them
-//! into `keys`; once the last chunk is written, the rows the cycle covers are deleted, a
-//! few by each later `apply`, oldest first (a row left over replays states that a newer
-//! row or the table overrides). A key seen many times within a cycle is written to the
-//! B-tree once, and no `apply` pays for a whole fold or a whole deletion (either at once
-//! stalled acknowledgements by hundreds of milliseconds). Forgetting a
-//! key appends a tombstone, so that replaying an older row cannot bring it back.
+//! The log is **folded** in the background of later `apply`s: once it holds more than
+//! `fold_log_bytes` (and more than a snapshot of every key would take) that no cycle
+//! covers, a fold cycle starts. Each `apply` then writes a bounded chunk of the key states
+//! into a new snapshot file ([`crate::snapshot`], 32 bytes a key, beside the redb file),
+//! whose image index was written whole when the cycle started. Once the last chunk is
+//! written, the snapshot is synced and renamed into place and the same `apply`'s commit
+//! records it (`keys_snapshot_row`); the rows the cycle covers are then deleted, a few by
+//! each later `apply`, oldest first. No `apply` pays for a whole fold or a whole deletion
+//! (either at once stalled acknowledgements by hundreds of milliseconds), and no B-tree
+//! holds one row per key: at millions of keys, its page writes were what a fold cost, and
+//! reading it back what a restart cost. `open` reads the snapshot, then replays the log
+//! rows after it (a forgotten key is a tombstone in the log).
 //!
 //! `last_seq` is kept apart from the log because the log is pruned: a sequence number is
 //! never handed out twice, even once every finding has been delivered and deleted.
@@ -45,7 +46,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use std::collections::VecDeque;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, StorageError, TableDefinition, TableError, TableHandle,
@@ -59,10 +60,10 @@ use unseen_findings::{Incident, Incidents, Index, Record, RiskLedger, TriageStat
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
+use crate::keys::{LiveKeys, Parts};
 use crate::mem::unknown;
-use crate::state_log::{
-    decode_state, encode_state, log_entry, log_index_entry, LogEntries, LogEntry,
-};
+use crate::snapshot::{self, SnapshotWriter, SNAPSHOT_FILE};
+use crate::state_log::{decode_state, log_entry, log_index_entry, LogEntries, LogEntry};
 use crate::{
     record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
 };
@@ -72,14 +73,16 @@ pub const FILE_NAME: &str = "state.redb";
 
 /// The layout of the tables; bumped on any incompatible change. A file with another
 /// version is refused ([`StoreError::Incompatible`]) rather than misread.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Older layouts that are read as they are, and marked [`SCHEMA_VERSION`] at open so
 /// that no release that would misread the file opens it: version 1 had no `state_log`
 /// (every change went to `keys`), version 2 logged key states but wrote the image index
-/// through (version 3 logs its entries too).
-const SCHEMA_VERSIONS_UPGRADED: [u64; 2] = [1, 2];
+/// through, version 3 folded key states into `keys` (version 4 snapshots them: a release
+/// of version 3 would read an emptied `keys` table and report the fleet again).
+const SCHEMA_VERSIONS_UPGRADED: [u64; 3] = [1, 2, 3];
 
+/// Key states as schema 3 and before folded them: read until the first snapshot.
 const KEYS: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("keys");
 const FINDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("findings");
 const SINKS: TableDefinition<&str, u64> = TableDefinition::new("sinks");
@@ -106,28 +109,38 @@ const META_SCHEMA_VERSION: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
 const META_NEWEST_POINT: &str = "newest_point";
 const META_LEARNING_STARTED_AT: &str = "learning_started_at";
+/// The `row` of the key snapshot the log relies on: rows up to it may have been deleted,
+/// so the snapshot must be there.
+const META_KEYS_SNAPSHOT: &str = "keys_snapshot_row";
 
 /// Keys scanned per `forget` transaction: bounds the transaction's size (dirty pages
 /// held in memory) and how long it holds the write lock against `apply`.
 const FORGET_CHUNK: usize = 10_000;
 
-/// The log's size at which a fold cycle starts. It bounds what `open` replays (about
-/// 700,000 states, twice that with a cycle under way) and the memory of a cycle (a copy
-/// of the names it covers); the larger it is, the more sightings of a key one B-tree
-/// write covers. A fleet that reports hourly changes every key and index entry each
-/// hour: at 32 MiB, 110,000 keys were folded about ten times a day, a quarter of the
-/// store's CPU.
+/// The log's size at which a fold cycle starts, at least (and at least the size of a
+/// snapshot of every key: [`SNAPSHOT_ENTRY_BYTES`] a key, so that writing snapshots costs no
+/// more than the log they let go). It bounds what `open` replays (about 700,000 states
+/// at this size, twice that with a cycle under way).
 pub const FOLD_LOG_BYTES: u64 = 64 << 20;
+
+/// Bytes of a key in a snapshot (see [`crate::snapshot`]).
+const SNAPSHOT_ENTRY_BYTES: u64 = 32;
 
 /// redb's page cache (its default is 1 GiB). Key states are in memory, so the cache
 /// serves the API's reads of history and the pages commits write; at the default, the
 /// pages a fleet's first day wrote (its findings, twice: log and history) stayed
-/// resident, about 0.9 GB of RSS for a 110,000-key fleet.
-const CACHE_BYTES: usize = 256 << 20;
+/// resident, about 0.9 GB of RSS for a 110,000-key fleet. At 64 MiB it is under 7 bytes a
+/// key at 10 M keys.
+const CACHE_BYTES: usize = 64 << 20;
 
-/// Keys folded by one `apply`, at least; with twice the batch's own changed keys when
-/// that is more, a cycle ends before the log has grown by half of what it covers.
+/// Image index entries folded by one `apply`, at least; with twice the batch's own changed
+/// keys and entries when that is more, a cycle ends before the log has grown by half of
+/// what it covers.
 pub const FOLD_CHUNK_MIN: usize = 4096;
+
+/// Key positions written into the snapshot per index entry of the chunk budget: a
+/// snapshot entry is a 32-byte copy, a B-tree insert costs page copies.
+const SNAPSHOT_PER_CHUNK: usize = 16;
 
 /// Log rows deleted by one `apply`, at most, once their cycle has ended: more than the one
 /// row an `apply` appends, so the log drains.
@@ -137,16 +150,16 @@ const RETIRE_ROWS: usize = 4;
 struct Live {
     /// The triage state (it is per distinct image, not per key): each `apply` writes
     /// what it changed in its own transaction (open incidents and risk ledgers to their
-    /// tables, image index entries to its log row, folded into `image_index` like keys).
+    /// tables, image index entries to its log row, snapshotted with the keys).
     /// Reloaded from the file after a failed transaction, so memory never runs ahead of
     /// what is durable.
     triage: TriageState,
-    /// Image index entries logged since the last fold cycle started: the next cycle
-    /// writes them into `image_index`.
-    index_logged: HashSet<IndexKey>,
-    /// Every tracked key (encoded) and its state, as committed. Changed only after the
-    /// transaction that made the change durable has committed.
-    keys: HashMap<Box<[u8]>, Slot>,
+    /// Every tracked key and its state, as committed. Changed only after the transaction
+    /// that made the change durable has committed.
+    keys: LiveKeys,
+    /// The legacy `keys` and `image_index` tables (schema 3 and before) may hold states:
+    /// the commit that records the first snapshot deletes them.
+    legacy_tables: bool,
     /// The rows of `state_log`, oldest first: (number, bytes).
     rows: VecDeque<(u64, u64)>,
     /// Rows up to this number are covered by a finished fold cycle: they may go.
@@ -162,21 +175,15 @@ struct Live {
     fold: Option<Fold>,
 }
 
-#[derive(Clone, Copy)]
-struct Slot {
-    state: KeyState,
-    /// The state the batch being applied gives the key, until it commits.
-    pending: Option<KeyState>,
-    /// The key has a log entry that no fold cycle has taken yet.
-    logged: bool,
-}
-
-/// A fold cycle: `keys` still to be written into the `keys` table; once they are, the
-/// log rows up to `last_row` may be deleted.
+/// A fold cycle: the snapshot being written (its image index written, key positions from
+/// `next` still to write); once it is in place, the log rows up to `last_row` may be
+/// deleted.
 struct Fold {
-    keys: Vec<Box<[u8]>>,
-    /// The image index entries to write, before the keys (also from the end).
-    index: Vec<(Box<[u8]>, IndexKey)>,
+    /// `None` once finished (renamed into place), until the commit that records it.
+    snapshot: Option<SnapshotWriter>,
+    next: u32,
+    /// Positions handed out when the cycle started: keys added since are in the log.
+    end: u32,
     last_row: u64,
 }
 
@@ -187,7 +194,11 @@ struct Fold {
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    /// The state directory: the snapshot's.
+    dir: PathBuf,
     forget_chunk: usize,
+    /// Whether a cycle waits for a log as large as a snapshot (off in tests of the fold).
+    fold_scales: bool,
     fold_log_bytes: u64,
     fold_chunk_min: usize,
     /// The state in memory; `apply` holds it for the whole transaction, so it is also
@@ -229,13 +240,15 @@ impl RedbStore {
             let store = RedbStore {
                 db,
                 path: path.clone(),
+                dir: dir.to_path_buf(),
                 forget_chunk: FORGET_CHUNK,
+                fold_scales: true,
                 fold_log_bytes: FOLD_LOG_BYTES,
                 fold_chunk_min: FOLD_CHUNK_MIN,
                 live: Mutex::new(Live {
                     triage: TriageState::default(),
-                    index_logged: HashSet::new(),
-                    keys: HashMap::new(),
+                    keys: LiveKeys::default(),
+                    legacy_tables: false,
                     rows: VecDeque::new(),
                     retire_upto: 0,
                     unfolded_bytes: 0,
@@ -268,28 +281,13 @@ impl RedbStore {
         &self.path
     }
 
-    /// Reads the triage state: the image index is its table overridden by `index_log`
-    /// (the state log's index entries, in order, as keys are).
+    /// Reads the triage state, with the image index `index` (the snapshot's or the legacy
+    /// table's, with the log's entries after it replayed: [`RedbStore::committed_index`]).
     fn load_triage(
         &self,
         txn: &ReadTransaction,
-        index_log: &[(IndexKey, Option<KeyState>)],
+        index: HashMap<IndexKey, KeyState>,
     ) -> Result<TriageState, StoreError> {
-        let index = txn
-            .open_table(INDEX)
-            .map_err(self.backend("open image index"))?;
-        let mut entries = std::collections::HashMap::new();
-        for entry in index.iter().map_err(self.backend("read image index"))? {
-            let (k, v) = entry.map_err(self.backend("read image index"))?;
-            let key = IndexKey::decode(k.value()).ok_or_else(|| self.malformed_index())?;
-            entries.insert(key, decode_state(v.value()));
-        }
-        for (key, state) in index_log {
-            match state {
-                Some(state) => entries.insert(key.clone(), *state),
-                None => entries.remove(key),
-            };
-        }
         let open = txn
             .open_table(INCIDENTS)
             .map_err(self.backend("open incidents"))?;
@@ -312,40 +310,79 @@ impl RedbStore {
             risk.push((object.value().to_string(), ledger));
         }
         Ok(TriageState {
-            index: Index::from_entries(entries),
+            index: Index::from_entries(index),
             incidents: Incidents::from_open(incidents),
             risk: RiskLedger::from_entries(risk),
         })
     }
 
-    /// The state log's image index entries, in order (what `load` collects in its pass
-    /// over the log; this pass skips the keys).
-    fn index_log(
+    /// The legacy `image_index` table's entries (schema 3 and before; empty since).
+    fn legacy_index(
         &self,
         txn: &ReadTransaction,
-    ) -> Result<Vec<(IndexKey, Option<KeyState>)>, StoreError> {
+    ) -> Result<HashMap<IndexKey, KeyState>, StoreError> {
+        let table = txn
+            .open_table(INDEX)
+            .map_err(self.backend("open image index"))?;
+        let mut entries = HashMap::new();
+        for entry in table.iter().map_err(self.backend("read image index"))? {
+            let (k, v) = entry.map_err(self.backend("read image index"))?;
+            let key = IndexKey::decode(k.value()).ok_or_else(|| self.malformed_index())?;
+            entries.insert(key, decode_state(v.value()));
+        }
+        Ok(entries)
+    }
+
+    /// The committed image index, read from the file: the snapshot's (or the legacy
+    /// table's) with the log's index entries after it replayed. Keys are not read.
+    fn committed_index(
+        &self,
+        txn: &ReadTransaction,
+    ) -> Result<HashMap<IndexKey, KeyState>, StoreError> {
+        let (mut index, covered) = match snapshot::read_index(&self.dir) {
+            Ok(Some(found)) => found,
+            Ok(None) => (self.legacy_index(txn)?, 0),
+            Err(e) => return Err(self.snapshot_unreadable(&e)),
+        };
         let log = txn
             .open_table(STATE_LOG)
             .map_err(self.backend("open state log"))?;
-        let mut out = Vec::new();
-        for row in log.iter().map_err(self.backend("read state log"))? {
+        for row in log
+            .range(covered.saturating_add(1)..)
+            .map_err(self.backend("read state log"))?
+        {
             let (_, blob) = row.map_err(self.backend("read state log"))?;
             for entry in LogEntries(blob.value()) {
                 let entry = entry.ok_or_else(|| self.malformed_log())?;
                 if entry.index {
-                    out.push(self.index_entry(&entry)?);
+                    self.replay_index(&mut index, &entry)?;
                 }
             }
         }
-        Ok(out)
+        Ok(index)
     }
 
-    fn index_entry(
+    /// Applies a log's image index entry to `index`.
+    fn replay_index(
         &self,
+        index: &mut HashMap<IndexKey, KeyState>,
         entry: &LogEntry<'_>,
-    ) -> Result<(IndexKey, Option<KeyState>), StoreError> {
+    ) -> Result<(), StoreError> {
         let key = IndexKey::decode(entry.key).ok_or_else(|| self.malformed_index())?;
-        Ok((key, entry.state))
+        match entry.state {
+            Some(state) => index.insert(key, state),
+            None => index.remove(&key),
+        };
+        Ok(())
+    }
+
+    fn snapshot_unreadable(&self, e: &std::io::Error) -> StoreError {
+        StoreError::Incompatible {
+            path: self.dir.join(SNAPSHOT_FILE).display().to_string(),
+            message: format!(
+                "the snapshot cannot be read: {e}; restore the state directory from a backup, or {MOVE_AWAY}"
+            ),
+        }
     }
 
     fn malformed_index(&self) -> StoreError {
@@ -359,13 +396,9 @@ impl RedbStore {
     /// Reads the triage state back after a failed transaction.
     fn reload_triage(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
-        let index_log = self.index_log(&txn)?;
-        let triage = self.load_triage(&txn, &index_log)?;
-        let mut live = self.lock_live()?;
-        live.triage = triage;
-        // A superset of what the next cycle must write does no harm.
-        live.index_logged
-            .extend(index_log.into_iter().map(|(k, _)| k));
+        let index = self.committed_index(&txn)?;
+        let triage = self.load_triage(&txn, index)?;
+        self.lock_live()?.triage = triage;
         Ok(())
     }
 
@@ -381,35 +414,63 @@ impl RedbStore {
     pub fn with_fold(mut self, log_bytes: u64, min_chunk: usize) -> Self {
         self.fold_log_bytes = log_bytes;
         self.fold_chunk_min = min_chunk.max(1);
+        self.fold_scales = false;
         self
     }
 
-    /// Loads every key's state (the `keys` table, then the log's rows in order) and the
-    /// triage state, in one pass over the log.
+    /// Loads every key's state (the snapshot, or the legacy `keys` table, then the log's
+    /// rows after it in order) and the triage state, in one pass over the log.
     fn load(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
-        let newest = txn
-            .open_table(META)
-            .map_err(self.backend("open meta"))?
-            .get(META_NEWEST_POINT)
-            .map_err(self.backend("read meta"))?
-            .map(|v| meta_to_secs(v.value()));
+        let meta = txn.open_table(META).map_err(self.backend("open meta"))?;
+        let read = |name| -> Result<Option<u64>, StoreError> {
+            Ok(meta
+                .get(name)
+                .map_err(self.backend("read meta"))?
+                .map(|v| v.value()))
+        };
+        let newest = read(META_NEWEST_POINT)?.map(meta_to_secs);
+        let recorded = read(META_KEYS_SNAPSHOT)?;
+        let snapshot_error = |message: String| StoreError::Incompatible {
+            path: self.dir.join(SNAPSHOT_FILE).display().to_string(),
+            message,
+        };
+        snapshot::remove_partial(&self.dir)
+            .map_err(|e| snapshot_error(format!("cannot remove a partly written snapshot: {e}")))?;
         let table = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-        let len = table.len().map_err(self.backend("count keys"))?;
-        let mut keys: HashMap<Box<[u8]>, Slot> =
-            HashMap::with_capacity(usize::try_from(len).unwrap_or(0));
-        for entry in table.iter().map_err(self.backend("read keys"))? {
-            let (k, v) = entry.map_err(self.backend("read keys"))?;
-            let state = decode_state(v.value());
-            keys.insert(
-                k.value().into(),
-                Slot {
-                    state,
-                    pending: None,
-                    logged: false,
-                },
-            );
-        }
+        let legacy = table.len().map_err(self.backend("count keys"))?
+            + txn
+                .open_table(INDEX)
+                .map_err(self.backend("open image index"))?
+                .len()
+                .map_err(self.backend("count image index"))?;
+        let (mut keys, mut index, covered) = match snapshot::read(&self.dir) {
+            Ok(Some(found)) if recorded.is_none_or(|r| r <= found.row) => {
+                (found.keys, found.index, found.row)
+            }
+            Ok(Some(found)) => {
+                let row = found.row;
+                return Err(snapshot_error(format!(
+                    "the snapshot covers the log up to row {row}, older than the row {} the log relies on: it is not this state's snapshot; restore the state directory from a backup, or {MOVE_AWAY}",
+                    recorded.unwrap_or_default()
+                )))
+            }
+            Ok(None) if recorded.is_some() => {
+                return Err(snapshot_error(format!(
+                    "the snapshot is missing, and the log's rows before it are gone: restore the state directory from a backup, or {MOVE_AWAY}"
+                )))
+            }
+            Ok(None) => {
+                let mut keys = LiveKeys::with_capacity(usize::try_from(legacy).unwrap_or(0));
+                for entry in table.iter().map_err(self.backend("read keys"))? {
+                    let (k, v) = entry.map_err(self.backend("read keys"))?;
+                    let parts = split_key(k.value()).ok_or_else(|| self.malformed_key())?;
+                    keys.insert(parts, decode_state(v.value()));
+                }
+                (keys, self.legacy_index(&txn)?, 0)
+            }
+            Err(e) => return Err(self.snapshot_unreadable(&e)),
+        };
         let log = txn
             .open_table(STATE_LOG)
             .map_err(self.backend("open state log"))?;
@@ -417,40 +478,36 @@ impl RedbStore {
         // Rows are numbered from 1, so that "every row up to next_row − 1" is never a
         // row to come, even with the log empty.
         let mut next_row = 1;
-        let mut index_log = Vec::new();
         for row in log.iter().map_err(self.backend("read state log"))? {
             let (n, blob) = row.map_err(self.backend("read state log"))?;
-            let blob = blob.value();
-            rows.push_back((n.value(), blob.len() as u64));
-            next_row = n.value() + 1;
+            let (n, blob) = (n.value(), blob.value());
+            rows.push_back((n, blob.len() as u64));
+            next_row = n + 1;
+            // Rows the snapshot covers changed nothing it does not hold.
+            if n <= covered {
+                continue;
+            }
             for entry in LogEntries(blob) {
                 let entry = entry.ok_or_else(|| self.malformed_log())?;
                 if entry.index {
-                    index_log.push(self.index_entry(&entry)?);
+                    self.replay_index(&mut index, &entry)?;
                     continue;
                 }
-                match (entry.key, entry.state) {
-                    (key, Some(state)) => {
-                        keys.insert(
-                            key.into(),
-                            Slot {
-                                state,
-                                pending: None,
-                                logged: true,
-                            },
-                        );
-                    }
-                    (key, None) => {
-                        keys.remove(key);
-                    }
+                let parts = split_key(entry.key).ok_or_else(|| self.malformed_key())?;
+                match entry.state {
+                    Some(state) => keys.upsert(parts, state),
+                    None => keys.remove_key(parts),
                 }
             }
         }
-        let triage = self.load_triage(&txn, &index_log)?;
+        // Numbers go on after the snapshot's row even when every row is gone: a row
+        // numbered again below it would be taken as covered by it at the next open.
+        next_row = next_row.max(covered.max(recorded.unwrap_or(0)) + 1);
+        let triage = self.load_triage(&txn, index)?;
         let mut live = self.lock_live()?;
         live.triage = triage;
-        live.index_logged = index_log.into_iter().map(|(k, _)| k).collect();
         live.keys = keys;
+        live.legacy_tables = legacy > 0;
         live.unfolded_bytes = rows.iter().map(|r| r.1).sum();
         live.rows = rows;
         live.retire_upto = 0;
@@ -460,40 +517,56 @@ impl RedbStore {
         Ok(())
     }
 
-    /// Every committed key state: a copy taken under the lock (a hash table walk, not a
-    /// B-tree's), handed to `f` after the lock is released, so that `f` never holds
-    /// `apply` off.
-    fn copy_keys(&self, f: &mut dyn FnMut(&[u8], &KeyState)) -> Result<(), StoreError> {
-        let copy: Vec<(Box<[u8]>, KeyState)> = self
-            .lock_live()?
-            .keys
-            .iter()
-            .map(|(k, slot)| (k.clone(), slot.state))
-            .collect();
-        for (k, state) in &copy {
-            f(k, state);
+    fn malformed_key(&self) -> StoreError {
+        self.incompatible("a key is malformed")
+    }
+
+    /// Every committed key and its state, copied a bounded chunk at a time under the lock
+    /// and handed to `f` after it is released, so that `f` never holds `apply` off and no
+    /// copy of every key is made. A key added or forgotten during the walk may be missed;
+    /// one forgotten and added again during it may be met twice.
+    fn walk_keys(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {
+        const WALK_CHUNK: u32 = 1 << 16;
+        let mut from = 0;
+        let mut copy: Vec<(Key, KeyState)> = Vec::new();
+        loop {
+            let live = self.lock_live()?;
+            let end = live.keys.positions();
+            if from >= end {
+                return Ok(());
+            }
+            let to = end.min(from.saturating_add(WALK_CHUNK));
+            copy.extend((from..to).filter_map(|at| live.keys.get(at)).map(|(p, s)| {
+                let [host, cluster, node, image] = p.map(String::from);
+                (
+                    Key {
+                        host,
+                        cluster,
+                        node,
+                        image,
+                    },
+                    s,
+                )
+            }));
+            drop(live);
+            for (k, s) in copy.drain(..) {
+                f(&k, &s);
+            }
+            from = to;
         }
-        Ok(())
     }
 
     /// The triage state (image index, open incidents), as the file has it.
     pub fn triage(&self) -> Result<TriageState, StoreError> {
         let txn = self.db.begin_read().map_err(self.backend("begin read"))?;
-        self.load_triage(&txn, &self.index_log(&txn)?)
+        self.load_triage(&txn, self.committed_index(&txn)?)
     }
 
-    /// Every tracked key and its state, in key order. Reads the whole table: for tests,
-    /// tools and debugging, not for the hot path.
+    /// Every tracked key and its state, in key order. For tests, tools and debugging, not
+    /// for the hot path.
     pub fn states(&self) -> Result<Vec<(Key, KeyState)>, StoreError> {
         let mut out = Vec::new();
-        let mut malformed = false;
-        self.copy_keys(&mut |k, state| match decode_key(k) {
-            Some(key) => out.push((key, *state)),
-            None => malformed = true,
-        })?;
-        if malformed {
-            return Err(self.incompatible("a key is malformed"));
-        }
+        self.walk_keys(&mut |k, state| out.push((k.clone(), *state)))?;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
@@ -504,9 +577,7 @@ impl RedbStore {
     fn fold_status(&self) -> Result<(usize, u64), StoreError> {
         let live = self.lock_live()?;
         Ok((
-            live.fold
-                .as_ref()
-                .map_or(0, |f| f.keys.len() + f.index.len()),
+            live.fold.as_ref().map_or(0, |f| (f.end - f.next) as usize),
             live.rows.iter().map(|r| r.1).sum(),
         ))
     }
@@ -657,8 +728,13 @@ fn open_error(path: &Path, e: DatabaseError) -> StoreError {
 /// Encodes a key as its four parts, each a u32 big-endian length then the bytes. The
 /// lengths make the encoding unambiguous (`"a|b","c"` and `"a","b|c"` differ).
 pub fn encode_key(key: &Key, out: &mut Vec<u8>) {
+    encode_parts(parts_of(key), out);
+}
+
+/// [`encode_key`] of a key given as its parts.
+fn encode_parts(parts: Parts<'_>, out: &mut Vec<u8>) {
     out.clear();
-    for part in [&key.host, &key.cluster, &key.node, &key.image] {
+    for part in parts {
         // Key parts come from OTLP attribute values, far below 4 GiB.
         let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&len.to_be_bytes());
@@ -666,9 +742,24 @@ pub fn encode_key(key: &Key, out: &mut Vec<u8>) {
     }
 }
 
+fn parts_of(key: &Key) -> Parts<'_> {
+    [&key.host, &key.cluster, &key.node, &key.image]
+}
+
 /// The inverse of [`encode_key`]; `None` for bytes it did not write.
-pub fn decode_key(mut bytes: &[u8]) -> Option<Key> {
-    let mut part = || -> Option<String> {
+pub fn decode_key(bytes: &[u8]) -> Option<Key> {
+    let [host, cluster, node, image] = split_key(bytes)?.map(String::from);
+    Some(Key {
+        host,
+        cluster,
+        node,
+        image,
+    })
+}
+
+/// [`decode_key`] without copies: the parts, borrowed.
+fn split_key(mut bytes: &[u8]) -> Option<Parts<'_>> {
+    let mut part = || -> Option<&str> {
         let (len, rest) = bytes.split_first_chunk::<4>()?;
         let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
         if rest.len() < len {
@@ -676,15 +767,10 @@ pub fn decode_key(mut bytes: &[u8]) -> Option<Key> {
         }
         let (s, rest) = rest.split_at(len);
         bytes = rest;
-        String::from_utf8(s.to_vec()).ok()
+        std::str::from_utf8(s).ok()
     };
-    let key = Key {
-        host: part()?,
-        cluster: part()?,
-        node: part()?,
-        image: part()?,
-    };
-    bytes.is_empty().then_some(key)
+    let parts = [part()?, part()?, part()?, part()?];
+    bytes.is_empty().then_some(parts)
 }
 
 fn secs_to_meta(t: UnixSecs) -> u64 {
@@ -716,10 +802,8 @@ impl StateStore for RedbStore {
     }
 
     fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError> {
-        let mut encoded = Vec::new();
-        encode_key(key, &mut encoded);
         let live = self.lock_live()?;
-        Ok(live.keys.get(encoded.as_slice()).map(|slot| slot.state))
+        Ok(live.keys.find(parts_of(key)).map(|at| live.keys.state(at)))
     }
 
     fn key_count(&self) -> Result<u64, StoreError> {
@@ -729,57 +813,55 @@ impl StateStore for RedbStore {
     /// Forgets in chunks of a bounded size, one durable transaction each, so that many
     /// keys to forget never make one huge transaction nor hold `apply` off for long.
     /// Each chunk checks its keys against the newest point time afresh (an `apply`
-    /// between chunks may have seen them again), removes them from `keys`, and logs a
-    /// tombstone for each, so that replaying an older log row cannot bring them back.
+    /// between chunks may have seen them again), removes them from memory, and logs a
+    /// tombstone for each, so that replaying an older log row or the snapshot cannot bring
+    /// them back.
     fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
         self.forget_index(windows)?;
         let live = self.lock_live()?;
         let Some(newest) = live.newest else {
             return Ok(0);
         };
-        let candidates: Vec<Box<[u8]>> = live
+        // Positions, not keys: 4 bytes each. A position freed and taken by another key
+        // between chunks is checked afresh like any other.
+        let candidates: Vec<u32> = live
             .keys
             .iter()
-            .filter(|(_, slot)| forgettable(&slot.state, newest, windows))
-            .map(|(k, _)| k.clone())
+            .filter(|(_, _, state)| forgettable(state, newest, windows))
+            .map(|(at, _, _)| at)
             .collect();
         drop(live);
         let mut forgotten = 0;
+        let mut encoded = Vec::new();
         for chunk in candidates.chunks(self.forget_chunk.max(1)) {
             let mut live = self.lock_live()?;
             let newest = live.newest.unwrap_or(newest);
-            let doomed: Vec<&Box<[u8]>> = chunk
-                .iter()
-                .filter(|k| {
-                    live.keys
-                        .get(&***k)
-                        .is_some_and(|slot| forgettable(&slot.state, newest, windows))
-                })
-                .collect();
+            let mut doomed = Vec::new();
+            let mut blob = Vec::new();
+            for &at in chunk {
+                if let Some((parts, state)) = live.keys.get(at) {
+                    if forgettable(&state, newest, windows) {
+                        encode_parts(parts, &mut encoded);
+                        log_entry(&mut blob, &encoded, None);
+                        doomed.push(at);
+                    }
+                }
+            }
             if doomed.is_empty() {
                 continue;
             }
-            let mut blob = Vec::new();
             let txn = self.begin_write()?;
-            {
-                let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-                for k in &doomed {
-                    keys.remove(&***k).map_err(self.backend("forget key"))?;
-                    log_entry(&mut blob, k, None);
-                }
-                let mut log = txn
-                    .open_table(STATE_LOG)
-                    .map_err(self.backend("open state log"))?;
-                log.insert(live.next_row, blob.as_slice())
-                    .map_err(self.backend("append state log"))?;
-            }
+            txn.open_table(STATE_LOG)
+                .map_err(self.backend("open state log"))?
+                .insert(live.next_row, blob.as_slice())
+                .map_err(self.backend("append state log"))?;
             txn.commit().map_err(self.backend("commit"))?;
             let row = live.next_row;
             live.rows.push_back((row, blob.len() as u64));
             live.unfolded_bytes += blob.len() as u64;
             live.next_row += 1;
-            for k in &doomed {
-                live.keys.remove(&***k);
+            for &at in &doomed {
+                live.keys.remove(at);
             }
             forgotten += doomed.len() as u64;
         }
@@ -1068,15 +1150,7 @@ impl StateStore for RedbStore {
     }
 
     fn for_each_key(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {
-        let mut malformed = false;
-        self.copy_keys(&mut |k, state| match decode_key(k) {
-            Some(key) => f(&key, state),
-            None => malformed = true,
-        })?;
-        if malformed {
-            return Err(self.incompatible("a key is malformed"));
-        }
-        Ok(())
+        self.walk_keys(f)
     }
 
     fn learning_started_at(&self, now: UnixSecs) -> Result<UnixSecs, StoreError> {
@@ -1123,7 +1197,7 @@ impl RedbStore {
             return Ok(());
         }
         let mut blob = Vec::new();
-        let logged = log_index(&mut live.triage, &mut blob);
+        log_index(&mut live.triage, &mut blob);
         let row = live.next_row;
         let result = self.begin_write().and_then(|txn| {
             txn.open_table(STATE_LOG)
@@ -1140,7 +1214,6 @@ impl RedbStore {
         live.rows.push_back((row, blob.len() as u64));
         live.unfolded_bytes += blob.len() as u64;
         live.next_row += 1;
-        live.index_logged.extend(logged);
         Ok(())
     }
 
@@ -1154,32 +1227,19 @@ impl RedbStore {
         live: &mut Live,
     ) -> Result<Applied, StoreError> {
         let mut applied = Applied::default();
-        // The states this batch changes: known keys' in their slot's `pending` (a key
-        // repeated in the batch, one sighting per collection interval, steps from the
-        // state its previous sighting left), new keys' in `new`; the log row lists both.
-        // Memory takes them once the transaction has committed.
-        let mut new: HashMap<Vec<u8>, KeyState> = HashMap::new();
+        let mut pending = Pending::default();
         let mut blob = Vec::new();
-        let decided = self
-            .decide_batch(batch, opts, live, &mut new, &mut blob, &mut applied)
-            .and_then(|decided| Ok((decided, self.begin_write()?)));
-        let (
-            Decided {
-                records,
-                newest,
-                logged,
-            },
-            txn,
-        ) = match decided {
-            Ok(decided) => decided,
-            Err(e) => {
-                drop_pending(live, &blob);
-                return Err(e);
-            }
-        };
+        let Decided {
+            records,
+            newest,
+            logged,
+        } = self.decide_batch(batch, opts, live, &mut pending, &mut blob, &mut applied)?;
+        let txn = self.begin_write()?;
         // The image index entries the batch changed go to the same log row.
-        let index_logged = log_index(&mut live.triage, &mut blob);
-        let logged = logged + index_logged.len();
+        let logged = logged + log_index(&mut live.triage, &mut blob);
+        // The cycle is out of `live` while its chunk is written (it writes from `live`'s
+        // keys); it goes back whatever happens.
+        let mut fold = live.fold.take();
         let outcome = (|| {
             let mut log = txn
                 .open_table(FINDINGS)
@@ -1216,7 +1276,11 @@ impl RedbStore {
                     .insert(live.next_row, blob.as_slice())
                     .map_err(self.backend("append state log"))?;
             }
-            let chunk = self.fold_chunk(&txn, &mut state_log, live, 2 * logged)?;
+            let chunk = self.fold_chunk(&txn, &mut state_log, live, &mut fold, 2 * logged)?;
+            if let Some(row) = chunk.snapshot_row {
+                meta.insert(META_KEYS_SNAPSHOT, row)
+                    .map_err(self.backend("write meta"))?;
+            }
             applied.io.rows_written =
                 u64::from(!blob.is_empty()) + chunk.written + 2 * applied.records.len() as u64 + 2;
             self.write_triage(&txn, &mut live.triage)?;
@@ -1230,10 +1294,15 @@ impl RedbStore {
         })();
         let committed =
             outcome.and_then(|chunk| txn.commit().map(|()| chunk).map_err(self.backend("commit")));
+        live.fold = fold;
         let folded = match committed {
             Ok(folded) => folded,
             Err(e) => {
-                drop_pending(live, &blob);
+                // The cycle is dropped (a snapshot that failed to write would fail every
+                // later chunk; one already renamed into place is a good one, but the
+                // commit that would let the log go did not happen). The log is kept; a
+                // later cycle takes it all again.
+                live.fold = None;
                 return Err(e);
             }
         };
@@ -1243,95 +1312,72 @@ impl RedbStore {
             live.next_row += 1;
         }
         folded.done(live);
-        live.index_logged.extend(index_logged);
         // The batch is durable: its states are the keys' states now.
-        for entry in LogEntries(&blob) {
-            let Some(LogEntry {
-                index: false,
-                key,
-                state: Some(state),
-            }) = entry
-            else {
-                continue;
-            };
-            match live.keys.get_mut(key) {
-                Some(slot) => {
-                    slot.state = state;
-                    slot.pending = None;
-                    slot.logged = true;
-                }
-                None => {
-                    live.keys.insert(
-                        key.into(),
-                        Slot {
-                            state,
-                            pending: None,
-                            logged: true,
-                        },
-                    );
-                }
-            }
+        for (&at, &state) in &pending.known {
+            live.keys.set_state(at, state);
+        }
+        for (key, state) in pending.new {
+            live.keys.insert(parts_of(key), state);
         }
         applied.keys = live.keys.len() as u64;
         if newest.is_some() {
             live.newest = newest;
         }
-        if live.fold.is_none() && live.unfolded_bytes >= self.fold_log_bytes {
-            self.start_fold(live);
+        let threshold = if self.fold_scales {
+            self.fold_log_bytes
+                .max(live.keys.len() as u64 * SNAPSHOT_ENTRY_BYTES)
+        } else {
+            self.fold_log_bytes
+        };
+        if live.fold.is_none() && live.unfolded_bytes >= threshold {
+            self.start_fold(live)?;
         }
         Ok(applied)
     }
 
     /// Decides every sighting of the batch (in memory: nothing is written), leaving the
-    /// changed states as `pending` in their slots or in `new`, and the log row that lists
-    /// them in `blob`. Returns the records and the newest point time.
-    fn decide_batch(
+    /// changed states in `pending`, and the log row that lists them in `blob`. Returns the
+    /// records and the newest point time.
+    fn decide_batch<'b>(
         &self,
-        batch: &[Sighting],
+        batch: &'b [Sighting],
         opts: &ApplyOptions,
         live: &mut Live,
-        new: &mut HashMap<Vec<u8>, KeyState>,
+        pending: &mut Pending<'b>,
         blob: &mut Vec<u8>,
         applied: &mut Applied,
     ) -> Result<Decided, StoreError> {
         let decider = opts.decider();
         let mut newest = live.newest;
         let mut count = live.keys.len() as u64;
-        let mut encoded = Vec::with_capacity(256);
         let mut records = Vec::new();
         let mut admission = Admission::new(opts);
-        // Known keys the batch changed: their encoded bytes, one after the other.
-        let mut changed: Vec<u8> = Vec::new();
+        // Known keys the batch changed, in the order it first changed them.
+        let mut order: Vec<u32> = Vec::new();
         let Live { keys, triage, .. } = live;
         for (i, s) in batch.iter().enumerate() {
-            encode_key(&s.key, &mut encoded);
-            let slot = keys.get_mut(encoded.as_slice());
-            let prev = match &slot {
-                Some(slot) => Some(slot.pending.unwrap_or(slot.state)),
-                None => new.get(encoded.as_slice()).copied(),
+            let at = keys.find(parts_of(&s.key));
+            // A key repeated in the batch (one sighting per collection interval) steps
+            // from the state its previous sighting left.
+            let prev = match at {
+                Some(at) => Some(pending.known.get(&at).copied().unwrap_or(keys.state(at))),
+                None => pending.new.get(&s.key).copied(),
             };
             let Some(st) = admission.step(i, s, prev, count, &mut applied.refused) else {
                 continue;
             };
             if prev != Some(st.state) {
-                match slot {
-                    Some(slot) => {
-                        if slot.pending.is_none() {
-                            changed.extend_from_slice(&(encoded.len() as u32).to_ne_bytes());
-                            changed.extend_from_slice(&encoded);
+                match at {
+                    Some(at) => {
+                        if pending.known.insert(at, st.state).is_none() {
+                            order.push(at);
                         }
-                        slot.pending = Some(st.state);
                     }
                     None => {
                         if prev.is_none() {
                             count += 1;
                         }
-                        match new.get_mut(encoded.as_slice()) {
-                            Some(state) => *state = st.state,
-                            None => {
-                                new.insert(encoded.clone(), st.state);
-                            }
-                        }
+                        pending.new.insert(&s.key, st.state);
                     }
                 }
             }
@@ -1339,19 +1385,16 @@ impl RedbStore {
             let previous = prev.map(|p| p.last_seen);
             decider.sighting(triage, s, st.opened, previous, &mut records);
         }
-        let mut logged = 0;
-        let mut rest = changed.as_slice();
-        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-            let (key, tail) = tail.split_at(u32::from_ne_bytes(*len) as usize);
-            rest = tail;
-            if let Some(state) = keys.get(key).and_then(|slot| slot.pending) {
-                log_entry(blob, key, Some(&state));
-                logged += 1;
+        let mut encoded = Vec::with_capacity(256);
+        for &at in &order {
+            if let (Some((parts, _)), Some(state)) = (keys.get(at), pending.known.get(&at)) {
+                encode_parts(parts, &mut encoded);
+                log_entry(blob, &encoded, Some(state));
             }
         }
-        for (key, state) in new.iter() {
-            log_entry(blob, key, Some(state));
-            logged += 1;
+        for (key, state) in &pending.new {
+            encode_key(key, &mut encoded);
+            log_entry(blob, &encoded, Some(state));
         }
         decider.end_batch(triage, newest, &mut records);
         records.extend(opts.notices.iter().cloned());
@@ -1359,46 +1402,46 @@ impl RedbStore {
         Ok(Decided {
             records,
             newest,
-            logged,
+            logged: order.len() + pending.new.len(),
         })
     }
 
-    /// Starts a fold cycle with every key the log names that no cycle has taken: their
-    /// newest states (in memory) go into `keys` over the next `apply`s, and then the rows
-    /// written so far can go.
-    fn start_fold(&self, live: &mut Live) {
-        let mut keys = Vec::new();
-        for (key, slot) in live.keys.iter_mut() {
-            if slot.logged {
-                slot.logged = false;
-                keys.push(key.clone());
-            }
-        }
-        // Written from the end, so reversed: the B-tree is written in key order.
-        keys.sort_unstable_by(|a, b| b.cmp(a));
-        let mut index: Vec<(Box<[u8]>, IndexKey)> = live
-            .index_logged
-            .drain()
-            .map(|k| (k.encode().into_boxed_slice(), k))
-            .collect();
-        index.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    /// Starts a fold cycle over every row written so far: a new snapshot, with the image
+    /// index as committed now, and every key (written over the next `apply`s).
+    fn start_fold(&self, live: &mut Live) -> Result<(), StoreError> {
+        let last_row = live.next_row - 1;
+        let snapshot = SnapshotWriter::create(&self.dir, last_row, live.triage.index.entries())
+            .map_err(self.snapshot_error("start the snapshot"))?;
         live.fold = Some(Fold {
-            keys,
-            index,
-            last_row: live.next_row - 1,
+            snapshot: Some(snapshot),
+            next: 0,
+            end: live.keys.positions(),
+            last_row,
         });
         live.unfolded_bytes = 0;
+        Ok(())
     }
 
-    /// Writes the next chunk (at least `at_least` keys, at least `fold_chunk_min`) of the
-    /// fold under way into `keys`, and deletes up to [`RETIRE_ROWS`] of the rows a finished
-    /// cycle covers. What is returned is applied to memory once the transaction has
-    /// committed.
+    fn snapshot_error<E: Display>(&self, what: &'static str) -> impl Fn(E) -> StoreError + '_ {
+        move |e| {
+            StoreError::Backend(format!(
+                "{what} in {}: {e}",
+                self.dir.join(SNAPSHOT_FILE).display()
+            ))
+        }
+    }
+
+    /// Writes the next chunk of the fold under way, at least `at_least` (and at least
+    /// `fold_chunk_min`) times [`SNAPSHOT_PER_CHUNK`] key positions into the snapshot, and
+    /// deletes up to [`RETIRE_ROWS`] of the rows a finished cycle covers. When the chunk
+    /// ends the cycle, the snapshot is made durable and put in place before the
+    /// transaction commits. What is returned is applied to memory once it has committed.
     fn fold_chunk(
         &self,
         txn: &WriteTransaction,
         state_log: &mut redb::Table<u64, &[u8]>,
         live: &Live,
+        fold: &mut Option<Fold>,
         at_least: usize,
     ) -> Result<Folded, StoreError> {
         let mut folded = Folded::default();
@@ -1411,42 +1454,38 @@ impl RedbStore {
                 .map_err(self.backend("delete folded log rows"))?;
             folded.retired += 1;
         }
-        let Some(fold) = &live.fold else {
+        let Some(cycle) = fold else {
             return Ok(folded);
         };
+        // Positions are in the file once written, committed or not: the cycle's progress
+        // is not rolled back (a position written twice is loaded twice, the later wins,
+        // and the log decides anyway).
         let budget = at_least.max(self.fold_chunk_min);
-        // The cycle's image index entries first: an entry forgotten since is removed.
-        let n_index = budget.min(fold.index.len());
-        if n_index > 0 {
-            let mut table = txn
-                .open_table(INDEX)
-                .map_err(self.backend("open image index"))?;
-            for (encoded, key) in fold.index[fold.index.len() - n_index..].iter().rev() {
-                match live.triage.index.state_of(key) {
-                    Some(state) => table.insert(&**encoded, &encode_state(&state)).map(drop),
-                    None => table.remove(&**encoded).map(drop),
-                }
-                .map_err(self.backend("fold image index"))?;
-                folded.written += 1;
+        let positions =
+            u32::try_from(budget.saturating_mul(SNAPSHOT_PER_CHUNK)).unwrap_or(u32::MAX);
+        let to = cycle.end.min(cycle.next.saturating_add(positions));
+        let Some(snapshot) = &mut cycle.snapshot else {
+            return Ok(folded);
+        };
+        snapshot
+            .write(&live.keys, cycle.next, to)
+            .map_err(self.snapshot_error("write the snapshot"))?;
+        folded.written += u64::from(to - cycle.next);
+        cycle.next = to;
+        if cycle.next >= cycle.end {
+            if let Some(snapshot) = cycle.snapshot.take() {
+                snapshot
+                    .finish(&live.keys)
+                    .map_err(self.snapshot_error("finish the snapshot"))?;
             }
-        }
-        let n = (budget - n_index).min(fold.keys.len());
-        let chunk = &fold.keys[fold.keys.len() - n..];
-        if !chunk.is_empty() {
-            let mut keys = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
-            for key in chunk.iter().rev() {
-                // A key forgotten since the cycle started has nothing to fold: its
-                // tombstone is in the log.
-                if let Some(slot) = live.keys.get(key) {
-                    keys.insert(&**key, &encode_state(&slot.state))
-                        .map_err(self.backend("fold key"))?;
-                    folded.written += 1;
+            if live.legacy_tables {
+                for table in [KEYS.name(), INDEX.name()] {
+                    txn.delete_table(redb::TableDefinition::<&[u8], &[u8; 16]>::new(table))
+                        .map_err(self.backend("delete the tables the snapshot replaces"))?;
                 }
             }
+            folded.snapshot_row = Some(cycle.last_row);
         }
-        folded.taken = n;
-        folded.taken_index = n_index;
-        folded.last = n == fold.keys.len() && n_index == fold.index.len();
         Ok(folded)
     }
 
@@ -1519,17 +1558,22 @@ struct Decided {
     logged: usize,
 }
 
+/// The key states a batch changes, until its transaction commits: known keys' by
+/// position, new keys' by the batch's own keys.
+#[derive(Default)]
+struct Pending<'b> {
+    known: HashMap<u32, KeyState>,
+    new: HashMap<&'b Key, KeyState>,
+}
+
 /// What one `apply` folded, applied to memory after its commit.
 #[derive(Default)]
 struct Folded {
-    /// Keys taken off the end of the cycle's list.
-    taken: usize,
-    /// Image index entries taken off the end of the cycle's list.
-    taken_index: usize,
-    /// Of them, those written (not forgotten meanwhile).
+    /// Key positions written.
     written: u64,
-    /// The cycle ended: its rows may go.
-    last: bool,
+    /// The cycle ended: its snapshot, of the log up to this row, is in place, and the
+    /// rows it covers may go once the transaction that records it has committed.
+    snapshot_row: Option<u64>,
     /// Rows deleted, from the front.
     retired: usize,
 }
@@ -1537,39 +1581,22 @@ struct Folded {
 impl Folded {
     fn done(&self, live: &mut Live) {
         live.rows.drain(..self.retired);
-        let Some(fold) = &mut live.fold else {
-            return;
-        };
-        let keep = fold.keys.len() - self.taken;
-        fold.keys.truncate(keep);
-        let keep = fold.index.len() - self.taken_index;
-        fold.index.truncate(keep);
-        if self.last {
-            live.retire_upto = fold.last_row;
+        if let Some(row) = self.snapshot_row {
+            live.retire_upto = row;
+            live.legacy_tables = false;
             live.fold = None;
         }
     }
 }
 
 /// Appends the image index entries changed since the last call to a log row (as
-/// [`log_entry`] does a key's, encoding each in place); returns them for the next fold cycle.
-fn log_index(triage: &mut TriageState, blob: &mut Vec<u8>) -> Vec<IndexKey> {
+/// [`log_entry`] does a key's, encoding each in place); returns how many.
+fn log_index(triage: &mut TriageState, blob: &mut Vec<u8>) -> usize {
     let dirty = triage.index.take_dirty();
-    let mut logged = Vec::with_capacity(dirty.len());
-    for (key, state) in dirty {
-        log_index_entry(blob, &key, state.as_ref());
-        logged.push(key);
+    for (key, state) in &dirty {
+        log_index_entry(blob, key, state.as_ref());
     }
-    logged
-}
-
-/// Forgets what an `apply` that did not commit left pending in the slots of `blob`'s keys.
-fn drop_pending(live: &mut Live, blob: &[u8]) {
-    for entry in LogEntries(blob).flatten().filter(|e| !e.index) {
-        if let Some(slot) = live.keys.get_mut(entry.key) {
-            slot.pending = None;
-        }
-    }
+    dirty.len()
 }
 
 #[cfg(test)]

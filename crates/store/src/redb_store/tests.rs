@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::conformance::{key, opts, sighting, WINDOWS};
+use crate::state_log::encode_state;
 use crate::MemStore;
 
 fn temp() -> tempfile::TempDir {
@@ -141,7 +142,82 @@ fn older_files_are_read_and_marked_with_the_current_version() {
             store.read_meta(META_SCHEMA_VERSION).unwrap(),
             Some(SCHEMA_VERSION)
         );
+        // The first snapshot takes the old `keys` table's states over and empties it.
+        let store = store.with_fold(1, 1);
+        let mut t = 1_000;
+        while store.read_meta(META_KEYS_SNAPSHOT).unwrap().is_none() {
+            t += 60;
+            store.apply(&[sighting(&key(8), t)], &opts(t)).unwrap();
+        }
+        let txn = store.db.begin_read().unwrap();
+        for table in [KEYS, INDEX] {
+            assert!(
+                txn.open_table(table)
+                    .is_err_and(|e| matches!(e, TableError::TableDoesNotExist(_))),
+                "version {version}: the table {} is gone",
+                table.name()
+            );
+        }
+        drop((txn, store));
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(&k).unwrap(), Some(state), "version {version}");
+        assert_eq!(store.key_count().unwrap(), 2);
+        assert_eq!(store.triage().unwrap().index.state_of(&entry), entry_state);
     }
+}
+
+/// The log rows a snapshot covers are deleted once it is recorded: a missing, damaged or
+/// older snapshot is refused at open, naming the file, rather than loading a state without
+/// the keys it held.
+#[test]
+fn a_missing_or_damaged_snapshot_is_refused() {
+    let dir = temp();
+    let path = dir.path().join(SNAPSHOT_FILE);
+    let keys: Vec<Sighting> = (0..50).map(|i| sighting(&key(i), 1_000)).collect();
+    let first = {
+        let store = RedbStore::open(dir.path()).unwrap().with_fold(1, 1);
+        let mut t = 1_000;
+        store.apply(&keys, &opts(t)).unwrap();
+        let mut recorded = |store: &RedbStore| {
+            // Each apply writes a chunk: a cycle of 50 keys ends within a few.
+            for _ in 0..100 {
+                t += 60;
+                store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
+                if let Some(row) = store.read_meta(META_KEYS_SNAPSHOT).unwrap() {
+                    return row;
+                }
+            }
+            panic!("no snapshot was recorded");
+        };
+        let row = recorded(&store);
+        let first = std::fs::read(&path).unwrap();
+        // A later cycle, whose snapshot covers more rows.
+        while recorded(&store) == row {}
+        first
+    };
+    let good = std::fs::read(&path).unwrap();
+    let reopened = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.key_count().unwrap(), 50);
+    drop(reopened);
+    let refused = |what: &str| {
+        let e = RedbStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(SNAPSHOT_FILE) && e.contains(what), "{e}");
+    };
+    let mut bad = good.clone();
+    bad[40] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    refused("checksum");
+    // An older snapshot than the one recorded.
+    std::fs::write(&path, &first).unwrap();
+    refused("older");
+    std::fs::remove_file(&path).unwrap();
+    refused("missing");
+    // A partial snapshot left by a crash is removed; the good one is read.
+    std::fs::write(&path, &good).unwrap();
+    std::fs::write(dir.path().join("keys.snapshot.tmp"), b"partial").unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(store.key_count().unwrap(), 50);
+    assert!(!dir.path().join("keys.snapshot.tmp").exists());
 }
 
 #[test]
@@ -419,8 +495,8 @@ fn triage_survives_reopen(
         reference.triage().unwrap().index
     );
     if folds_everything {
-        // Applies (of a sighting that changes nothing) fold the last cycle, an entry
-        // each, and retire its rows: the table alone holds the index then.
+        // Applies (of a sighting that changes nothing) fold the last cycle and retire
+        // its rows: the snapshot alone holds the index then.
         let repeat = &batches.last().unwrap().1;
         for _ in 0..1_000 {
             if store.fold_status().unwrap() == (0, 0) {
@@ -429,11 +505,11 @@ fn triage_survives_reopen(
             store.apply(repeat, &triage_opts(2_500)).unwrap();
         }
         assert_eq!(store.fold_status().unwrap(), (0, 0), "the log drains");
-        let txn = store.db.begin_read().unwrap();
-        let table = txn.open_table(INDEX).unwrap();
+        assert_eq!(store.lock_live().unwrap().rows.len(), 0);
+        let (index, _) = snapshot::read_index(dir.path()).unwrap().unwrap();
         assert_eq!(
-            table.len().unwrap() as usize,
-            reference.triage().unwrap().index.len()
+            Index::from_entries(index),
+            reference.triage().unwrap().index
         );
     }
     assert_eq!(
