@@ -118,6 +118,7 @@ pub fn open_store_for(
     store
         .bind_key_mode(&key_mode_id(mode))
         .with_context(|| format!("state directory {}", data.display()))?;
+    crate::release_freed_memory();
     Ok(store)
 }
 

@@ -1,10 +1,13 @@
 //! Every key's state in memory, compactly: what lets `serve` hold millions of keys.
 //!
 //! A key is four interned parts (host, cluster, node, image: a fleet's millions of keys
-//! are made of a few hundred thousand distinct names) and its state, 32 bytes in fixed
+//! are made of a few hundred thousand distinct names) and its state, 24 bytes in fixed
 //! chunks, found through the same 8-byte-slot open-addressing table as a scan's keys
 //! ([`unseen_detect::table`]). With the table at most three quarters full that is about
-//! 45 bytes a key, against ~400 for a hash map of encoded keys.
+//! 37 bytes a key, against ~400 for a hash map of encoded keys. The state's two times are
+//! held as `u32`s (the latest sighting in Unix seconds, up to 2106, and the episode's
+//! length so far); a state that does not fit (a time before 1970, an episode of over 136
+//! years) is held whole in a side table, so no input is out of range.
 //!
 //! A key's hash is made of its parts' hashes (each part hashed once when it is interned,
 //! seeded per process), so loading a snapshot, whose keys are already parts, hashes no
@@ -13,7 +16,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use hashbrown::DefaultHashBuilder;
+use hashbrown::{DefaultHashBuilder, HashMap};
 use unseen_detect::intern::Interner;
 use unseen_detect::table::{Chunks, KeyTable};
 use unseen_detect::KeyState;
@@ -24,11 +27,44 @@ pub type Parts<'a> = [&'a str; 4];
 /// Marks an entry whose key was removed (its position is on the free list).
 const DEAD: u32 = u32::MAX;
 
+const ZERO: KeyState = KeyState {
+    last_seen: 0,
+    episode_start: 0,
+};
+
+/// An entry's `last` when its state is in [`LiveKeys::wide`].
+const WIDE: u32 = u32::MAX;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     /// Interned ids of host, cluster, node and image; `parts[0] == DEAD` for a free entry.
     parts: [u32; 4],
-    state: KeyState,
+    /// The latest sighting (Unix seconds), or [`WIDE`].
+    last: u32,
+    /// The latest sighting minus the episode's start.
+    span: u32,
+}
+
+impl Entry {
+    /// The entry of `state`, and whether it must be held in the side table instead.
+    fn new(parts: [u32; 4], state: KeyState) -> (Entry, bool) {
+        let last = u32::try_from(state.last_seen).ok().filter(|&l| l != WIDE);
+        let span = state
+            .last_seen
+            .checked_sub(state.episode_start)
+            .and_then(|s| u32::try_from(s).ok());
+        match (last, span) {
+            (Some(last), Some(span)) => (Entry { parts, last, span }, false),
+            _ => (
+                Entry {
+                    parts,
+                    last: WIDE,
+                    span: 0,
+                },
+                true,
+            ),
+        }
+    }
 }
 
 /// Keys and their states (see the module docs).
@@ -39,6 +75,8 @@ pub struct LiveKeys {
     name_hash: Vec<u64>,
     table: KeyTable,
     entries: Chunks<Entry>,
+    /// States that do not fit an entry, by position (almost always empty).
+    wide: HashMap<u32, KeyState>,
     free: Vec<u32>,
     /// Combines the four parts' hashes (seeded too).
     hasher: DefaultHashBuilder,
@@ -58,6 +96,7 @@ impl LiveKeys {
             name_hash: Vec::new(),
             table: KeyTable::for_len(keys),
             entries: Chunks::default(),
+            wide: HashMap::new(),
             free: Vec::new(),
             hasher: DefaultHashBuilder::default(),
         }
@@ -112,7 +151,7 @@ impl LiveKeys {
 
     fn insert_ids(&mut self, ids: [u32; 4], state: KeyState) -> u32 {
         let hash = self.hash_ids(ids);
-        let entry = Entry { parts: ids, state };
+        let (entry, _) = Entry::new(ids, ZERO);
         let at = match self.free.pop() {
             Some(at) => {
                 self.entries[at as usize] = entry;
@@ -128,6 +167,7 @@ impl LiveKeys {
             }
         };
         self.table.insert(hash, at);
+        self.set_state(at, state);
         at
     }
 
@@ -139,7 +179,7 @@ impl LiveKeys {
             .table
             .find(hash, |at| self.entries[at as usize].parts == ids)
         {
-            Some(at) => self.entries[at as usize].state = state,
+            Some(at) => self.set_state(at, state),
             None => {
                 self.insert_ids(ids, state);
             }
@@ -164,6 +204,7 @@ impl LiveKeys {
         let hash = self.hash_ids(entry.parts);
         self.table.remove(hash, |p| p == at);
         self.entries[at as usize].parts[0] = DEAD;
+        self.wide.remove(&at);
         self.free.push(at);
     }
 
@@ -175,11 +216,29 @@ impl LiveKeys {
     }
 
     pub fn state(&self, at: u32) -> KeyState {
-        self.entries[at as usize].state
+        self.state_of(&self.entries[at as usize], at)
+    }
+
+    #[inline]
+    fn state_of(&self, e: &Entry, at: u32) -> KeyState {
+        if e.last == WIDE {
+            return self.wide.get(&at).copied().unwrap_or(ZERO);
+        }
+        KeyState {
+            last_seen: i64::from(e.last),
+            episode_start: i64::from(e.last) - i64::from(e.span),
+        }
     }
 
     pub fn set_state(&mut self, at: u32, state: KeyState) {
-        self.entries[at as usize].state = state;
+        let e = &mut self.entries[at as usize];
+        let (packed, wide) = Entry::new(e.parts, state);
+        *e = packed;
+        if wide {
+            self.wide.insert(at, state);
+        } else if !self.wide.is_empty() {
+            self.wide.remove(&at);
+        }
     }
 
     /// The key at position `at` and its state; `None` for a free or unused position.
@@ -188,7 +247,7 @@ impl LiveKeys {
             .entries
             .get(at as usize)
             .filter(|e| e.parts[0] != DEAD)?;
-        Some((e.parts.map(|id| self.names.get(id)), e.state))
+        Some((e.parts.map(|id| self.names.get(id)), self.state_of(e, at)))
     }
 
     /// The key at position `at` as interned ids, and its state (for snapshots).
@@ -197,7 +256,7 @@ impl LiveKeys {
             .entries
             .get(at as usize)
             .filter(|e| e.parts[0] != DEAD)?;
-        Some((e.parts, e.state))
+        Some((e.parts, self.state_of(e, at)))
     }
 
     /// Every key and its state, in position order.
@@ -257,11 +316,29 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// Times that fit an entry and times that do not: before 1970, past 2106, the
+    /// marker itself, episodes longer than a `u32`.
     fn state(t: i64) -> KeyState {
         KeyState {
             last_seen: t,
-            episode_start: t / 2,
+            episode_start: if t % 3 == 0 {
+                t.saturating_sub(1 << 33)
+            } else {
+                t / 2
+            },
         }
+    }
+
+    fn prop_time() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::strategy::Just;
+        proptest::prop_oneof![
+            -5i64..5,
+            1_700_000_000i64..1_700_000_010,
+            Just(i64::from(u32::MAX)),
+            Just(i64::from(u32::MAX) - 1),
+            Just(i64::MIN),
+            Just(i64::MAX),
+        ]
     }
 
     proptest::proptest! {
@@ -270,7 +347,7 @@ mod tests {
         /// Against a map of owned keys: upserts and removals in any order, then a reload
         /// through a loader (as from a snapshot) holds the same.
         #[test]
-        fn live_keys_are_a_map(ops in proptest::collection::vec((0u8..3, 0usize..4, 0usize..3, 0usize..4, -5i64..5), 0..200)) {
+        fn live_keys_are_a_map(ops in proptest::collection::vec((0u8..3, 0usize..4, 0usize..3, 0usize..4, prop_time()), 0..200)) {
             let names = ["", "n", "node-1", "ip-10-0-0-1.ec2.internal"];
             let images = ["nginx", "docker.io/library/nginx", "ghcr.io/a/b", "n"];
             let mut keys = LiveKeys::with_capacity(0);
