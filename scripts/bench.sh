@@ -300,9 +300,9 @@ else
   SEND_ARGS="--clusters 4 --nodes-per-cluster 50 --pods-per-node 20 --images 2000 --days 1 --interval 5m"
   # 14 times the keys (~110 k), one collection an hour.
   LARGE_ARGS="--clusters 8 --nodes-per-cluster 250 --pods-per-node 30 --images 20000 --days 1 --interval 1h"
-  # ~1 M keys (issue 13), two collections a day: each sends ~5 M points (a preloaded day
-  # holds ~4.5 GB of request bodies).
-  MILLION_ARGS="--clusters 20 --nodes-per-cluster 450 --pods-per-node 60 --images 20000 --days 1 --interval 12h"
+  # ~1 M keys (issue 13), two collections a day: each sends ~4.5 M points (a preloaded day
+  # holds ~4 GB of request bodies).
+  MILLION_ARGS="--clusters 20 --nodes-per-cluster 600 --pods-per-node 60 --images 20000 --days 1 --interval 12h"
   SERVE_RATE=${SERVE_RATE:-500000}
 fi
 if "$BIN" serve --help > /dev/null 2>&1; then
