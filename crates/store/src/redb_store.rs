@@ -17,7 +17,7 @@
 //!
 //! # Key states: in memory, logged, snapshotted
 //!
-//! Every key's state is held in memory ([`LiveKeys`]: about 45 bytes a key), so deciding a
+//! Every key's state is held in memory ([`LiveKeys`]: about 37 bytes a key), so deciding a
 //! sighting costs a hash lookup, not a B-tree search. What an `apply` changed is written
 //! as **one row** of `state_log`, in the same transaction as its records: a known key's
 //! sighting costs an append of ~100 bytes, not a B-tree insert.
