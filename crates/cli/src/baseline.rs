@@ -158,7 +158,10 @@ impl Importer<'_> {
                     .refused
                     .iter()
                     .filter(|(_, r)| *r == Refusal::KeyCapReached)
-                    .count() as u64
+                    .count() as u64;
+                for warning in &applied.warnings {
+                    tracing::warn!(%warning, "the state store's upkeep failed; the batch is committed and the next one tries again");
+                }
             }
             Err(e) => self.error = Some(e.into()),
         }

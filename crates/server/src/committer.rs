@@ -377,6 +377,9 @@ async fn commit(
         Ok((applied, opts)) => {
             m::keys_tracked(applied.keys);
             m::store_io(applied.io);
+            for warning in &applied.warnings {
+                tracing::warn!(%warning, "the state store's upkeep failed; the batch is committed and the next one tries again");
+            }
             for (sender, used) in sender_names.iter().zip(&applied.new_keys) {
                 state
                     .limiter

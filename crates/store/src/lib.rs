@@ -218,6 +218,9 @@ pub struct Applied {
     /// What the batch cost the backend (exported as metrics: the steady-state cost of a
     /// point, per backend).
     pub io: StoreIo,
+    /// Problems of the backend's upkeep that did not fail the batch (a snapshot that could
+    /// not be started: the next batch tries again); the caller logs them.
+    pub warnings: Vec<String>,
 }
 
 /// The input/output of one `apply`.
@@ -230,11 +233,12 @@ pub struct StoreIo {
 }
 
 impl Applied {
-    /// The same without `io`: what the batch did, whatever it cost the backend (two
-    /// backends answer a batch identically, at different costs).
+    /// The same without `io` and `warnings`: what the batch did, whatever it cost the
+    /// backend (two backends answer a batch identically, at different costs).
     pub fn without_io(self) -> Applied {
         Applied {
             io: StoreIo::default(),
+            warnings: Vec::new(),
             ..self
         }
     }

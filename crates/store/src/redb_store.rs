@@ -1330,7 +1330,12 @@ impl RedbStore {
             self.fold_log_bytes
         };
         if live.fold.is_none() && live.unfolded_bytes >= threshold {
-            self.start_fold(live)?;
+            // The batch has committed: a snapshot that cannot be started now (the
+            // directory not writable for a moment) must not fail it. No cycle starts;
+            // the next `apply` tries again, and the log keeps everything meanwhile.
+            if let Err(e) = self.start_fold(live) {
+                applied.warnings.push(e.to_string());
+            }
         }
         Ok(applied)
     }

@@ -632,3 +632,36 @@ fn known_keys_cost_one_log_row_per_batch() {
     assert_eq!(cycle, 0);
     assert!(log_bytes > 0);
 }
+
+/// A snapshot that cannot be started (its temporary file's name taken by a directory)
+/// does not fail the batch that committed: the batch says so in `warnings`, and the next
+/// one starts the cycle once it can.
+#[test]
+fn a_snapshot_that_cannot_start_does_not_fail_the_batch() {
+    let dir = temp();
+    let store = RedbStore::open(dir.path()).unwrap().with_fold(1, 1);
+    let blocker = dir.path().join("keys.snapshot.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let keys: Vec<Sighting> = (0..20).map(|i| sighting(&key(i), 1_000)).collect();
+    let out = store.apply(&keys, &opts(1_000)).unwrap();
+    assert_eq!(out.keys, 20);
+    assert!(
+        out.warnings.iter().any(|w| w.contains(SNAPSHOT_FILE)),
+        "{:?}",
+        out.warnings
+    );
+    assert_eq!(store.fold_status().unwrap().0, 0, "no cycle started");
+    std::fs::remove_dir(&blocker).unwrap();
+    let mut t = 1_000;
+    while store.read_meta(META_KEYS_SNAPSHOT).unwrap().is_none() {
+        t += 60;
+        let out = store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(t < 1_000 + 60 * 100, "no snapshot was recorded");
+    }
+    drop(store);
+    assert_eq!(
+        RedbStore::open(dir.path()).unwrap().key_count().unwrap(),
+        20
+    );
+}
