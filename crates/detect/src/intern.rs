@@ -90,11 +90,6 @@ impl Interner {
         id
     }
 
-    /// Bytes of text held (every distinct string, once).
-    pub fn text_len(&self) -> usize {
-        self.text.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -134,11 +134,6 @@ impl KeyTable {
         self.len == 0
     }
 
-    /// Bytes the slots take.
-    pub fn slot_bytes(&self) -> usize {
-        self.slots.len() * size_of::<u64>()
-    }
-
     /// The first slot to look at for a hash's top half.
     #[inline]
     fn home(&self, tag: u64) -> usize {

@@ -133,13 +133,14 @@ const SNAPSHOT_ENTRY_BYTES: u64 = 32;
 /// key at 10 M keys.
 const CACHE_BYTES: usize = 32 << 20;
 
-/// Image index entries folded by one `apply`, at least; with twice the batch's own changed
-/// keys and entries when that is more, a cycle ends before the log has grown by half of
-/// what it covers.
+/// The chunk of a fold cycle one `apply` writes, at least, in units of
+/// [`SNAPSHOT_PER_CHUNK`] key positions; with twice the batch's own changed keys and
+/// entries when that is more, a cycle ends before the log has grown by half of what it
+/// covers.
 pub const FOLD_CHUNK_MIN: usize = 4096;
 
-/// Key positions written into the snapshot per index entry of the chunk budget: a
-/// snapshot entry is a 32-byte copy, a B-tree insert costs page copies.
+/// Key positions per unit of a fold chunk: a snapshot entry is a 32-byte copy (the unit
+/// was a B-tree insert when keys were folded into `keys`).
 const SNAPSHOT_PER_CHUNK: usize = 16;
 
 /// Log rows deleted by one `apply`, at most, once their cycle has ended: more than the one
@@ -376,13 +377,18 @@ impl RedbStore {
         Ok(())
     }
 
-    fn snapshot_unreadable(&self, e: &std::io::Error) -> StoreError {
+    /// The snapshot cannot be used: an error naming its file.
+    fn snapshot_incompatible(&self, message: String) -> StoreError {
         StoreError::Incompatible {
             path: self.dir.join(SNAPSHOT_FILE).display().to_string(),
-            message: format!(
-                "the snapshot cannot be read: {e}; restore the state directory from a backup, or {MOVE_AWAY}"
-            ),
+            message,
         }
+    }
+
+    fn snapshot_unreadable(&self, e: &std::io::Error) -> StoreError {
+        self.snapshot_incompatible(format!(
+            "the snapshot cannot be read: {e}; restore the state directory from a backup, or {MOVE_AWAY}"
+        ))
     }
 
     fn malformed_index(&self) -> StoreError {
@@ -409,7 +415,7 @@ impl RedbStore {
     }
 
     /// Sets the log's size at which a fold cycle starts ([`FOLD_LOG_BYTES`] by default)
-    /// and the fewest keys an `apply` folds ([`FOLD_CHUNK_MIN`]): small values make
+    /// and the smallest chunk an `apply` folds ([`FOLD_CHUNK_MIN`]): small values make
     /// every `apply` fold, and cycles span many, for tests of the fold itself.
     pub fn with_fold(mut self, log_bytes: u64, min_chunk: usize) -> Self {
         self.fold_log_bytes = log_bytes;
@@ -431,12 +437,9 @@ impl RedbStore {
         };
         let newest = read(META_NEWEST_POINT)?.map(meta_to_secs);
         let recorded = read(META_KEYS_SNAPSHOT)?;
-        let snapshot_error = |message: String| StoreError::Incompatible {
-            path: self.dir.join(SNAPSHOT_FILE).display().to_string(),
-            message,
-        };
-        snapshot::remove_partial(&self.dir)
-            .map_err(|e| snapshot_error(format!("cannot remove a partly written snapshot: {e}")))?;
+        snapshot::remove_partial(&self.dir).map_err(|e| {
+            self.snapshot_incompatible(format!("cannot remove a partly written snapshot: {e}"))
+        })?;
         let table = txn.open_table(KEYS).map_err(self.backend("open keys"))?;
         let legacy = table.len().map_err(self.backend("count keys"))?
             + txn
@@ -450,13 +453,13 @@ impl RedbStore {
             }
             Ok(Some(found)) => {
                 let row = found.row;
-                return Err(snapshot_error(format!(
+                return Err(self.snapshot_incompatible(format!(
                     "the snapshot covers the log up to row {row}, older than the row {} the log relies on: it is not this state's snapshot; restore the state directory from a backup, or {MOVE_AWAY}",
                     recorded.unwrap_or_default()
                 )))
             }
             Ok(None) if recorded.is_some() => {
-                return Err(snapshot_error(format!(
+                return Err(self.snapshot_incompatible(format!(
                     "the snapshot is missing, and the log's rows before it are gone: restore the state directory from a backup, or {MOVE_AWAY}"
                 )))
             }
