@@ -228,10 +228,12 @@ fi
 # queue, latency = requests in flight / throughput); and at that rate with a larger fleet.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 serve_run() { # serve_run NAME WARM FLEET [extra generate flags...]
-  # WARM=1: first replay the day before (its line is printed, not in the table), so that
-  # the measured day finds every key in the store (the steady state of a server that has
-  # run for a while). Paced like the measured day: its latency is that of a first start.
-  local name=$1 warm=$2 fleet=$3 cpu0=0
+  # WARM=1: first put the day before into the state with `baseline import` (how a fleet
+  # of this size is started: its keys known, not a million findings), so that the measured
+  # day finds every key in the store, with no incidents of a first day still open to close
+  # during it (the steady state of a server that has run for a while). With
+  # BENCH_SERVE_CMD, the import goes to {dir}/data: use that as the command's state.
+  local name=$1 warm=$2 fleet=$3
   shift 3
   local port admin sdir cmd pid up sent cpu
   port=$(free_port)
@@ -241,6 +243,12 @@ serve_run() { # serve_run NAME WARM FLEET [extra generate flags...]
   cmd=${cmd//\{port\}/$port}
   cmd=${cmd//\{admin\}/$admin}
   cmd=${cmd//\{dir\}/$sdir}
+  if [ "$warm" = 1 ]; then
+    # shellcheck disable=SC2086
+    "$BIN" generate $fleet --start "now-2d" --out "$sdir/day-before.pb" 2> /dev/null
+    "$BIN" baseline import --data "$sdir/data" "$sdir/day-before.pb" 2>&1 | sed 's/^/warm-up: /'
+    rm -f "$sdir/day-before.pb"
+  fi
   $cmd > "$WORK/serve-$name.log" 2>&1 &
   pid=$!
   up=0
@@ -249,14 +257,6 @@ serve_run() { # serve_run NAME WARM FLEET [extra generate flags...]
     sleep 0.1
   done
   if [ "$up" = 1 ]; then
-    if [ "$warm" = 1 ]; then
-      # shellcheck disable=SC2086
-      "$BIN" generate $fleet --start "now-2d" --send "http://127.0.0.1:$port" --concurrency 4 \
-        --preload "$@" 2> "$WORK/warm-$name.txt" || true
-      grep '^sent' "$WORK/warm-$name.txt" | sed 's/^/warm-up: /'
-      # The server's CPU time so far (clock ticks), not part of the measured day's.
-      cpu0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2> /dev/null || echo 0)
-    fi
     # --preload: the sender encodes the whole history first (~440 bytes per point in
     # memory), so that while it sends, its share of the two cores is the sending alone.
     # shellcheck disable=SC2086
@@ -264,7 +264,7 @@ serve_run() { # serve_run NAME WARM FLEET [extra generate flags...]
       --preload "$@" 2> "$WORK/send-$name.txt" || true
     cat "$WORK/send-$name.txt"
     # The server's own CPU time (user + system), to show what it costs per point.
-    cpu=$(awk -v t="$(getconf CLK_TCK)" -v c0="$cpu0" '{ printf "%.1f", ($14 + $15 - c0) / t }' "/proc/$pid/stat" 2> /dev/null || true)
+    cpu=$(awk -v t="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / t }' "/proc/$pid/stat" 2> /dev/null || true)
     R[$name]=$(sed -n 's/^sent .* in \([0-9.]*\) s: \([0-9]*\) points\/s, \([0-9]*\) ready points\/s; latency p50 \([^,]*\), p99 \([^,]*\),.*/\2 points\/s (\3 ready\/s), ack p50 \4, p99 \5/p' "$WORK/send-$name.txt")
     sent=$(sed -n 's/^sent [0-9]* requests, \([0-9]*\) points.*/\1/p' "$WORK/send-$name.txt")
     if [ -n "${R[$name]}" ] && [ -n "$sent" ] && [ -n "$cpu" ]; then
@@ -427,8 +427,8 @@ done
 wanted serve && ROWS_OUT+=(
   "| serve-loopback | \`serve\` loaded by \`unseen generate --send --preload\` over loopback, 4 requests in flight, as fast as it answers | ${R[serve]} | target ≥ 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload\` |"
   "| serve-loopback-at-rate | the same at an offered load of $SERVE_RATE points/s | ${R[serve_rate]} | target p99 < 50 ms at 500 k points/s | $DATE | \`unseen generate $SEND_ARGS --start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
-  "| serve-loopback-large | at $SERVE_RATE points/s, a fleet with ${R[serve_large_keys]:-?} keys, the measured day after a day that put them in the store | ${R[serve_large]} | informational | $DATE | \`unseen generate $LARGE_ARGS --start now-2d ...\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
-  "| serve-loopback-million | at $SERVE_RATE points/s, a fleet with ${R[serve_million_keys]:-?} keys, the measured day after a day that put them in the store | ${R[serve_million]} | target p99 < 50 ms at 500 k points/s with 1 M keys (issue 13) | $DATE | \`unseen generate $MILLION_ARGS --start now-2d ...\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
+  "| serve-loopback-large | at $SERVE_RATE points/s, a fleet with ${R[serve_large_keys]:-?} keys, the measured day after \`baseline import\` of the day before | ${R[serve_large]} | informational | $DATE | \`unseen generate $LARGE_ARGS --start now-2d --out F\`, \`unseen baseline import F\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
+  "| serve-loopback-million | at $SERVE_RATE points/s, a fleet with ${R[serve_million_keys]:-?} keys, the measured day after \`baseline import\` of the day before | ${R[serve_million]} | target p99 < 50 ms at 500 k points/s with 1 M keys (issue 13) | $DATE | \`unseen generate $MILLION_ARGS --start now-2d --out F\`, \`unseen baseline import F\`, then \`--start now-1d --send URL --concurrency 4 --preload --rate $SERVE_RATE\` |"
 )
 wanted restart && for n in $RESTART_KEYS; do
   ROWS_OUT+=("| serve-restart-$n-keys | \`serve\` started on a state of $n keys (\`baseline import\`ed): from its start to the first acknowledged export, then its RSS | first ack after ${R[restart_${n}_first_ack_s]} s; RSS then $(( R[restart_${n}_rss_kb] / 1024 )) MiB, ${R[restart_${n}_bytes_per_key]} bytes/key above an empty server ($(( R[restart_0_rss_kb] / 1024 )) MiB); with the query API's key inventory (read by ${R[restart_${n}_api_s]} s) ${R[restart_${n}_api_bytes_per_key]} bytes/key; peak $(( R[restart_${n}_hwm_kb] / 1024 )) MiB | target < 10 s and ≤ 64 bytes/key at 10 M (issue 13) | $DATE | \`scripts/bench.sh --only restart\` (section 7) |")

@@ -980,6 +980,7 @@ impl Settings {
             tokens_file: self.tokens.clone(),
             reload: Default::default(),
             history_retention: self.history,
+            release_freed_memory: Some(crate::release_freed_memory),
         }
     }
 

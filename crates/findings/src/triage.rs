@@ -18,9 +18,9 @@
 //! its size is the fleet's catalogue, not its containers (see BENCHMARKS.md).
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
-use hashbrown::{Equivalent, HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
 use serde::{Deserialize, Serialize};
 use unseen_detect::{BaselineKey, KeyState};
@@ -92,37 +92,12 @@ impl IndexKind {
 }
 
 /// One entry of the index: its kind and its parts (one or two strings).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IndexKey {
     pub kind: IndexKind,
     pub a: String,
     /// Empty for one-part kinds.
     pub b: String,
-}
-
-/// An [`IndexKey`] borrowed, so that a lookup allocates nothing (it runs for every
-/// sighting). Hashes exactly as the owned key.
-#[derive(Clone, Copy)]
-struct Probe<'a>(IndexKind, &'a str, &'a str);
-
-impl Hash for IndexKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        Probe(self.kind, &self.a, &self.b).hash(state)
-    }
-}
-
-impl Hash for Probe<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u8(self.0 as u8);
-        self.1.hash(state);
-        self.2.hash(state);
-    }
-}
-
-impl Equivalent<IndexKey> for Probe<'_> {
-    fn equivalent(&self, key: &IndexKey) -> bool {
-        self.0 == key.kind && self.1 == key.a && self.2 == key.b
-    }
 }
 
 impl IndexKey {
@@ -148,10 +123,14 @@ impl IndexKey {
 
     /// [`IndexKey::encode`], appended to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(self.kind as u8);
-        for part in [&self.a, &self.b] {
-            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            out.extend_from_slice(part.as_bytes());
+        self.as_ref().encode_into(out)
+    }
+
+    pub fn as_ref(&self) -> IndexKeyRef<'_> {
+        IndexKeyRef {
+            kind: self.kind,
+            a: &self.a,
+            b: &self.b,
         }
     }
 
@@ -174,28 +153,150 @@ impl IndexKey {
 /// The fleet's knowledge, per distinct image, cluster image, registry and node: for each,
 /// the latest sighting and the start of its current run (a [`KeyState`], stepped with the
 /// rule's gap like a key).
+///
+/// Entries are kept as ids of counted strings ([`Names`]): a fleet has hundreds of
+/// thousands of (cluster, image) pairs made of a few thousand strings, and an entry of two
+/// owned strings cost ~230 bytes where ~50 do.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
-    entries: HashMap<IndexKey, KeyState>,
+    names: Names,
+    entries: HashMap<Slot, KeyState>,
     /// The images of `entries`, by registry and length: a fleet-new image is compared
     /// (for look-alikes) only with images of its registry within two characters of its
     /// length, so that a fleet's first day, when every image is new, is not quadratic.
     /// Each with the start of its current run (kept equal to its entry's), so that the
     /// images not established yet (all of them on a first day) are passed over by an
-    /// integer compare rather than a lookup each.
-    by_length: HashMap<(String, usize), Vec<(String, UnixSecs)>>,
+    /// integer compare rather than a lookup each. An image here is held by its entry.
+    by_length: HashMap<(String, usize), Vec<(u32, UnixSecs)>>,
     /// Entries changed since the last [`Index::take_dirty`]: what a store must write.
-    dirty: HashSet<IndexKey>,
+    /// Each holds its names, so that a forgotten entry can still be named to the store.
+    dirty: HashSet<Slot>,
     /// Nothing persists this index (a batch run): changes are not tracked, which halves
     /// its memory.
     untracked: bool,
 }
 
-/// Two indexes are equal when they know the same: the same entries (what is dirty and
-/// the order of the length buckets are bookkeeping).
+/// An entry of the index: its kind and its parts as [`Names`] ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Slot {
+    kind: IndexKind,
+    a: u32,
+    b: u32,
+}
+
+/// The strings of the index's entries, each kept once and counted: an entry holds its two
+/// parts, a dirty mark holds them too, and a string no one holds any more is dropped and
+/// its id given to the next new string (images come and go; the names must not grow
+/// with them).
+#[derive(Debug, Clone, Default)]
+struct Names {
+    /// Ids of held strings, by the hash of their text.
+    ids: HashTable<u32>,
+    slots: Vec<NameSlot>,
+    /// Ids of dropped strings, to reuse.
+    free: Vec<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+#[derive(Debug, Clone)]
+struct NameSlot {
+    text: Box<str>,
+    /// Holders; 0 for a free slot.
+    refs: u32,
+}
+
+impl Names {
+    fn find(&self, s: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(s);
+        self.ids
+            .find(hash, |&id| &*self.slots[id as usize].text == s)
+            .copied()
+    }
+
+    fn get(&self, id: u32) -> &str {
+        &self.slots[id as usize].text
+    }
+
+    /// The id of `s`, held once more (added when new).
+    fn hold(&mut self, s: &str) -> u32 {
+        let hash = self.hasher.hash_one(s);
+        let Names {
+            ids,
+            slots,
+            free,
+            hasher,
+        } = self;
+        if let Some(&id) = ids.find(hash, |&id| &*slots[id as usize].text == s) {
+            slots[id as usize].refs += 1;
+            return id;
+        }
+        let slot = NameSlot {
+            text: s.into(),
+            refs: 1,
+        };
+        let id = match free.pop() {
+            Some(id) => {
+                slots[id as usize] = slot;
+                id
+            }
+            None => {
+                slots.push(slot);
+                u32::try_from(slots.len() - 1).expect("over 4 billion names in the image index")
+            }
+        };
+        ids.insert_unique(hash, id, |&id| hasher.hash_one(&slots[id as usize].text));
+        id
+    }
+
+    fn hold_id(&mut self, id: u32) {
+        self.slots[id as usize].refs += 1;
+    }
+
+    fn release(&mut self, id: u32) {
+        let slot = &mut self.slots[id as usize];
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            let hash = self.hasher.hash_one(&slot.text);
+            if let Ok(entry) = self.ids.find_entry(hash, |&i| i == id) {
+                entry.remove();
+            }
+            slot.text = Box::default();
+            self.free.push(id);
+        }
+    }
+}
+
+/// An index entry borrowed from the index: what [`Index::entries`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexKeyRef<'a> {
+    pub kind: IndexKind,
+    pub a: &'a str,
+    pub b: &'a str,
+}
+
+impl IndexKeyRef<'_> {
+    /// [`IndexKey::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(self.kind as u8);
+        for part in [self.a, self.b] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    pub fn to_owned(&self) -> IndexKey {
+        IndexKey::new(self.kind, self.a, self.b)
+    }
+}
+
+/// Two indexes are equal when they know the same: the same entries (ids, what is dirty
+/// and the order of the length buckets are bookkeeping).
 impl PartialEq for Index {
     fn eq(&self, other: &Self) -> bool {
-        self.entries == other.entries
+        self.len() == other.len()
+            && self
+                .entries()
+                .all(|(k, s)| other.get(k.kind, k.a, k.b) == Some(&s))
     }
 }
 
@@ -236,18 +337,9 @@ impl Index {
 
     /// An index holding `entries` (a store loading what it persisted).
     pub fn from_entries(entries: impl IntoIterator<Item = (IndexKey, KeyState)>) -> Self {
-        let mut index = Index {
-            entries: entries.into_iter().collect(),
-            ..Index::default()
-        };
-        let images: Vec<(String, UnixSecs)> = index
-            .entries
-            .iter()
-            .filter(|(k, _)| k.kind == IndexKind::Image)
-            .map(|(k, s)| (k.a.clone(), s.episode_start))
-            .collect();
-        for (image, start) in images {
-            index.add_image(image, start);
+        let mut index = Index::default();
+        for (key, state) in entries {
+            index.set_committed(key, Some(state));
         }
         index
     }
@@ -257,30 +349,27 @@ impl Index {
         Some((registry.to_string(), image.len()))
     }
 
-    fn add_image(&mut self, image: String, start: UnixSecs) {
-        if let Some(bucket) = Self::length_bucket(&image) {
-            self.by_length
-                .entry(bucket)
-                .or_default()
-                .push((image, start));
+    fn add_image(&mut self, id: u32, start: UnixSecs) {
+        if let Some(bucket) = Self::length_bucket(self.names.get(id)) {
+            self.by_length.entry(bucket).or_default().push((id, start));
         }
     }
 
     /// The image's run started anew (or earlier, a late point): rare, so a search of its
     /// bucket is cheap enough.
-    fn restart_image(&mut self, image: &str, start: UnixSecs) {
-        if let Some(bucket) = Self::length_bucket(image) {
+    fn restart_image(&mut self, id: u32, start: UnixSecs) {
+        if let Some(bucket) = Self::length_bucket(self.names.get(id)) {
             let images = self.by_length.get_mut(&bucket).into_iter().flatten();
-            for (_, s) in images.filter(|(i, _)| i == image) {
+            for (_, s) in images.filter(|(i, _)| *i == id) {
                 *s = start;
             }
         }
     }
 
-    fn remove_image(&mut self, image: &str) {
-        if let Some(bucket) = Self::length_bucket(image) {
+    fn remove_image(&mut self, id: u32) {
+        if let Some(bucket) = Self::length_bucket(self.names.get(id)) {
             if let Some(images) = self.by_length.get_mut(&bucket) {
-                images.retain(|(i, _)| i != image);
+                images.retain(|(i, _)| *i != id);
                 if images.is_empty() {
                     self.by_length.remove(&bucket);
                 }
@@ -298,34 +387,112 @@ impl Index {
 
     /// The entry's state, if the index has it.
     pub fn state_of(&self, key: &IndexKey) -> Option<KeyState> {
-        self.entries.get(key).copied()
+        self.get(key.kind, &key.a, &key.b).copied()
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (&IndexKey, &KeyState)> {
-        self.entries.iter()
+    pub fn entries(&self) -> impl Iterator<Item = (IndexKeyRef<'_>, KeyState)> {
+        self.entries
+            .iter()
+            .map(|(slot, state)| (self.key_of(slot), *state))
+    }
+
+    /// Where every entry is now (12 bytes each), to read them later with
+    /// [`Index::entry`]: a store writes the index a chunk at a time while it changes.
+    pub fn slots(&self) -> Vec<Slot> {
+        self.entries.keys().copied().collect()
+    }
+
+    /// The entry at `slot`, if there is one now. After the entry at `slot` was forgotten,
+    /// its names may have gone to new strings: `slot` then names an entry added since, if
+    /// any, never one that another slot of the same [`Index::slots`] names.
+    pub fn entry(&self, slot: Slot) -> Option<(IndexKeyRef<'_>, KeyState)> {
+        let state = self.entries.get(&slot)?;
+        Some((self.key_of(&slot), *state))
+    }
+
+    fn key_of(&self, slot: &Slot) -> IndexKeyRef<'_> {
+        IndexKeyRef {
+            kind: slot.kind,
+            a: self.names.get(slot.a),
+            b: self.names.get(slot.b),
+        }
     }
 
     /// The entries changed since the last call, with their new states (or `None` when
-    /// forgotten), for a store to write in the same transaction as the keys.
+    /// forgotten), in order, for a store to write in the same transaction as the keys.
     pub fn take_dirty(&mut self) -> Vec<(IndexKey, Option<KeyState>)> {
-        let mut dirty: Vec<IndexKey> = std::mem::take(&mut self.dirty).into_iter().collect();
-        dirty.sort_unstable();
-        dirty
-            .into_iter()
-            .map(|k| {
-                let state = self.entries.get(&k).copied();
-                (k, state)
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut out: Vec<(IndexKey, Option<KeyState>)> = dirty
+            .iter()
+            .map(|slot| {
+                (
+                    self.key_of(slot).to_owned(),
+                    self.entries.get(slot).copied(),
+                )
             })
-            .collect()
+            .collect();
+        for slot in dirty {
+            self.names.release(slot.a);
+            self.names.release(slot.b);
+        }
+        out.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        out
     }
 
     /// Forgets what changed without writing it anywhere (a store that keeps nothing).
     pub fn clear_dirty(&mut self) {
-        self.dirty.clear();
+        for slot in std::mem::take(&mut self.dirty) {
+            self.names.release(slot.a);
+            self.names.release(slot.b);
+        }
+    }
+
+    /// The entry's place, when both its names are held (it may still be absent).
+    fn slot(&self, kind: IndexKind, a: &str, b: &str) -> Option<Slot> {
+        Some(Slot {
+            kind,
+            a: self.names.find(a)?,
+            b: self.names.find(b)?,
+        })
     }
 
     fn get(&self, kind: IndexKind, a: &str, b: &str) -> Option<&KeyState> {
-        self.entries.get(&Probe(kind, a, b))
+        self.entries.get(&self.slot(kind, a, b)?)
+    }
+
+    /// A new entry, holding its names.
+    fn insert(&mut self, kind: IndexKind, a: &str, b: &str, state: KeyState) -> Slot {
+        let slot = Slot {
+            kind,
+            a: self.names.hold(a),
+            b: self.names.hold(b),
+        };
+        self.entries.insert(slot, state);
+        if kind == IndexKind::Image {
+            self.add_image(slot.a, state.episode_start);
+        }
+        slot
+    }
+
+    /// Marks `slot` changed (a store writes it with the next batch).
+    fn mark_dirty(&mut self, slot: Slot) {
+        if !self.untracked && self.dirty.insert(slot) {
+            self.names.hold_id(slot.a);
+            self.names.hold_id(slot.b);
+        }
+    }
+
+    /// Removes the entry at `slot` and lets go of its names.
+    fn remove(&mut self, slot: Slot) -> bool {
+        if self.entries.remove(&slot).is_none() {
+            return false;
+        }
+        if slot.kind == IndexKind::Image {
+            self.remove_image(slot.a);
+        }
+        self.names.release(slot.a);
+        self.names.release(slot.b);
+        true
     }
 
     /// What the fleet knew about `key`'s image and node before a sighting at `t`.
@@ -359,7 +526,7 @@ impl Index {
                     .filter_map(|l| self.by_length.get(&(registry.clone(), l)))
                     .flatten()
                     .filter(|(_, start)| t.saturating_sub(*start) >= recent)
-                    .map(|(image, _)| image.as_str())
+                    .map(|&(image, _)| self.names.get(image))
                     .filter(|image| established(image));
                 look_alike(&key.image, candidates).map(str::to_string)
             }
@@ -422,8 +589,8 @@ impl Index {
         // less than a quantum before this one, changes nothing and allocates nothing:
         // every sighting of a running image would otherwise rewrite its four entries (and
         // the store write them) at every commit.
-        let probe = Probe(kind, a, b);
-        let prev = self.entries.get(&probe).copied();
+        let found = self.slot(kind, a, b);
+        let prev = found.and_then(|slot| self.entries.get(&slot)).copied();
         if prev.is_some_and(|p| t >= p.last_seen && t - p.last_seen < quantum(windows)) {
             return;
         }
@@ -431,70 +598,56 @@ impl Index {
         if prev == Some(next) {
             return;
         }
-        match self.entries.get_mut(&probe) {
-            Some(state) => {
-                *state = next;
-                if kind == IndexKind::Image
-                    && prev.map(|p| p.episode_start) != Some(next.episode_start)
-                {
-                    self.restart_image(a, next.episode_start);
+        let slot = match (found, prev) {
+            (Some(slot), Some(prev)) => {
+                self.entries.insert(slot, next);
+                if kind == IndexKind::Image && prev.episode_start != next.episode_start {
+                    self.restart_image(slot.a, next.episode_start);
                 }
+                slot
             }
-            None => {
-                self.entries.insert(IndexKey::new(kind, a, b), next);
-                if kind == IndexKind::Image {
-                    self.add_image(a.to_string(), next.episode_start);
-                }
-            }
-        }
-        // Allocated once per entry and batch (the store takes the dirty set per batch).
-        if !self.untracked && !self.dirty.contains(&probe) {
-            self.dirty.insert(IndexKey::new(kind, a, b));
-        }
+            _ => self.insert(kind, a, b, next),
+        };
+        self.mark_dirty(slot);
     }
 
     /// Sets an entry to what another writer committed (`None`: forgotten), without
     /// marking it changed: a replica learning another's changes from a shared log.
     pub fn set_committed(&mut self, key: IndexKey, state: Option<KeyState>) {
-        let image = key.kind == IndexKind::Image;
-        match state {
-            Some(next) => {
-                if let Some(s) = self.entries.get_mut(&key) {
-                    let restarted = s.episode_start != next.episode_start;
-                    *s = next;
-                    if image && restarted {
-                        self.restart_image(&key.a, next.episode_start);
+        let found = self
+            .slot(key.kind, &key.a, &key.b)
+            .filter(|slot| self.entries.contains_key(slot));
+        match (found, state) {
+            (Some(slot), Some(next)) => {
+                if let Some(prev) = self.entries.insert(slot, next) {
+                    if key.kind == IndexKind::Image && prev.episode_start != next.episode_start {
+                        self.restart_image(slot.a, next.episode_start);
                     }
-                } else {
-                    if image {
-                        self.add_image(key.a.clone(), next.episode_start);
-                    }
-                    self.entries.insert(key, next);
                 }
             }
-            None => {
-                if self.entries.remove(&key).is_some() && image {
-                    self.remove_image(&key.a);
-                }
+            (None, Some(next)) => {
+                self.insert(key.kind, &key.a, &key.b, next);
             }
+            (Some(slot), None) => {
+                self.remove(slot);
+            }
+            (None, None) => {}
         }
     }
 
     /// Forgets entries whose latest sighting is more than B − R before `newest`: they
     /// can no longer make anything known. Returns how many.
     pub fn forget(&mut self, newest: UnixSecs, windows: &Windows) -> usize {
-        let doomed: Vec<IndexKey> = self
+        let doomed: Vec<Slot> = self
             .entries
             .iter()
             .filter(|(_, s)| unseen_detect::episode::forgettable(s, newest, windows))
-            .map(|(k, _)| k.clone())
+            .map(|(slot, _)| *slot)
             .collect();
-        for k in &doomed {
-            self.entries.remove(k);
-            if k.kind == IndexKind::Image {
-                self.remove_image(&k.a);
-            }
-            self.dirty.insert(k.clone());
+        for &slot in &doomed {
+            // Marked first: the mark holds the names the entry lets go of.
+            self.mark_dirty(slot);
+            self.remove(slot);
         }
         doomed.len()
     }

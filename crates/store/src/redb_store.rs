@@ -26,11 +26,12 @@
 //! `fold_log_bytes` (and more than a snapshot of every key would take) that no cycle
 //! covers, a fold cycle starts. Each `apply` then writes a bounded chunk of the key states
 //! into a new snapshot file ([`crate::snapshot`], 32 bytes a key, beside the redb file),
-//! whose image index was written whole when the cycle started. Once the last chunk is
-//! written, the snapshot is synced and renamed into place and the same `apply`'s commit
-//! records it (`keys_snapshot_row`); the rows the cycle covers are then deleted, a few by
-//! each later `apply`, oldest first. No `apply` pays for a whole fold or a whole deletion
-//! (either at once stalled acknowledgements by hundreds of milliseconds), and no B-tree
+//! after the image index's entries, written the same way. The `apply`s only encode:
+//! the snapshot's own thread writes, and once the last chunk is handed over, syncs the
+//! file and renames it into place, and the first `apply` after that records it
+//! (`keys_snapshot_row`); the rows the cycle covers are then deleted, a few by each later
+//! `apply`, oldest first. No `apply` pays for a whole fold, a whole deletion or a sync of
+//! the snapshot (each stalled acknowledgements by tens to hundreds of milliseconds), and no B-tree
 //! holds one row per key: at millions of keys, its page writes were what a fold cost, and
 //! reading it back what a restart cost. `open` reads the snapshot, then replays the log
 //! rows after it (a forgotten key is a tombstone in the log).
@@ -55,14 +56,14 @@ use redb::{
 use unseen_detect::episode::forgettable;
 use unseen_detect::KeyState;
 use unseen_findings::risk::Ledger;
-use unseen_findings::triage::IndexKey;
+use unseen_findings::triage::{IndexKey, Slot};
 use unseen_findings::{Incident, Incidents, Index, Record, RiskLedger, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
 
 use crate::keys::{LiveKeys, Parts};
 use crate::mem::unknown;
-use crate::snapshot::{self, SnapshotWriter, SNAPSHOT_FILE};
+use crate::snapshot::{self, Finishing, SnapshotWriter, SNAPSHOT_FILE};
 use crate::state_log::{decode_state, log_entry, log_index_entry, LogEntries, LogEntry};
 use crate::{
     record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
@@ -180,8 +181,14 @@ struct Live {
 /// `next` still to write); once it is in place, the log rows up to `last_row` may be
 /// deleted.
 struct Fold {
-    /// `None` once finished (renamed into place), until the commit that records it.
+    /// The image index's entries when the cycle started, written first.
+    index: Vec<Slot>,
+    index_next: usize,
+    /// `None` once every chunk is written.
     snapshot: Option<SnapshotWriter>,
+    /// Every chunk written: the snapshot being synced and renamed into place by its
+    /// thread; the first `apply` after that records it.
+    finishing: Option<Finishing>,
     next: u32,
     /// Positions handed out when the cycle started: keys added since are in the log.
     end: u32,
@@ -198,7 +205,9 @@ pub struct RedbStore {
     /// The state directory: the snapshot's.
     dir: PathBuf,
     forget_chunk: usize,
-    /// Whether a cycle waits for a log as large as a snapshot (off in tests of the fold).
+    /// Whether a cycle waits for a log as large as a snapshot, and an `apply` finds the
+    /// snapshot's thread done or not rather than waiting for it (both off in tests of the
+    /// fold, which must not depend on timing).
     fold_scales: bool,
     fold_log_bytes: u64,
     fold_chunk_min: usize,
@@ -531,7 +540,17 @@ impl RedbStore {
     fn walk_keys(&self, f: &mut dyn FnMut(&Key, &KeyState)) -> Result<(), StoreError> {
         const WALK_CHUNK: u32 = 1 << 16;
         let mut from = 0;
-        let mut copy: Vec<(Key, KeyState)> = Vec::new();
+        // A chunk's names are copied into one reused buffer and handed out through one
+        // reused `Key`: a walk of 10 M keys allocates nothing per key (the API's key
+        // inventory walks every key, again and again while someone reads it).
+        let mut text = String::new();
+        let mut copy: Vec<([usize; 4], KeyState)> = Vec::new();
+        let mut key = Key {
+            host: String::new(),
+            cluster: String::new(),
+            node: String::new(),
+            image: String::new(),
+        };
         loop {
             let live = self.lock_live()?;
             let end = live.keys.positions();
@@ -539,21 +558,37 @@ impl RedbStore {
                 return Ok(());
             }
             let to = end.min(from.saturating_add(WALK_CHUNK));
-            copy.extend((from..to).filter_map(|at| live.keys.get(at)).map(|(p, s)| {
-                let [host, cluster, node, image] = p.map(String::from);
-                (
-                    Key {
-                        host,
-                        cluster,
-                        node,
-                        image,
-                    },
-                    s,
-                )
-            }));
+            text.clear();
+            copy.extend(
+                (from..to)
+                    .filter_map(|at| live.keys.get(at))
+                    .map(|(parts, s)| {
+                        (
+                            parts.map(|p| {
+                                text.push_str(p);
+                                text.len()
+                            }),
+                            s,
+                        )
+                    }),
+            );
             drop(live);
-            for (k, s) in copy.drain(..) {
-                f(&k, &s);
+            let mut start = 0;
+            for (ends, s) in copy.drain(..) {
+                for (field, end) in [
+                    &mut key.host,
+                    &mut key.cluster,
+                    &mut key.node,
+                    &mut key.image,
+                ]
+                .into_iter()
+                .zip(ends)
+                {
+                    field.clear();
+                    field.push_str(&text[start..end]);
+                    start = end;
+                }
+                f(&key, &s);
             }
             from = to;
         }
@@ -580,7 +615,9 @@ impl RedbStore {
     fn fold_status(&self) -> Result<(usize, u64), StoreError> {
         let live = self.lock_live()?;
         Ok((
-            live.fold.as_ref().map_or(0, |f| (f.end - f.next) as usize),
+            live.fold.as_ref().map_or(0, |f| {
+                (f.end - f.next) as usize + f.index.len() - f.index_next
+            }),
             live.rows.iter().map(|r| r.1).sum(),
         ))
     }
@@ -1314,6 +1351,7 @@ impl RedbStore {
             live.unfolded_bytes += blob.len() as u64;
             live.next_row += 1;
         }
+        applied.warnings.extend(folded.warning.clone());
         folded.done(live);
         // The batch is durable: its states are the keys' states now.
         for (&at, &state) in &pending.known {
@@ -1418,10 +1456,13 @@ impl RedbStore {
     /// index as committed now, and every key (written over the next `apply`s).
     fn start_fold(&self, live: &mut Live) -> Result<(), StoreError> {
         let last_row = live.next_row - 1;
-        let snapshot = SnapshotWriter::create(&self.dir, last_row, live.triage.index.entries())
+        let snapshot = SnapshotWriter::create(&self.dir, last_row)
             .map_err(self.snapshot_error("start the snapshot"))?;
         live.fold = Some(Fold {
+            index: live.triage.index.slots(),
+            index_next: 0,
             snapshot: Some(snapshot),
+            finishing: None,
             next: 0,
             end: live.keys.positions(),
             last_row,
@@ -1442,8 +1483,10 @@ impl RedbStore {
     /// Writes the next chunk of the fold under way, at least `at_least` (and at least
     /// `fold_chunk_min`) times [`SNAPSHOT_PER_CHUNK`] key positions into the snapshot, and
     /// deletes up to [`RETIRE_ROWS`] of the rows a finished cycle covers. When the chunk
-    /// ends the cycle, the snapshot is made durable and put in place before the
-    /// transaction commits. What is returned is applied to memory once it has committed.
+    /// ends the cycle, the snapshot's thread makes it durable and puts it in place; the
+    /// first call that finds it in place records it in `txn`. A snapshot that cannot be
+    /// written drops the cycle with a warning, not an error: the batch is not at fault.
+    /// What is returned is applied to memory once `txn` has committed.
     fn fold_chunk(
         &self,
         txn: &WriteTransaction,
@@ -1465,34 +1508,78 @@ impl RedbStore {
         let Some(cycle) = fold else {
             return Ok(folded);
         };
+        if let Some(finishing) = &mut cycle.finishing {
+            // Tests of the fold wait, so that when a cycle ends does not depend on the
+            // disk's speed.
+            match finishing.poll(!self.fold_scales) {
+                // Still syncing: the cycle waits (the log keeps everything meanwhile).
+                None => return Ok(folded),
+                Some(Ok(())) => {
+                    if live.legacy_tables {
+                        for table in [KEYS.name(), INDEX.name()] {
+                            txn.delete_table(redb::TableDefinition::<&[u8], &[u8; 16]>::new(table))
+                                .map_err(self.backend("delete the tables the snapshot replaces"))?;
+                        }
+                    }
+                    folded.snapshot_row = Some(cycle.last_row);
+                }
+                // The batch is fine: the cycle is dropped, the log kept, a later cycle
+                // takes it all again.
+                Some(Err(e)) => {
+                    folded.warning =
+                        Some(self.snapshot_error("finish the snapshot")(e).to_string());
+                    *fold = None;
+                }
+            }
+            return Ok(folded);
+        }
         // Positions are in the file once written, committed or not: the cycle's progress
         // is not rolled back (a position written twice is loaded twice, the later wins,
         // and the log decides anyway).
         let budget = at_least.max(self.fold_chunk_min);
-        let positions =
-            u32::try_from(budget.saturating_mul(SNAPSHOT_PER_CHUNK)).unwrap_or(u32::MAX);
-        let to = cycle.end.min(cycle.next.saturating_add(positions));
+        let mut positions = budget.saturating_mul(SNAPSHOT_PER_CHUNK);
         let Some(snapshot) = &mut cycle.snapshot else {
             return Ok(folded);
         };
-        snapshot
-            .write(&live.keys, cycle.next, to)
-            .map_err(self.snapshot_error("write the snapshot"))?;
-        folded.written += u64::from(to - cycle.next);
-        cycle.next = to;
-        if cycle.next >= cycle.end {
-            if let Some(snapshot) = cycle.snapshot.take() {
-                snapshot
-                    .finish(&live.keys)
-                    .map_err(self.snapshot_error("finish the snapshot"))?;
+        // The index first: an entry costs about two keys' positions (it is encoded from
+        // its names, ~80 bytes).
+        if cycle.index_next < cycle.index.len() {
+            let upto = cycle.index.len().min(cycle.index_next + positions / 2);
+            let index = &live.triage.index;
+            let slots = &cycle.index[cycle.index_next..upto];
+            if let Err(e) = snapshot.write_index(slots.iter().filter_map(|&s| index.entry(s))) {
+                folded.warning = Some(self.snapshot_error("write the snapshot")(e).to_string());
+                *fold = None;
+                return Ok(folded);
             }
-            if live.legacy_tables {
-                for table in [KEYS.name(), INDEX.name()] {
-                    txn.delete_table(redb::TableDefinition::<&[u8], &[u8; 16]>::new(table))
-                        .map_err(self.backend("delete the tables the snapshot replaces"))?;
+            folded.written += (upto - cycle.index_next) as u64;
+            positions = positions.saturating_sub(2 * (upto - cycle.index_next));
+            cycle.index_next = upto;
+            if cycle.index_next < cycle.index.len() {
+                return Ok(folded);
+            }
+            cycle.index = Vec::new();
+            cycle.index_next = 0;
+        }
+        let positions = u32::try_from(positions).unwrap_or(u32::MAX);
+        let to = cycle.end.min(cycle.next.saturating_add(positions));
+        let mut written = snapshot.write(&live.keys, cycle.next, to);
+        if written.is_ok() {
+            folded.written += u64::from(to - cycle.next);
+            cycle.next = to;
+            if cycle.next >= cycle.end {
+                if let Some(snapshot) = cycle.snapshot.take() {
+                    written = snapshot
+                        .finish(&live.keys)
+                        .map(|f| cycle.finishing = Some(f));
                 }
             }
-            folded.snapshot_row = Some(cycle.last_row);
+        }
+        if let Err(e) = written {
+            // A snapshot that cannot be written does not fail the batch: the cycle is
+            // dropped and the log kept, as when one cannot start.
+            folded.warning = Some(self.snapshot_error("write the snapshot")(e).to_string());
+            *fold = None;
         }
         Ok(folded)
     }
@@ -1584,6 +1671,8 @@ struct Folded {
     snapshot_row: Option<u64>,
     /// Rows deleted, from the front.
     retired: usize,
+    /// The snapshot could not be written or put in place: the cycle was dropped.
+    warning: Option<String>,
 }
 
 impl Folded {

@@ -115,6 +115,7 @@ pub fn config(findings: &Path) -> Config {
         tls: None,
         tokens_file: None,
         history_retention: unseen_server::DEFAULT_HISTORY_RETENTION,
+        release_freed_memory: None,
         reload: Default::default(),
     }
 }

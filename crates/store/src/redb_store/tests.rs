@@ -665,3 +665,48 @@ fn a_snapshot_that_cannot_start_does_not_fail_the_batch() {
         20
     );
 }
+
+/// A snapshot that cannot be put in place (its name taken by a directory that is not
+/// empty) is found so by its writing thread; the `apply` that learns it is not failed: it
+/// says so in `warnings`, the cycle is dropped with the log kept, and a later cycle puts a
+/// snapshot in place once it can.
+#[test]
+fn a_snapshot_that_cannot_be_put_in_place_does_not_fail_the_batch() {
+    let dir = temp();
+    let store = RedbStore::open(dir.path()).unwrap().with_fold(1, 1);
+    let blocker = dir.path().join(SNAPSHOT_FILE);
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("in-the-way"), b"x").unwrap();
+    let keys: Vec<Sighting> = (0..20).map(|i| sighting(&key(i), 1_000)).collect();
+    store.apply(&keys, &opts(1_000)).unwrap();
+    let mut t = 1_000;
+    let warned = loop {
+        t += 60;
+        let out = store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
+        assert_eq!(out.keys, 20);
+        if let Some(w) = out
+            .warnings
+            .iter()
+            .find(|w| w.contains("finish the snapshot"))
+        {
+            break w.clone();
+        }
+        assert!(t < 1_000 + 60 * 100, "the failed snapshot was not reported");
+    };
+    assert!(warned.contains(SNAPSHOT_FILE), "{warned}");
+    assert_eq!(store.read_meta(META_KEYS_SNAPSHOT).unwrap(), None);
+    std::fs::remove_file(blocker.join("in-the-way")).unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
+    while store.read_meta(META_KEYS_SNAPSHOT).unwrap().is_none() {
+        t += 60;
+        let out = store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(t < 1_000 * 60 * 200, "no snapshot was recorded");
+    }
+    let states = store.states().unwrap();
+    drop(store);
+    assert_eq!(
+        RedbStore::open(dir.path()).unwrap().states().unwrap(),
+        states
+    );
+}
