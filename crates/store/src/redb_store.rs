@@ -205,10 +205,12 @@ pub struct RedbStore {
     /// The state directory: the snapshot's.
     dir: PathBuf,
     forget_chunk: usize,
-    /// Whether a cycle waits for a log as large as a snapshot, and an `apply` finds the
-    /// snapshot's thread done or not rather than waiting for it (both off in tests of the
-    /// fold, which must not depend on timing).
+    /// Whether a cycle waits for a log as large as a snapshot (off in tests of the fold).
     fold_scales: bool,
+    /// Whether the `apply` after the last chunk waits for the snapshot's thread to put it
+    /// in place, rather than finding it done or not (on in tests of the fold, which must
+    /// not depend on the disk's speed).
+    snapshot_waits: bool,
     fold_log_bytes: u64,
     fold_chunk_min: usize,
     /// The state in memory; `apply` holds it for the whole transaction, so it is also
@@ -253,6 +255,7 @@ impl RedbStore {
                 dir: dir.to_path_buf(),
                 forget_chunk: FORGET_CHUNK,
                 fold_scales: true,
+                snapshot_waits: false,
                 fold_log_bytes: FOLD_LOG_BYTES,
                 fold_chunk_min: FOLD_CHUNK_MIN,
                 live: Mutex::new(Live {
@@ -430,6 +433,7 @@ impl RedbStore {
         self.fold_log_bytes = log_bytes;
         self.fold_chunk_min = min_chunk.max(1);
         self.fold_scales = false;
+        self.snapshot_waits = true;
         self
     }
 
@@ -1509,9 +1513,9 @@ impl RedbStore {
             return Ok(folded);
         };
         if let Some(finishing) = &mut cycle.finishing {
-            // Tests of the fold wait, so that when a cycle ends does not depend on the
-            // disk's speed.
-            match finishing.poll(!self.fold_scales) {
+            // Tests of the fold wait (`snapshot_waits`), so that when a cycle ends does
+            // not depend on the disk's speed.
+            match finishing.poll(self.snapshot_waits) {
                 // Still syncing: the cycle waits (the log keeps everything meanwhile).
                 None => return Ok(folded),
                 Some(Ok(())) => {

@@ -710,3 +710,30 @@ fn a_snapshot_that_cannot_be_put_in_place_does_not_fail_the_batch() {
         states
     );
 }
+
+/// As a server runs: the `apply`s do not wait for the snapshot's thread; one of the
+/// `apply`s after it has put the snapshot in place records it, and a reopened store holds
+/// the same states.
+#[test]
+fn a_snapshot_put_in_place_by_its_thread_is_recorded_by_a_later_apply() {
+    let dir = temp();
+    let mut store = RedbStore::open(dir.path()).unwrap().with_fold(1, 1);
+    store.snapshot_waits = false;
+    let keys: Vec<Sighting> = (0..20).map(|i| sighting(&key(i), 1_000)).collect();
+    store.apply(&keys, &opts(1_000)).unwrap();
+    let mut t = 1_000;
+    // Each apply is a durable commit: the thread's sync of a small file ends within a
+    // few; the bound only stops a broken build.
+    while store.read_meta(META_KEYS_SNAPSHOT).unwrap().is_none() {
+        t += 60;
+        let out = store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(t < 1_000 + 60 * 1_000_000, "no snapshot was recorded");
+    }
+    let states = store.states().unwrap();
+    drop(store);
+    assert_eq!(
+        RedbStore::open(dir.path()).unwrap().states().unwrap(),
+        states
+    );
+}
