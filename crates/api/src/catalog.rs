@@ -754,10 +754,6 @@ impl Catalog {
         let agg = self.inventory.get(&image);
         let mut first_seen = agg.map(|a| a.first_seen);
         let mut last_seen = agg.map(|a| a.last_seen);
-        let mut clusters: BTreeSet<u32> = agg
-            .into_iter()
-            .flat_map(|a| a.clusters.iter().copied())
-            .collect();
         let mut pairs: BTreeSet<(u32, u32)> = agg.into_iter().flat_map(ImageAgg::nodes).collect();
         let mut namespaces = BTreeSet::new();
         let mut workloads = BTreeSet::new();
@@ -768,7 +764,6 @@ impl Catalog {
             findings += 1;
             first_seen = Some(first_seen.map_or(row.first_seen, |f| f.min(row.first_seen)));
             last_seen = Some(last_seen.map_or(row.first_seen, |l| l.max(row.first_seen)));
-            clusters.insert(row.cluster);
             pairs.insert((row.cluster, row.node));
             namespaces.extend(self.namespaces.name(row.namespace));
             workloads.extend(self.workloads.name(row.workload));
@@ -792,7 +787,14 @@ impl Catalog {
             image: self.images.name(image)?.to_string(),
             first_seen: format_rfc3339(first),
             last_seen: format_rfc3339(last_seen.unwrap_or(first)),
-            clusters: names(&self.clusters, &mut clusters.iter().copied()),
+            clusters: names(
+                &self.clusters,
+                &mut pairs
+                    .iter()
+                    .map(|p| p.0)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter(),
+            ),
             node_count: nodes.len(),
             nodes,
             namespaces: namespaces.into_iter().map(str::to_string).collect(),

@@ -483,16 +483,14 @@ impl Index {
     }
 
     /// Removes the entry at `slot` and lets go of its names.
-    fn remove(&mut self, slot: Slot) -> bool {
-        if self.entries.remove(&slot).is_none() {
-            return false;
+    fn remove(&mut self, slot: Slot) {
+        if self.entries.remove(&slot).is_some() {
+            if slot.kind == IndexKind::Image {
+                self.remove_image(slot.a);
+            }
+            self.names.release(slot.a);
+            self.names.release(slot.b);
         }
-        if slot.kind == IndexKind::Image {
-            self.remove_image(slot.a);
-        }
-        self.names.release(slot.a);
-        self.names.release(slot.b);
-        true
     }
 
     /// What the fleet knew about `key`'s image and node before a sighting at `t`.

@@ -181,9 +181,8 @@ struct Live {
 /// `next` still to write); once it is in place, the log rows up to `last_row` may be
 /// deleted.
 struct Fold {
-    /// The image index's entries when the cycle started, written first.
+    /// The image index's entries when the cycle started, not written yet: they go first.
     index: Vec<Slot>,
-    index_next: usize,
     /// `None` once every chunk is written.
     snapshot: Option<SnapshotWriter>,
     /// Every chunk written: the snapshot being synced and renamed into place by its
@@ -619,9 +618,9 @@ impl RedbStore {
     fn fold_status(&self) -> Result<(usize, u64), StoreError> {
         let live = self.lock_live()?;
         Ok((
-            live.fold.as_ref().map_or(0, |f| {
-                (f.end - f.next) as usize + f.index.len() - f.index_next
-            }),
+            live.fold
+                .as_ref()
+                .map_or(0, |f| (f.end - f.next) as usize + f.index.len()),
             live.rows.iter().map(|r| r.1).sum(),
         ))
     }
@@ -1464,7 +1463,6 @@ impl RedbStore {
             .map_err(self.snapshot_error("start the snapshot"))?;
         live.fold = Some(Fold {
             index: live.triage.index.slots(),
-            index_next: 0,
             snapshot: Some(snapshot),
             finishing: None,
             next: 0,
@@ -1527,13 +1525,7 @@ impl RedbStore {
                     }
                     folded.snapshot_row = Some(cycle.last_row);
                 }
-                // The batch is fine: the cycle is dropped, the log kept, a later cycle
-                // takes it all again.
-                Some(Err(e)) => {
-                    folded.warning =
-                        Some(self.snapshot_error("finish the snapshot")(e).to_string());
-                    *fold = None;
-                }
+                Some(Err(e)) => self.abandon_cycle(fold, &mut folded, "finish the snapshot", e),
             }
             return Ok(folded);
         }
@@ -1545,33 +1537,25 @@ impl RedbStore {
         let Some(snapshot) = &mut cycle.snapshot else {
             return Ok(folded);
         };
-        // The index first: an entry costs about two keys' positions (it is encoded from
-        // its names, ~80 bytes).
-        if cycle.index_next < cycle.index.len() {
-            let upto = cycle.index.len().min(cycle.index_next + positions / 2);
+        // The index first (in any order: taken from the end); an entry costs about two
+        // keys' positions (it is encoded from its names, ~80 bytes).
+        let mut written = Ok(());
+        if !cycle.index.is_empty() {
+            let n = cycle.index.len().min(positions / 2);
+            let from = cycle.index.len() - n;
             let index = &live.triage.index;
-            let slots = &cycle.index[cycle.index_next..upto];
-            if let Err(e) = snapshot.write_index(slots.iter().filter_map(|&s| index.entry(s))) {
-                folded.warning = Some(self.snapshot_error("write the snapshot")(e).to_string());
-                *fold = None;
-                return Ok(folded);
-            }
-            folded.written += (upto - cycle.index_next) as u64;
-            positions = positions.saturating_sub(2 * (upto - cycle.index_next));
-            cycle.index_next = upto;
-            if cycle.index_next < cycle.index.len() {
-                return Ok(folded);
-            }
-            cycle.index = Vec::new();
-            cycle.index_next = 0;
+            written =
+                snapshot.write_index(cycle.index.drain(from..).filter_map(|s| index.entry(s)));
+            folded.written += n as u64;
+            positions -= 2 * n;
         }
-        let positions = u32::try_from(positions).unwrap_or(u32::MAX);
-        let to = cycle.end.min(cycle.next.saturating_add(positions));
-        let mut written = snapshot.write(&live.keys, cycle.next, to);
-        if written.is_ok() {
+        if written.is_ok() && cycle.index.is_empty() {
+            let positions = u32::try_from(positions).unwrap_or(u32::MAX);
+            let to = cycle.end.min(cycle.next.saturating_add(positions));
+            written = snapshot.write(&live.keys, cycle.next, to);
             folded.written += u64::from(to - cycle.next);
             cycle.next = to;
-            if cycle.next >= cycle.end {
+            if written.is_ok() && cycle.next >= cycle.end {
                 if let Some(snapshot) = cycle.snapshot.take() {
                     written = snapshot
                         .finish(&live.keys)
@@ -1580,12 +1564,23 @@ impl RedbStore {
             }
         }
         if let Err(e) = written {
-            // A snapshot that cannot be written does not fail the batch: the cycle is
-            // dropped and the log kept, as when one cannot start.
-            folded.warning = Some(self.snapshot_error("write the snapshot")(e).to_string());
-            *fold = None;
+            self.abandon_cycle(fold, &mut folded, "write the snapshot", e);
         }
         Ok(folded)
+    }
+
+    /// A snapshot that cannot be written or put in place does not fail the batch (it is
+    /// not at fault): the cycle is dropped with a warning, the log is kept, and a later
+    /// cycle takes it all again, as when one cannot start.
+    fn abandon_cycle(
+        &self,
+        fold: &mut Option<Fold>,
+        folded: &mut Folded,
+        what: &'static str,
+        e: std::io::Error,
+    ) {
+        folded.warning = Some(self.snapshot_error(what)(e).to_string());
+        *fold = None;
     }
 
     /// Writes the open incidents and risk ledgers changed since they were last written

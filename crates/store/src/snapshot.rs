@@ -61,8 +61,7 @@ const BUFFER: usize = 1 << 20;
 /// The caller encodes; a thread of the writer's own writes, checksums and, at the end,
 /// syncs and renames, so that the `apply` that writes a chunk (or ends the cycle) does not
 /// wait for the disk: at a million keys, the end of a cycle (a sync of a 60 MB file) took
-/// 50–70 ms, and the start (the image index) 40–60 ms, of an `apply` that otherwise takes a
-/// few.
+/// 50–70 ms of an `apply` that otherwise takes a few.
 #[derive(Debug)]
 pub struct SnapshotWriter {
     /// To the writing thread; `None` once finished.
@@ -84,8 +83,8 @@ enum Job {
 
 /// Buffers in flight to the writing thread, at most: what an `apply` may run ahead of the
 /// disk before it waits (`BUFFERS_IN_FLIGHT` × [`BUFFER`] bytes of memory, only while the
-/// disk lags). Enough for the image index of a large fleet (~80 bytes an entry, written
-/// by the `apply` that starts the cycle) to be handed over without waiting.
+/// disk lags). More than a few `apply`s' chunks, so that a slow sync of the file does not
+/// hold the commits.
 const BUFFERS_IN_FLIGHT: usize = 64;
 
 /// Bytes the writing thread writes between two syncs of the file.
