@@ -421,22 +421,23 @@ impl Index {
     /// The entries changed since the last call, with their new states (or `None` when
     /// forgotten), in order, for a store to write in the same transaction as the keys.
     pub fn take_dirty(&mut self) -> Vec<(IndexKey, Option<KeyState>)> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        self.drain_dirty(|key, state| out.push((key.to_owned(), state)));
+        out.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        out
+    }
+
+    /// [`Index::take_dirty`] without a copy: hands each entry changed since the last call
+    /// to `f`, borrowed, with its new state (or `None`), in no particular order.
+    pub fn drain_dirty(&mut self, mut f: impl FnMut(IndexKeyRef<'_>, Option<KeyState>)) {
         let dirty = std::mem::take(&mut self.dirty);
-        let mut out: Vec<(IndexKey, Option<KeyState>)> = dirty
-            .iter()
-            .map(|slot| {
-                (
-                    self.key_of(slot).to_owned(),
-                    self.entries.get(slot).copied(),
-                )
-            })
-            .collect();
+        for slot in &dirty {
+            f(self.key_of(slot), self.entries.get(slot).copied());
+        }
         for slot in dirty {
             self.names.release(slot.a);
             self.names.release(slot.b);
         }
-        out.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        out
     }
 
     /// Forgets what changed without writing it anywhere (a store that keeps nothing).

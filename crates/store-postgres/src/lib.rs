@@ -47,7 +47,7 @@ use unseen_findings::triage::IndexKey;
 use unseen_findings::{Incident, Incidents, Index, Record, RiskLedger, TriageState};
 use unseen_model::{UnixSecs, Windows};
 use unseen_normalize::Key;
-use unseen_store::state_log::{log_entry, log_index_entry, LogEntries, LogEntry};
+use unseen_store::state_log::{log_entry, log_index_entry, LogEntry, LogReader};
 use unseen_store::{
     decode_key, encode_key, record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting,
     StateStore, StoreError,
@@ -129,6 +129,7 @@ fn read_log(
     upto: i64,
     f: &mut dyn FnMut(LogEntry<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    let mut reader = LogReader::default();
     for row in tx
         .query(
             "SELECT states FROM unseen_state_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
@@ -136,9 +137,7 @@ fn read_log(
         )
         .map_err(backend("read the state log"))?
     {
-        for entry in LogEntries(row.get::<_, &[u8]>(0)) {
-            f(entry.ok_or_else(malformed_log)?)?;
-        }
+        reader.read(row.get::<_, &[u8]>(0), malformed_log, &mut *f)?;
     }
     Ok(())
 }

@@ -136,7 +136,9 @@ impl LiveKeys {
         self.insert_ids(ids, state)
     }
 
-    fn intern(&mut self, name: &str) -> u32 {
+    /// The id of `name`, interned if it was not (names are never removed: an id names
+    /// one string until the next start).
+    pub fn intern(&mut self, name: &str) -> u32 {
         let hash = self.names.hash(name);
         let id = self.names.intern_hashed(name, hash);
         if id as usize == self.name_hash.len() {

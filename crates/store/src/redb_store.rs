@@ -5,7 +5,7 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `keys` | schema 3 and before: the key, encoded as four length-prefixed parts ([`encode_key`]) → `last_seen` i64 BE ++ `episode_start` i64 BE (16 bytes); read at open until the first key snapshot, which empties it |
-//! | `state_log` | commit number (u64) | the key states and image index entries one `apply` changed: entries of a kind byte (1: key state, 0: key forgotten, 2: index entry state, 3: index entry forgotten), the key's (or [`IndexKey::encode`]'s) length (u32 BE), its bytes, and for a state its 16 bytes |
+//! | `state_log` | commit number (u64) | the key states and image index entries one `apply` changed, by their names' ids (with each name's id logged before its first use), or as text: the entries of [`crate::state_log`] |
 //! | `image_index` | schema 3 and before: [`IndexKey::encode`] → the entry's state, as in `keys`; read until the first snapshot, which empties it |
 //! | `findings` | sequence number (u64) | the finding as JSON |
 //! | `sinks` | sink name | cursor: the last sequence number the sink acknowledged |
@@ -20,7 +20,8 @@
 //! Every key's state is held in memory ([`LiveKeys`]: about 37 bytes a key), so deciding a
 //! sighting costs a hash lookup, not a B-tree search. What an `apply` changed is written
 //! as **one row** of `state_log`, in the same transaction as its records: a known key's
-//! sighting costs an append of ~100 bytes, not a B-tree insert.
+//! sighting costs an append of 33 bytes (its names' ids and its state), not a B-tree
+//! insert.
 //!
 //! The log is **folded** in the background of later `apply`s: once it holds more than
 //! `fold_log_bytes` (and more than a snapshot of every key would take) that no cycle
@@ -64,7 +65,10 @@ use unseen_normalize::Key;
 use crate::keys::{LiveKeys, Parts};
 use crate::mem::unknown;
 use crate::snapshot::{self, Finishing, SnapshotWriter, SNAPSHOT_FILE};
-use crate::state_log::{decode_state, log_entry, log_index_entry, LogEntries, LogEntry};
+use crate::state_log::{
+    decode_state, log_entry, log_index_entry, log_index_ids, log_key_ids, log_name, LogEntry,
+    LogReader, LoggedNames,
+};
 use crate::{
     record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
 };
@@ -74,14 +78,16 @@ pub const FILE_NAME: &str = "state.redb";
 
 /// The layout of the tables; bumped on any incompatible change. A file with another
 /// version is refused ([`StoreError::Incompatible`]) rather than misread.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Older layouts that are read as they are, and marked [`SCHEMA_VERSION`] at open so
 /// that no release that would misread the file opens it: version 1 had no `state_log`
 /// (every change went to `keys`), version 2 logged key states but wrote the image index
 /// through, version 3 folded key states into `keys` (version 4 snapshots them: a release
-/// of version 3 would read an emptied `keys` table and report the fleet again).
-const SCHEMA_VERSIONS_UPGRADED: [u64; 3] = [1, 2, 3];
+/// of version 3 would read an emptied `keys` table and report the fleet again), version 4
+/// logged every key by its text (version 5 logs name ids: a release of version 4 would
+/// take those rows for damage).
+const SCHEMA_VERSIONS_UPGRADED: [u64; 4] = [1, 2, 3, 4];
 
 /// Key states as schema 3 and before folded them: read until the first snapshot.
 const KEYS: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("keys");
@@ -175,6 +181,9 @@ struct Live {
     next_row: u64,
     /// The fold cycle under way, if any.
     fold: Option<Fold>,
+    /// The name ids logged since the last fold cycle's start (or this process's): an
+    /// entry by ids is preceded by its names until then ([`crate::state_log`]).
+    logged_names: LoggedNames,
 }
 
 /// A fold cycle: the snapshot being written (its image index written, key positions from
@@ -267,6 +276,7 @@ impl RedbStore {
                     newest: None,
                     next_row: 1,
                     fold: None,
+                    logged_names: LoggedNames::default(),
                 }),
             };
             store.init()?;
@@ -359,17 +369,22 @@ impl RedbStore {
         let log = txn
             .open_table(STATE_LOG)
             .map_err(self.backend("open state log"))?;
+        let mut reader = LogReader::default();
         for row in log
             .range(covered.saturating_add(1)..)
             .map_err(self.backend("read state log"))?
         {
             let (_, blob) = row.map_err(self.backend("read state log"))?;
-            for entry in LogEntries(blob.value()) {
-                let entry = entry.ok_or_else(|| self.malformed_log())?;
-                if entry.index {
-                    self.replay_index(&mut index, &entry)?;
-                }
-            }
+            reader.read(
+                blob.value(),
+                || self.malformed_log(),
+                |entry| {
+                    if entry.index {
+                        self.replay_index(&mut index, &entry)?;
+                    }
+                    Ok(())
+                },
+            )?;
         }
         Ok(index)
     }
@@ -493,6 +508,7 @@ impl RedbStore {
         // Rows are numbered from 1, so that "every row up to next_row − 1" is never a
         // row to come, even with the log empty.
         let mut next_row = 1;
+        let mut reader = LogReader::default();
         for row in log.iter().map_err(self.backend("read state log"))? {
             let (n, blob) = row.map_err(self.backend("read state log"))?;
             let (n, blob) = (n.value(), blob.value());
@@ -502,18 +518,21 @@ impl RedbStore {
             if n <= covered {
                 continue;
             }
-            for entry in LogEntries(blob) {
-                let entry = entry.ok_or_else(|| self.malformed_log())?;
-                if entry.index {
-                    self.replay_index(&mut index, &entry)?;
-                    continue;
-                }
-                let parts = split_key(entry.key).ok_or_else(|| self.malformed_key())?;
-                match entry.state {
-                    Some(state) => keys.upsert(parts, state),
-                    None => keys.remove_key(parts),
-                }
-            }
+            reader.read(
+                blob,
+                || self.malformed_log(),
+                |entry| {
+                    if entry.index {
+                        return self.replay_index(&mut index, &entry);
+                    }
+                    let parts = split_key(entry.key).ok_or_else(|| self.malformed_key())?;
+                    match entry.state {
+                        Some(state) => keys.upsert(parts, state),
+                        None => keys.remove_key(parts),
+                    }
+                    Ok(())
+                },
+            )?;
         }
         // Numbers go on after the snapshot's row even when every row is gone: a row
         // numbered again below it would be taken as covered by it at the next open.
@@ -529,6 +548,7 @@ impl RedbStore {
         live.newest = newest;
         live.next_row = next_row;
         live.fold = None;
+        live.logged_names = LoggedNames::default();
         Ok(())
     }
 
@@ -775,7 +795,7 @@ pub fn encode_key(key: &Key, out: &mut Vec<u8>) {
 }
 
 /// [`encode_key`] of a key given as its parts.
-fn encode_parts(parts: Parts<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode_parts(parts: Parts<'_>, out: &mut Vec<u8>) {
     out.clear();
     for part in parts {
         // Key parts come from OTLP attribute values, far below 4 GiB.
@@ -1277,9 +1297,15 @@ impl RedbStore {
             newest,
             logged,
         } = self.decide_batch(batch, opts, live, &mut pending, &mut blob, &mut applied)?;
-        let txn = self.begin_write()?;
+        let txn = match self.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => {
+                live.logged_names.unmark(&pending.names);
+                return Err(e);
+            }
+        };
         // The image index entries the batch changed go to the same log row.
-        let logged = logged + log_index(&mut live.triage, &mut blob);
+        let logged = logged + log_index_by_ids(live, &mut pending.names, &mut blob);
         // The cycle is out of `live` while its chunk is written (it writes from `live`'s
         // keys); it goes back whatever happens.
         let mut fold = live.fold.take();
@@ -1344,8 +1370,10 @@ impl RedbStore {
                 // The cycle is dropped (a snapshot that failed to write would fail every
                 // later chunk; one already renamed into place is a good one, but the
                 // commit that would let the log go did not happen). The log is kept; a
-                // later cycle takes it all again.
+                // later cycle takes it all again. The names the row would have logged
+                // are not logged.
                 live.fold = None;
+                live.logged_names.unmark(&pending.names);
                 return Err(e);
             }
         };
@@ -1403,7 +1431,12 @@ impl RedbStore {
         let mut admission = Admission::new(opts);
         // Known keys the batch changed, in the order it first changed them.
         let mut order: Vec<u32> = Vec::new();
-        let Live { keys, triage, .. } = live;
+        let Live {
+            keys,
+            triage,
+            logged_names,
+            ..
+        } = live;
         for (i, s) in batch.iter().enumerate() {
             let at = keys.find(parts_of(&s.key));
             // A key repeated in the batch (one sighting per collection interval) steps
@@ -1434,16 +1467,19 @@ impl RedbStore {
             let previous = prev.map(|p| p.last_seen);
             decider.sighting(triage, s, st.opened, previous, &mut records);
         }
-        let mut encoded = Vec::with_capacity(256);
+        // Logged by name ids: a known key's are in its entry; a new key's names are
+        // interned now (a name interned for a row that does not commit stays interned
+        // unused until the next start, like a forgotten key's).
         for &at in &order {
-            if let (Some((parts, _)), Some(state)) = (keys.get(at), pending.known.get(&at)) {
-                encode_parts(parts, &mut encoded);
-                log_entry(blob, &encoded, Some(state));
+            if let (Some((ids, _)), Some(state)) = (keys.ids(at), pending.known.get(&at)) {
+                log_names(keys, logged_names, &mut pending.names, ids, blob);
+                log_key_ids(blob, ids, Some(state));
             }
         }
         for (key, state) in &pending.new {
-            encode_key(key, &mut encoded);
-            log_entry(blob, &encoded, Some(state));
+            let ids = parts_of(key).map(|part| keys.intern(part));
+            log_names(keys, logged_names, &mut pending.names, ids, blob);
+            log_key_ids(blob, ids, Some(state));
         }
         decider.end_batch(triage, newest, &mut records);
         records.extend(opts.notices.iter().cloned());
@@ -1470,6 +1506,9 @@ impl RedbStore {
             last_row,
         });
         live.unfolded_bytes = 0;
+        // The snapshot will cover every row so far: the rows after it must not rely on
+        // their names' entries.
+        live.logged_names.clear();
         Ok(())
     }
 
@@ -1658,6 +1697,8 @@ struct Decided {
 struct Pending<'b> {
     known: HashMap<u32, KeyState>,
     new: HashMap<&'b Key, KeyState>,
+    /// Name ids the batch's log row defines: not logged after all if it is not written.
+    names: Vec<u32>,
 }
 
 /// What one `apply` folded, applied to memory after its commit.
@@ -1683,6 +1724,43 @@ impl Folded {
             live.fold = None;
         }
     }
+}
+
+/// Logs (once since the last fold cycle's start) the names of `ids` not logged yet,
+/// adding them to `fresh`.
+fn log_names(
+    keys: &LiveKeys,
+    logged: &mut LoggedNames,
+    fresh: &mut Vec<u32>,
+    ids: impl IntoIterator<Item = u32>,
+    blob: &mut Vec<u8>,
+) {
+    for id in ids {
+        if logged.mark(id) {
+            log_name(blob, id, keys.name(id));
+            fresh.push(id);
+        }
+    }
+}
+
+/// Appends the image index entries changed since the last call to a log row by their
+/// names' ids (interned with the keys' names, and logged as [`log_names`] does); returns
+/// how many.
+fn log_index_by_ids(live: &mut Live, fresh: &mut Vec<u32>, blob: &mut Vec<u8>) -> usize {
+    let Live {
+        keys,
+        triage,
+        logged_names,
+        ..
+    } = live;
+    let mut n = 0;
+    triage.index.drain_dirty(|key, state| {
+        let ids = [keys.intern(key.a), keys.intern(key.b)];
+        log_names(keys, logged_names, fresh, ids, blob);
+        log_index_ids(blob, key.kind, ids, state.as_ref());
+        n += 1;
+    });
+    n
 }
 
 /// Appends the image index entries changed since the last call to a log row (as
