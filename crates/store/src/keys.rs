@@ -173,9 +173,10 @@ impl LiveKeys {
         at
     }
 
-    /// Sets the state of the key with ids `ids`, adding it if it is new: for loading,
-    /// where a snapshot taken while keys changed may list a key twice (the later wins).
-    fn upsert_ids(&mut self, ids: [u32; 4], state: KeyState) {
+    /// Sets the state of the key with ids `ids` (this table's: [`LiveKeys::intern`]),
+    /// adding it if it is new: for loading, where a snapshot taken while keys changed may
+    /// list a key twice (the later wins), and replaying the log.
+    pub fn upsert_ids(&mut self, ids: [u32; 4], state: KeyState) {
         let hash = self.hash_ids(ids);
         match self
             .table
@@ -208,6 +209,17 @@ impl LiveKeys {
         self.entries[at as usize].parts[0] = DEAD;
         self.wide.remove(&at);
         self.free.push(at);
+    }
+
+    /// Removes the key with ids `ids` (this table's), if held.
+    pub fn remove_ids(&mut self, ids: [u32; 4]) {
+        let hash = self.hash_ids(ids);
+        if let Some(at) = self
+            .table
+            .find(hash, |at| self.entries[at as usize].parts == ids)
+        {
+            self.remove(at);
+        }
     }
 
     /// Removes the key `parts`, if held.

@@ -66,8 +66,8 @@ use crate::keys::{LiveKeys, Parts};
 use crate::mem::unknown;
 use crate::snapshot::{self, Finishing, SnapshotWriter, SNAPSHOT_FILE};
 use crate::state_log::{
-    decode_state, log_entry, log_index_entry, log_index_ids, log_key_ids, log_name, LogEntry,
-    LogReader, LoggedNames,
+    decode_state, log_entry, log_index_entry, log_index_ids, log_key_ids, log_name, read_raw,
+    LogEntry, LogReader, LoggedNames, RawEntry,
 };
 use crate::{
     record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
@@ -126,8 +126,9 @@ const FORGET_CHUNK: usize = 10_000;
 
 /// The log's size at which a fold cycle starts, at least (and at least the size of a
 /// snapshot of every key: [`SNAPSHOT_ENTRY_BYTES`] a key, so that writing snapshots costs no
-/// more than the log they let go). It bounds what `open` replays (about 700,000 states
-/// at this size, twice that with a cycle under way).
+/// more than the log they let go). It bounds what `open` replays: about 2 million key
+/// states by ids at this size, one per key at the scaled size (10 million keys: 320 MB,
+/// replayed in about 2 s on 2 CPUs, BENCHMARKS.md), twice that with a cycle under way.
 pub const FOLD_LOG_BYTES: u64 = 64 << 20;
 
 /// Bytes of a key in a snapshot (see [`crate::snapshot`]).
@@ -508,7 +509,9 @@ impl RedbStore {
         // Rows are numbered from 1, so that "every row up to next_row − 1" is never a
         // row to come, even with the log empty.
         let mut next_row = 1;
-        let mut reader = LogReader::default();
+        // A logged name id → its id in `keys`: keys by ids are replayed without hashing
+        // a string each (a log may hold millions of them).
+        let mut ids: HashMap<u32, u32> = HashMap::new();
         for row in log.iter().map_err(self.backend("read state log"))? {
             let (n, blob) = row.map_err(self.backend("read state log"))?;
             let (n, blob) = (n.value(), blob.value());
@@ -518,17 +521,53 @@ impl RedbStore {
             if n <= covered {
                 continue;
             }
-            reader.read(
+            read_raw(
                 blob,
                 || self.malformed_log(),
                 |entry| {
-                    if entry.index {
-                        return self.replay_index(&mut index, &entry);
-                    }
-                    let parts = split_key(entry.key).ok_or_else(|| self.malformed_key())?;
-                    match entry.state {
-                        Some(state) => keys.upsert(parts, state),
-                        None => keys.remove_key(parts),
+                    let local = |id: &u32| ids.get(id).copied().ok_or_else(|| self.malformed_log());
+                    match entry {
+                        RawEntry::Name { id, name } => {
+                            ids.insert(id, keys.intern(name));
+                        }
+                        RawEntry::Key { ids: logged, state } => {
+                            let at = [
+                                local(&logged[0])?,
+                                local(&logged[1])?,
+                                local(&logged[2])?,
+                                local(&logged[3])?,
+                            ];
+                            match state {
+                                Some(state) => keys.upsert_ids(at, state),
+                                None => keys.remove_ids(at),
+                            }
+                        }
+                        RawEntry::Index {
+                            kind,
+                            ids: logged,
+                            state,
+                        } => {
+                            let (a, b) = (local(&logged[0])?, local(&logged[1])?);
+                            let key = IndexKey {
+                                kind,
+                                a: keys.name(a).to_string(),
+                                b: keys.name(b).to_string(),
+                            };
+                            match state {
+                                Some(state) => index.insert(key, state),
+                                None => index.remove(&key),
+                            };
+                        }
+                        RawEntry::Text(entry) if entry.index => {
+                            self.replay_index(&mut index, &entry)?;
+                        }
+                        RawEntry::Text(entry) => {
+                            let parts = split_key(entry.key).ok_or_else(|| self.malformed_key())?;
+                            match entry.state {
+                                Some(state) => keys.upsert(parts, state),
+                                None => keys.remove_key(parts),
+                            }
+                        }
                     }
                     Ok(())
                 },

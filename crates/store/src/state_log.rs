@@ -177,6 +177,83 @@ impl LoggedNames {
     }
 }
 
+/// One entry of a log row as written: [`read_raw`] hands these out, for a reader that
+/// maps ids to names itself ([`LogReader`] hands out text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawEntry<'a> {
+    /// That `id` means `name` from here on.
+    Name { id: u32, name: &'a str },
+    /// A key's state (or `None`: forgotten) by its names' ids: host, cluster, node, image.
+    Key {
+        ids: [u32; 4],
+        state: Option<KeyState>,
+    },
+    /// An image index entry's state (or `None`: forgotten) by its two parts' ids.
+    Index {
+        kind: IndexKind,
+        ids: [u32; 2],
+        state: Option<KeyState>,
+    },
+    /// A key or index entry as text.
+    Text(LogEntry<'a>),
+}
+
+/// Hands each entry of `row` to `f`, in order, as written; `malformed()` when the row
+/// holds bytes no writer here wrote.
+pub fn read_raw<'a, E>(
+    row: &'a [u8],
+    malformed: impl Fn() -> E,
+    mut f: impl FnMut(RawEntry<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut rest = row;
+    while let Some((&kind, tail)) = rest.split_first() {
+        let entry = match kind {
+            LOG_NAME => {
+                rest = tail;
+                (|| {
+                    let id = take_u32(&mut rest)?;
+                    let len = usize::try_from(take_u32(&mut rest)?).ok()?;
+                    let name = std::str::from_utf8(take(&mut rest, len)?).ok()?;
+                    Some(RawEntry::Name { id, name })
+                })()
+            }
+            LOG_KEY_IDS | LOG_KEY_IDS_FORGOTTEN => {
+                rest = tail;
+                (|| {
+                    let mut ids = [0; 4];
+                    for id in &mut ids {
+                        *id = take_u32(&mut rest)?;
+                    }
+                    let state = take_state(&mut rest, kind == LOG_KEY_IDS)?;
+                    Some(RawEntry::Key { ids, state })
+                })()
+            }
+            LOG_INDEX_IDS | LOG_INDEX_IDS_FORGOTTEN => {
+                rest = tail;
+                (|| {
+                    let index_kind = IndexKind::from_u8(*take(&mut rest, 1)?.first()?)?;
+                    let ids = [take_u32(&mut rest)?, take_u32(&mut rest)?];
+                    let state = take_state(&mut rest, kind == LOG_INDEX_IDS)?;
+                    Some(RawEntry::Index {
+                        kind: index_kind,
+                        ids,
+                        state,
+                    })
+                })()
+            }
+            _ => {
+                // A text entry, parsed as [`LogEntries`] does.
+                let mut one = LogEntries(rest);
+                let entry = one.next().flatten();
+                rest = one.0;
+                entry.map(RawEntry::Text)
+            }
+        };
+        f(entry.ok_or_else(&malformed)?)?;
+    }
+    Ok(())
+}
+
 /// Reads log rows in order, resolving entries by ids to the names logged before them.
 /// One reader reads the rows of one replay, oldest first: an id means what its latest
 /// [`LOG_NAME`] entry said.
@@ -197,78 +274,32 @@ impl LogReader {
         malformed: impl Fn() -> E,
         mut f: impl FnMut(LogEntry<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut rest = row;
-        while let Some((&kind, tail)) = rest.split_first() {
-            rest = tail;
-            match kind {
-                LOG_NAME => {
-                    let (id, name) = (|| {
-                        let id = take_u32(&mut rest)?;
-                        let len = usize::try_from(take_u32(&mut rest)?).ok()?;
-                        let name = std::str::from_utf8(take(&mut rest, len)?).ok()?;
-                        Some((id, name))
-                    })()
-                    .ok_or_else(&malformed)?;
-                    self.names.insert(id, name.into());
+        let Self { names, scratch } = self;
+        read_raw(row, &malformed, |entry| {
+            let name = |id: u32| names.get(&id).map(|n| &**n).ok_or_else(&malformed);
+            let (index, state) = match entry {
+                RawEntry::Name { id, name } => {
+                    names.insert(id, name.into());
+                    return Ok(());
                 }
-                LOG_KEY_IDS | LOG_KEY_IDS_FORGOTTEN => {
-                    let mut ids = [0; 4];
-                    for id in &mut ids {
-                        *id = take_u32(&mut rest).ok_or_else(&malformed)?;
-                    }
-                    let mut parts = [""; 4];
-                    for (part, id) in parts.iter_mut().zip(ids) {
-                        *part = self.names.get(&id).ok_or_else(&malformed)?;
-                    }
-                    crate::redb_store::encode_parts(parts, &mut self.scratch);
-                    self.resolved(&mut rest, false, kind == LOG_KEY_IDS, &malformed, &mut f)?;
+                RawEntry::Text(entry) => return f(entry),
+                RawEntry::Key { ids, state } => {
+                    let parts = [name(ids[0])?, name(ids[1])?, name(ids[2])?, name(ids[3])?];
+                    crate::redb_store::encode_parts(parts, scratch);
+                    (false, state)
                 }
-                LOG_INDEX_IDS | LOG_INDEX_IDS_FORGOTTEN => {
-                    let kind_byte = take(&mut rest, 1).ok_or_else(&malformed)?[0];
-                    let index_kind = IndexKind::from_u8(kind_byte).ok_or_else(&malformed)?;
-                    let a = take_u32(&mut rest).ok_or_else(&malformed)?;
-                    let b = take_u32(&mut rest).ok_or_else(&malformed)?;
-                    let (a, b) = match (self.names.get(&a), self.names.get(&b)) {
-                        (Some(a), Some(b)) => (a, b),
-                        _ => return Err(malformed()),
-                    };
-                    self.scratch.clear();
-                    IndexKeyRef {
-                        kind: index_kind,
-                        a,
-                        b,
-                    }
-                    .encode_into(&mut self.scratch);
-                    self.resolved(&mut rest, true, kind == LOG_INDEX_IDS, &malformed, &mut f)?;
+                RawEntry::Index { kind, ids, state } => {
+                    let (a, b) = (name(ids[0])?, name(ids[1])?);
+                    scratch.clear();
+                    IndexKeyRef { kind, a, b }.encode_into(scratch);
+                    (true, state)
                 }
-                _ => {
-                    // A text entry: parsed as [`LogEntries`] does, one at a time.
-                    let mut one =
-                        LogEntries(row.get(row.len() - rest.len() - 1..).unwrap_or_default());
-                    let entry = one.next().flatten().ok_or_else(&malformed)?;
-                    rest = one.0;
-                    f(entry)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands `f` the entry by ids just resolved into `scratch`, with its state (read from
-    /// `rest` when `stated`).
-    fn resolved<E>(
-        &self,
-        rest: &mut &[u8],
-        index: bool,
-        stated: bool,
-        malformed: impl Fn() -> E,
-        f: &mut impl FnMut(LogEntry<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let state = take_state(rest, stated).ok_or_else(malformed)?;
-        f(LogEntry {
-            index,
-            key: &self.scratch,
-            state,
+            };
+            f(LogEntry {
+                index,
+                key: scratch,
+                state,
+            })
         })
     }
 }
@@ -303,6 +334,7 @@ pub struct LogEntries<'a>(pub &'a [u8]);
 
 /// One entry of a log row: a key's (or with `index`, an image index entry's) new state,
 /// or `None` when it was forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogEntry<'a> {
     pub index: bool,
     pub key: &'a [u8],
