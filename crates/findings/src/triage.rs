@@ -844,6 +844,61 @@ mod tests {
         }
     }
 
+    /// A store writes the index a chunk at a time from the slots there were when it
+    /// started ([`Index::slots`]), while entries are forgotten and their names' ids go to
+    /// new strings. An old slot then names nothing, or an entry there is now, and no two
+    /// old slots name the same entry: the chunks never write an entry twice nor one that
+    /// is gone.
+    #[test]
+    fn old_slots_name_current_entries_once_after_their_ids_are_reused() {
+        let w = Windows::default();
+        let later = T + w.gap() as i64 + 1;
+        let mut reused = 0;
+        // Which freed id goes to which new string depends on the order they are freed
+        // and taken: fleets of 1 to 8 images, then as many others, cover cases where
+        // an old slot's ids all went to a new entry's names.
+        for n in 1..=8 {
+            let mut index = Index::default();
+            for i in 0..n {
+                index.observe(
+                    &key("prod", &format!("n{i}"), &format!("ghcr.io/acme/app-{i}")),
+                    T,
+                    &w,
+                );
+            }
+            index.clear_dirty();
+            let old = index.slots();
+            assert_eq!(index.forget(later, &w), old.len());
+            index.clear_dirty();
+            for i in 0..n {
+                index.observe(
+                    &key("stage", &format!("m{i}"), &format!("quay.io/o/db-{i}")),
+                    later,
+                    &w,
+                );
+            }
+            index.clear_dirty();
+            let named: Vec<IndexKey> = old
+                .iter()
+                .filter_map(|&slot| index.entry(slot))
+                .map(|(k, state)| {
+                    assert_eq!(index.get(k.kind, k.a, k.b), Some(&state));
+                    k.to_owned()
+                })
+                .collect();
+            let distinct: HashSet<&IndexKey> = named.iter().collect();
+            assert_eq!(distinct.len(), named.len(), "{n} images: {named:?}");
+            assert!(named
+                .iter()
+                .all(|k| k.a == "stage" || k.a.starts_with("quay.io")));
+            reused += named.len();
+        }
+        assert!(
+            reused > 0,
+            "no old slot named a new entry: the case is not tested"
+        );
+    }
+
     #[test]
     fn dirty_entries_are_reported_once_and_unchanged_sightings_are_free() {
         let w = Windows::default();
