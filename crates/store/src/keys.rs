@@ -151,7 +151,9 @@ impl LiveKeys {
         self.combine(ids.map(|id| self.name_hash[id as usize]))
     }
 
-    fn insert_ids(&mut self, ids: [u32; 4], state: KeyState) -> u32 {
+    /// [`LiveKeys::insert`] of a key given by its names' ids (this table's:
+    /// [`LiveKeys::intern`]), which is not held.
+    pub fn insert_ids(&mut self, ids: [u32; 4], state: KeyState) -> u32 {
         let hash = self.hash_ids(ids);
         let (entry, _) = Entry::new(ids, ZERO);
         let at = match self.free.pop() {

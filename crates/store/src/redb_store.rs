@@ -66,8 +66,8 @@ use crate::keys::{LiveKeys, Parts};
 use crate::mem::unknown;
 use crate::snapshot::{self, Finishing, SnapshotWriter, SNAPSHOT_FILE};
 use crate::state_log::{
-    decode_state, log_entry, log_index_entry, log_index_ids, log_key_ids, log_name, read_raw,
-    LogEntry, LogReader, LoggedNames, RawEntry,
+    decode_state, log_index_ids, log_key_ids, log_name, read_raw, LogEntry, LogReader, LoggedNames,
+    RawEntry,
 };
 use crate::{
     record_time, Admission, Applied, ApplyOptions, AuditEntry, Sighting, StateStore, StoreError,
@@ -127,8 +127,9 @@ const FORGET_CHUNK: usize = 10_000;
 /// The log's size at which a fold cycle starts, at least (and at least the size of a
 /// snapshot of every key: [`SNAPSHOT_ENTRY_BYTES`] a key, so that writing snapshots costs no
 /// more than the log they let go). It bounds what `open` replays: about 2 million key
-/// states by ids at this size, one per key at the scaled size (10 million keys: 320 MB,
-/// replayed in about 2 s on 2 CPUs, BENCHMARKS.md), twice that with a cycle under way.
+/// states by ids at this size, one per key at the scaled size (10 million keys: 320 MB;
+/// a restart on 10 million imported keys, ~7 million of them in the log, answers in
+/// about 4.5 s on 2 CPUs: BENCHMARKS.md), twice that with a cycle under way.
 pub const FOLD_LOG_BYTES: u64 = 64 << 20;
 
 /// Bytes of a key in a snapshot (see [`crate::snapshot`]).
@@ -185,6 +186,15 @@ struct Live {
     /// The name ids logged since the last fold cycle's start (or this process's): an
     /// entry by ids is preceded by its names until then ([`crate::state_log`]).
     logged_names: LoggedNames,
+}
+
+impl Live {
+    /// Records the log row just committed as number `next_row`, of `bytes` bytes.
+    fn record_row(&mut self, bytes: usize) {
+        self.rows.push_back((self.next_row, bytes as u64));
+        self.unfolded_bytes += bytes as u64;
+        self.next_row += 1;
+    }
 }
 
 /// A fold cycle: the snapshot being written (its image index written, key positions from
@@ -934,17 +944,22 @@ impl StateStore for RedbStore {
             .collect();
         drop(live);
         let mut forgotten = 0;
-        let mut encoded = Vec::new();
         for chunk in candidates.chunks(self.forget_chunk.max(1)) {
-            let mut live = self.lock_live()?;
+            let mut guard = self.lock_live()?;
+            let live = &mut *guard;
             let newest = live.newest.unwrap_or(newest);
-            let mut doomed = Vec::new();
-            let mut blob = Vec::new();
+            let (mut doomed, mut blob, mut fresh) = (Vec::new(), Vec::new(), Vec::new());
             for &at in chunk {
-                if let Some((parts, state)) = live.keys.get(at) {
+                if let Some((ids, state)) = live.keys.ids(at) {
                     if forgettable(&state, newest, windows) {
-                        encode_parts(parts, &mut encoded);
-                        log_entry(&mut blob, &encoded, None);
+                        log_names(
+                            &live.keys,
+                            &mut live.logged_names,
+                            &mut fresh,
+                            ids,
+                            &mut blob,
+                        );
+                        log_key_ids(&mut blob, ids, None);
                         doomed.push(at);
                     }
                 }
@@ -952,16 +967,7 @@ impl StateStore for RedbStore {
             if doomed.is_empty() {
                 continue;
             }
-            let txn = self.begin_write()?;
-            txn.open_table(STATE_LOG)
-                .map_err(self.backend("open state log"))?
-                .insert(live.next_row, blob.as_slice())
-                .map_err(self.backend("append state log"))?;
-            txn.commit().map_err(self.backend("commit"))?;
-            let row = live.next_row;
-            live.rows.push_back((row, blob.len() as u64));
-            live.unfolded_bytes += blob.len() as u64;
-            live.next_row += 1;
+            self.append_row(live, &blob, &fresh)?;
             for &at in &doomed {
                 live.keys.remove(at);
             }
@@ -1298,25 +1304,37 @@ impl RedbStore {
         if live.triage.index.forget(newest, windows) == 0 {
             return Ok(());
         }
-        let mut blob = Vec::new();
-        log_index(&mut live.triage, &mut blob);
+        let (mut blob, mut fresh) = (Vec::new(), Vec::new());
+        log_index_by_ids(&mut live, &mut fresh, &mut blob);
+        let result = self.append_row(&mut live, &blob, &fresh);
+        if result.is_err() {
+            drop(live);
+            self.reload_triage()?;
+        }
+        result
+    }
+
+    /// Writes `blob` as the next log row, in a transaction of its own, and records it in
+    /// `live`; if it fails, the names it would have logged (`fresh`) are not logged.
+    fn append_row(&self, live: &mut Live, blob: &[u8], fresh: &[u32]) -> Result<(), StoreError> {
         let row = live.next_row;
         let result = self.begin_write().and_then(|txn| {
             txn.open_table(STATE_LOG)
                 .map_err(self.backend("open state log"))?
-                .insert(row, blob.as_slice())
+                .insert(row, blob)
                 .map_err(self.backend("append state log"))?;
             txn.commit().map_err(self.backend("commit"))
         });
-        if result.is_err() {
-            drop(live);
-            self.reload_triage()?;
-            return result;
+        match result {
+            Ok(()) => {
+                live.record_row(blob.len());
+                Ok(())
+            }
+            Err(e) => {
+                live.logged_names.unmark(fresh);
+                Err(e)
+            }
         }
-        live.rows.push_back((row, blob.len() as u64));
-        live.unfolded_bytes += blob.len() as u64;
-        live.next_row += 1;
-        Ok(())
     }
 
     /// [`StateStore::apply`] with the state locked: one write transaction for the log of
@@ -1417,9 +1435,7 @@ impl RedbStore {
             }
         };
         if !blob.is_empty() {
-            live.rows.push_back((live.next_row, blob.len() as u64));
-            live.unfolded_bytes += blob.len() as u64;
-            live.next_row += 1;
+            live.record_row(blob.len());
         }
         applied.warnings.extend(folded.warning.clone());
         folded.done(live);
@@ -1427,8 +1443,8 @@ impl RedbStore {
         for (&at, &state) in &pending.known {
             live.keys.set_state(at, state);
         }
-        for (key, state) in pending.new {
-            live.keys.insert(parts_of(key), state);
+        for (ids, state) in pending.new_ids {
+            live.keys.insert_ids(ids, state);
         }
         applied.keys = live.keys.len() as u64;
         if newest.is_some() {
@@ -1519,6 +1535,7 @@ impl RedbStore {
             let ids = parts_of(key).map(|part| keys.intern(part));
             log_names(keys, logged_names, &mut pending.names, ids, blob);
             log_key_ids(blob, ids, Some(state));
+            pending.new_ids.push((ids, *state));
         }
         decider.end_batch(triage, newest, &mut records);
         records.extend(opts.notices.iter().cloned());
@@ -1738,6 +1755,8 @@ struct Pending<'b> {
     new: HashMap<&'b Key, KeyState>,
     /// Name ids the batch's log row defines: not logged after all if it is not written.
     names: Vec<u32>,
+    /// The new keys by their names' ids (interned to log them), to add once committed.
+    new_ids: Vec<([u32; 4], KeyState)>,
 }
 
 /// What one `apply` folded, applied to memory after its commit.
@@ -1800,16 +1819,6 @@ fn log_index_by_ids(live: &mut Live, fresh: &mut Vec<u32>, blob: &mut Vec<u8>) -
         n += 1;
     });
     n
-}
-
-/// Appends the image index entries changed since the last call to a log row (as
-/// [`log_entry`] does a key's, encoding each in place); returns how many.
-fn log_index(triage: &mut TriageState, blob: &mut Vec<u8>) -> usize {
-    let dirty = triage.index.take_dirty();
-    for (key, state) in &dirty {
-        log_index_entry(blob, key, state.as_ref());
-    }
-    dirty.len()
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@
 //!
 //! and, for a state (kinds 1, 2, 5 and 7), its 16 bytes: last seen, episode start.
 //!
-//! Kinds 4 to 8 are what the embedded store writes for a sighting: a key by ids is 33
-//! bytes where its text is ~120, and every sighting logs its key's state, so the log
+//! Kinds 4 to 8 are what the embedded store writes (kinds 0 to 3 are read from files of
+//! schema 4, and written by PostgreSQL's replicas, which share one log): a key by ids is
+//! 33 bytes where its text is ~120, and every sighting logs its key's state, so the log
 //! grows a third as fast and fold cycles come a third as often. A name is logged (kind 4)
 //! before the first entry that uses its id, in the same row or an earlier one, and again
 //! after every point a snapshot may cover (a fold cycle's start), so that the rows after
@@ -91,10 +92,23 @@ pub fn log_raw(
     write: impl FnOnce(&mut Vec<u8>),
     state: Option<&KeyState>,
 ) {
+    log_with(out, kinds, state, |out| {
+        // Keys and index entries are made of attribute values, which the decoders cap
+        // far below 4 GiB.
+        out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        write(out);
+    });
+}
+
+/// One entry of any kind with a state: the kind (`kinds[0]` for a state, `kinds[1]` for
+/// a tombstone), what `write` appends, and the state, if any.
+fn log_with(
+    out: &mut Vec<u8>,
+    kinds: [u8; 2],
+    state: Option<&KeyState>,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
     out.push(if state.is_some() { kinds[0] } else { kinds[1] });
-    // Keys and index entries are made of attribute values, which the decoders cap far
-    // below 4 GiB.
-    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
     write(out);
     if let Some(state) = state {
         out.extend_from_slice(&encode_state(state));
@@ -113,34 +127,25 @@ pub fn log_name(out: &mut Vec<u8>, id: u32, name: &str) {
 /// Appends one entry to a log row: a key's new state, or (`None`) that it is forgotten,
 /// by its parts' name ids (host, cluster, node, image), each logged by [`log_name`] first.
 pub fn log_key_ids(out: &mut Vec<u8>, ids: [u32; 4], state: Option<&KeyState>) {
-    out.push(if state.is_some() {
-        LOG_KEY_IDS
-    } else {
-        LOG_KEY_IDS_FORGOTTEN
+    log_with(out, [LOG_KEY_IDS, LOG_KEY_IDS_FORGOTTEN], state, |out| {
+        ids.iter()
+            .for_each(|id| out.extend_from_slice(&id.to_be_bytes()));
     });
-    for id in ids {
-        out.extend_from_slice(&id.to_be_bytes());
-    }
-    if let Some(state) = state {
-        out.extend_from_slice(&encode_state(state));
-    }
 }
 
 /// Appends one entry to a log row: an image index entry's new state, or (`None`) that it
 /// is forgotten, by its parts' name ids, each logged by [`log_name`] first.
 pub fn log_index_ids(out: &mut Vec<u8>, kind: IndexKind, ids: [u32; 2], state: Option<&KeyState>) {
-    out.push(if state.is_some() {
-        LOG_INDEX_IDS
-    } else {
-        LOG_INDEX_IDS_FORGOTTEN
-    });
-    out.push(kind as u8);
-    for id in ids {
-        out.extend_from_slice(&id.to_be_bytes());
-    }
-    if let Some(state) = state {
-        out.extend_from_slice(&encode_state(state));
-    }
+    log_with(
+        out,
+        [LOG_INDEX_IDS, LOG_INDEX_IDS_FORGOTTEN],
+        state,
+        |out| {
+            out.push(kind as u8);
+            ids.iter()
+                .for_each(|id| out.extend_from_slice(&id.to_be_bytes()));
+        },
+    );
 }
 
 /// Which name ids a writer has logged since the log's last point a snapshot may cover:

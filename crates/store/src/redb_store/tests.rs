@@ -668,6 +668,18 @@ fn index_entries_are_logged_by_ids_and_names_again_after_a_restart() {
     assert_eq!(store.triage().unwrap().index, triage.index);
 }
 
+/// Applies one sighting a minute after another from t = 1,000, each without a warning,
+/// until a snapshot is recorded; fails after `at_most` applies.
+fn apply_until_a_snapshot_is_recorded(store: &RedbStore, at_most: i64) {
+    let mut t = 1_000;
+    while store.read_meta(META_KEYS_SNAPSHOT).unwrap().is_none() {
+        t += 60;
+        let out = store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(t < 1_000 + 60 * at_most, "no snapshot was recorded");
+    }
+}
+
 /// A snapshot that cannot be started (its temporary file's name taken by a directory)
 /// does not fail the batch that committed: the batch says so in `warnings`, and the next
 /// one starts the cycle once it can.
@@ -687,13 +699,7 @@ fn a_snapshot_that_cannot_start_does_not_fail_the_batch() {
     );
     assert_eq!(store.fold_status().unwrap().0, 0, "no cycle started");
     std::fs::remove_dir(&blocker).unwrap();
-    let mut t = 1_000;
-    while store.read_meta(META_KEYS_SNAPSHOT).unwrap().is_none() {
-        t += 60;
-        let out = store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
-        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
-        assert!(t < 1_000 + 60 * 100, "no snapshot was recorded");
-    }
+    apply_until_a_snapshot_is_recorded(&store, 100);
     drop(store);
     assert_eq!(
         RedbStore::open(dir.path()).unwrap().key_count().unwrap(),
@@ -756,15 +762,9 @@ fn a_snapshot_put_in_place_by_its_thread_is_recorded_by_a_later_apply() {
     store.snapshot_waits = false;
     let keys: Vec<Sighting> = (0..20).map(|i| sighting(&key(i), 1_000)).collect();
     store.apply(&keys, &opts(1_000)).unwrap();
-    let mut t = 1_000;
     // Each apply is a durable commit: the thread's sync of a small file ends within a
     // few; the bound only stops a broken build.
-    while store.read_meta(META_KEYS_SNAPSHOT).unwrap().is_none() {
-        t += 60;
-        let out = store.apply(&[sighting(&key(0), t)], &opts(t)).unwrap();
-        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
-        assert!(t < 1_000 + 60 * 1_000_000, "no snapshot was recorded");
-    }
+    apply_until_a_snapshot_is_recorded(&store, 1_000_000);
     let states = store.states().unwrap();
     drop(store);
     assert_eq!(
