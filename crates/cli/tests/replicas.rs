@@ -40,7 +40,12 @@ struct Schema(String);
 
 impl Schema {
     fn new(test: &str) -> Schema {
-        let name = format!("unseen_it_{test}_{}", std::process::id());
+        // The process id alone repeats (ids wrap around on a busy machine); the clock's
+        // nanoseconds make the name a run's own.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("unseen_it_{test}_{}_{nanos}", std::process::id());
         psql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
         Schema(name)
     }
@@ -78,17 +83,37 @@ fn all_ids(cmds: &[ServeCmd]) -> Vec<String> {
 }
 
 /// Sends the history to every address at once, one sender thread per replica, each
-/// request until acknowledged.
-fn send_to_all(addrs: &[&Mutex<SocketAddr>], history: &History) {
-    std::thread::scope(|s| {
-        for addr in addrs {
-            s.spawn(|| {
-                for body in &history.bodies {
-                    send_until_acked(addr, body, Duration::from_secs(120));
-                }
-            });
-        }
+/// request until acknowledged. A request never acknowledged fails the test with every
+/// replica's log (what refused it, or where it hung).
+fn send_to_all(addrs: &[&Mutex<SocketAddr>], history: &History, cmds: &[ServeCmd]) {
+    let failed = std::thread::scope(|s| {
+        let senders: Vec<_> = addrs
+            .iter()
+            .map(|addr| {
+                s.spawn(|| {
+                    for body in &history.bodies {
+                        send_until_acked(addr, body, Duration::from_secs(120));
+                    }
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .map(|t| t.join())
+            .filter(Result::is_err)
+            .count()
     });
+    if failed > 0 {
+        let logs: Vec<String> = cmds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("--- replica {i} ---\n{}", c.log_text()))
+            .collect();
+        panic!(
+            "{failed} sender(s) failed (their panics are above)\n{}",
+            logs.join("\n")
+        );
+    }
 }
 
 #[test]
@@ -99,8 +124,8 @@ fn three_replicas_report_each_episode_exactly_once() {
         (0..3).map(|i| replica(dir.path(), i, &schema)).collect();
     let history = history(31, 2, 600);
     let addrs: Vec<Mutex<SocketAddr>> = replicas.iter().map(|(_, s)| Mutex::new(s.http)).collect();
-    send_to_all(&addrs.iter().collect::<Vec<_>>(), &history);
     let cmds: Vec<ServeCmd> = replicas.iter().map(|(c, _)| c.clone()).collect();
+    send_to_all(&addrs.iter().collect::<Vec<_>>(), &history, &cmds);
     // Every request was acknowledged, so every episode is committed; the sinks deliver
     // them (one replica at a time, whichever holds the lease).
     let delivered = wait_for(Duration::from_secs(60), || {
@@ -134,6 +159,12 @@ fn three_replicas_report_each_episode_exactly_once() {
         history.keys.to_string(),
         "one state: every key once"
     );
+    // A replica recovers from a commit that panicked (it reads its memory again from
+    // the database), which would hide the bug here: none may have.
+    for (i, cmd) in cmds.iter().enumerate() {
+        let log = cmd.log_text();
+        assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
+    }
     for (_, server) in replicas {
         server.kill();
     }
@@ -223,5 +254,9 @@ fn connections_cut_mid_stream_lose_nothing_and_a_dead_lease_holder_is_replaced()
         schema.0
     ));
     assert_ne!(new_holder, holder, "the lease passed to the live replica");
+    for (i, cmd) in cmds.iter().enumerate() {
+        let log = cmd.log_text();
+        assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
+    }
     second.kill();
 }

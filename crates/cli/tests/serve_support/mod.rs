@@ -173,6 +173,17 @@ impl Server {
     }
 }
 
+/// A test that fails (panics) before it stops its servers must not leave them running:
+/// they would go on using the ports, the database schema and the CPU of the tests after.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A generated history: OTLP/HTTP protobuf bodies in time order, and the episodes the
 /// contract says they open.
 pub struct History {
