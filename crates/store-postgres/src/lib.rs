@@ -374,10 +374,25 @@ impl PostgresStore {
         self
     }
 
-    fn lock_replica(&self) -> Result<MutexGuard<'_, Replica>, StoreError> {
-        self.replica
-            .lock()
-            .map_err(|_| StoreError::Backend("replica state lock poisoned".into()))
+    /// The replica's memory, for one decision at a time. A decision that panicked while
+    /// it held it (a bug) leaves it poisoned: it is only a cache of what is committed, so
+    /// it is dropped and read again from the database, rather than failing every commit
+    /// after (which would leave this replica answering "unavailable" until restarted).
+    /// Has the database end a session of this store idle in a transaction for `limit`
+    /// instead of [`pool::IDLE_IN_TRANSACTION`] (tests, which play a replica that stops
+    /// mid-commit).
+    pub fn with_idle_in_transaction(mut self, limit: std::time::Duration) -> Self {
+        self.pool.set_idle_in_transaction(limit);
+        self
+    }
+
+    fn lock_replica(&self) -> MutexGuard<'_, Replica> {
+        self.replica.lock().unwrap_or_else(|poisoned| {
+            let mut replica = poisoned.into_inner();
+            replica.reset();
+            self.replica.clear_poison();
+            replica
+        })
     }
 
     fn meta(tx: &mut Transaction<'_>, name: &str) -> Result<Option<i64>, StoreError> {
@@ -900,7 +915,7 @@ impl StateStore for PostgresStore {
                 ..Applied::default()
             });
         }
-        let mut replica = self.lock_replica()?;
+        let mut replica = self.lock_replica();
         let result = self.apply_locked(batch, opts, &mut replica);
         if result.is_err() {
             // Not committed: what the batch did to the state in memory is read back from
@@ -942,7 +957,7 @@ impl StateStore for PostgresStore {
     }
 
     fn forget(&self, windows: &Windows) -> Result<u64, StoreError> {
-        let mut replica = self.lock_replica()?;
+        let mut replica = self.lock_replica();
         let result = self.with_tx(|tx| {
             let (meta, _) = self.lock_and_sync(tx, &mut replica)?;
             let Some(newest) = meta.newest_point else {
@@ -1139,7 +1154,7 @@ impl StateStore for PostgresStore {
     }
 
     fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        let mut replica = self.lock_replica()?;
+        let mut replica = self.lock_replica();
         // Another replica may have opened or closed some: read them as committed.
         let mut conn = self.pool.get()?;
         let mut tx = conn.client().transaction().map_err(backend("begin"))?;
@@ -1273,5 +1288,105 @@ impl StateStore for PostgresStore {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unseen_store::conformance::{key, opts, sighting};
+
+    fn url() -> String {
+        std::env::var("UNSEEN_TEST_POSTGRES")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_string())
+    }
+
+    /// A decision that panics while it holds the replica's memory leaves it half
+    /// changed: the next decision drops it and reads what is committed, so the replica
+    /// goes on deciding exactly (fails without the reset: a poisoned lock, or a key
+    /// the panic left in memory that was never committed taken as known).
+    #[test]
+    fn a_decision_that_panicked_leaves_the_replica_deciding_from_what_is_committed() {
+        let store =
+            PostgresStore::open_temporary(&url()).expect("PostgreSQL at UNSEEN_TEST_POSTGRES");
+        let t = 1_700_000_000;
+        let first = store.apply(&[sighting(&key(1), t)], &opts(t)).unwrap();
+        assert_eq!(first.records.len(), 1, "a new key is an episode");
+        let panicked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut replica = store.replica.lock().unwrap();
+                // What an uncommitted decision leaves: a key taken as known.
+                let mut encoded = Vec::new();
+                encode_key(&key(2), &mut encoded);
+                put(
+                    &mut replica.keys,
+                    &encoded,
+                    KeyState {
+                        last_seen: t,
+                        episode_start: t,
+                    },
+                );
+                panic!("a decision's bug");
+            })
+            .join()
+            .is_err()
+        });
+        assert!(panicked && store.replica.is_poisoned());
+        let next = store
+            .apply(
+                &[sighting(&key(1), t + 60), sighting(&key(2), t + 60)],
+                &opts(t + 60),
+            )
+            .expect("the replica decides again");
+        let opened: Vec<&str> = next
+            .records
+            .iter()
+            .filter_map(|(_, r)| r.finding())
+            .map(|f| f.node.as_str())
+            .collect();
+        assert_eq!(opened, ["node-2"], "key 2 was never committed: it is new");
+        assert!(!store.replica.is_poisoned());
+    }
+
+    /// A replica that stops in the middle of a commit (its machine lost, its VM frozen)
+    /// holds the schema's decision lock in a session idle in its transaction: the
+    /// database ends that session after the bound, and the other replicas decide on
+    /// (without the bound, `apply` below waits for as long as the session lives).
+    #[test]
+    fn a_replica_stopped_mid_commit_does_not_hold_the_others_up() {
+        let bound = std::time::Duration::from_secs(1);
+        let stopped = PostgresStore::open_temporary(&url())
+            .expect("PostgreSQL at UNSEEN_TEST_POSTGRES")
+            .with_idle_in_transaction(bound);
+        let mut conn = stopped.pool.get().unwrap();
+        let mut tx = conn.client().transaction().unwrap();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_id(stopped.schema(), "decide")],
+        )
+        .unwrap();
+        // The stopped replica's commit goes no further; another replica commits.
+        let other = PostgresStore::open(&url(), stopped.schema(), None).unwrap();
+        let t = 1_700_000_000;
+        let (done, decided) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(other.apply(&[sighting(&key(1), t)], &opts(t)));
+        });
+        // An upper bound for a failure to show, far above the one second expected. On
+        // failure the lock is let go first, so that the other thread ends too.
+        let Ok(applied) = decided.recv_timeout(std::time::Duration::from_secs(60)) else {
+            drop(tx);
+            panic!("the other replica waited on the stopped one for a minute");
+        };
+        assert_eq!(applied.expect("committed").records.len(), 1);
+        let ended = tx
+            .execute("SELECT 1", &[])
+            .expect_err("the session was ended");
+        // Closed by the server, whose reason may or may not have been read before.
+        assert!(
+            ended.is_closed() || pool::explain(&ended).contains("idle-in-transaction"),
+            "{}",
+            pool::explain(&ended)
+        );
     }
 }

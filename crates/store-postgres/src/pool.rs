@@ -19,6 +19,15 @@ use unseen_store::StoreError;
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a session may sit idle inside a transaction before the database ends it
+/// (`idle_in_transaction_session_timeout`). A replica whose machine stops mid-commit
+/// (power, a partition, a frozen VM) holds the schema's decision lock in such a session,
+/// and every other replica waits on it; without this bound the database would notice
+/// only when TCP gives up on the dead peer, two hours by default. unseen's transactions
+/// never wait on anything between their statements but the replica's own CPU, so a
+/// healthy one stays far below this.
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
+
 pub struct Pool {
     config: Config,
     /// TLS to the database, when a CA is named: required, certificate and name verified.
@@ -26,6 +35,8 @@ pub struct Pool {
     schema: String,
     idle: Mutex<Vec<Client>>,
     max_idle: usize,
+    /// Set on every session: [`IDLE_IN_TRANSACTION`] unless a test shortens it.
+    idle_in_transaction: Duration,
 }
 
 /// A client on loan from the pool; back to it when dropped, unless its connection broke.
@@ -153,7 +164,19 @@ impl Pool {
             schema: schema.to_string(),
             idle: Mutex::new(Vec::new()),
             max_idle,
+            idle_in_transaction: IDLE_IN_TRANSACTION,
         })
+    }
+
+    /// Bounds the sessions opened from now on at `limit` idle in a transaction, and
+    /// closes the idle ones, opened with the bound before.
+    pub fn set_idle_in_transaction(&mut self, limit: Duration) {
+        self.idle_in_transaction = limit;
+        if let Ok(idle) = self.idle.get_mut() {
+            let clients = std::mem::take(idle);
+            // Dropped on a thread of their own, as in `Drop for Pool`.
+            let _ = std::thread::spawn(move || drop(clients)).join();
+        }
     }
 
     pub fn get(&self) -> Result<Conn<'_>, StoreError> {
@@ -184,7 +207,11 @@ impl Pool {
         // at once would race on CREATE SCHEMA IF NOT EXISTS); naming a schema that does
         // not exist yet in the search path is fine.
         client
-            .batch_execute(&format!("SET search_path TO {}", self.schema))
+            .batch_execute(&format!(
+                "SET search_path TO {}; SET idle_in_transaction_session_timeout = {}",
+                self.schema,
+                self.idle_in_transaction.as_millis().max(1)
+            ))
             .map_err(|e| {
                 StoreError::Backend(format!(
                     "cannot use schema {}: {}",
