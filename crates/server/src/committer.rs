@@ -54,6 +54,53 @@ pub struct CommitConfig {
     pub history_retention: u64,
 }
 
+/// A fault the server cannot go on after: a store call that panicked (a bug). A store
+/// that panicked in the middle of a change may hold a state in memory that is neither
+/// the one before nor the one after (the embedded store's lock is then poisoned, and
+/// every later commit would fail), so the server stops, and its supervisor (systemd,
+/// Kubernetes) starts it again from the store's durable state: what was acknowledged is
+/// in it; what was not, its senders send again.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    reason: Arc<std::sync::Mutex<Option<String>>>,
+    stop: CancellationToken,
+}
+
+impl Fatal {
+    /// Raising it cancels `stop` (the server's receivers, which starts the drain).
+    pub fn new(stop: CancellationToken) -> Fatal {
+        Fatal {
+            reason: Arc::default(),
+            stop,
+        }
+    }
+
+    /// Records why (the first reason is kept) and stops the server.
+    fn raise(&self, what: &str, error: tokio::task::JoinError) {
+        let panic = match error.try_into_panic() {
+            Ok(payload) => payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string()),
+            Err(error) => error.to_string(),
+        };
+        let reason = format!(
+            "{what} panicked, which is a bug (please report it, with this log): {panic}. unseen stopped so that its supervisor starts it again from the store: what was acknowledged is in the store; what was not, its senders send again"
+        );
+        tracing::error!("{reason}");
+        if let Ok(mut first) = self.reason.lock() {
+            first.get_or_insert(reason);
+        }
+        self.stop.cancel();
+    }
+
+    /// Why the server stopped, if it was raised.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
 /// The capacity notice is raised at most this often while the key cap holds.
 pub const CAPACITY_NOTICE_EVERY: Duration = Duration::from_secs(3_600);
 
@@ -201,6 +248,7 @@ pub fn start(
     notify: Arc<Notify>,
     ready: crate::Readiness,
     close: CancellationToken,
+    fatal: Fatal,
 ) -> (Committer, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(queue_requests.max(1));
     // Stopped with the committer (or by `close`, its parent).
@@ -210,15 +258,28 @@ pub fn start(
         config.windows,
         config.history_retention,
         forget_stop.clone(),
+        fatal.clone(),
     ));
     let task = tokio::spawn(async move {
         // Run in a task of its own so that a panic is seen here: the server is then not
         // ready (it cannot commit), and says why.
         let ready_now = ready.clone();
         let closing = close.clone();
-        let outcome = tokio::spawn(run(rx, store, config, notify, ready_now, close)).await;
+        let outcome = tokio::spawn(run(
+            rx,
+            store,
+            config,
+            notify,
+            ready_now,
+            close,
+            fatal.clone(),
+        ))
+        .await;
         if let Err(error) = outcome {
             tracing::error!(%error, "the committer stopped: requests can no longer be committed; restart unseen");
+            if error.is_panic() {
+                fatal.raise("the committer", error);
+            }
         }
         if !closing.is_cancelled() {
             ready.set_problem(Some(
@@ -247,6 +308,7 @@ async fn run(
     notify: Arc<Notify>,
     ready: crate::Readiness,
     close: CancellationToken,
+    fatal: Fatal,
 ) {
     let mut state = CommitterState::default();
     loop {
@@ -271,7 +333,7 @@ async fn run(
             }
         }
         m::queue_depth(rx.len());
-        let committed = commit(&store, &config, &mut state, jobs, points, &notify).await;
+        let committed = commit(&store, &config, &mut state, jobs, points, &notify, &fatal).await;
         // Readiness follows the last commit: a store that fails every commit (a full disk)
         // makes the server not ready, so a load balancer sends to another replica.
         ready.set_problem(committed.err().map(|error| {
@@ -323,6 +385,7 @@ async fn commit(
     jobs: Vec<Job>,
     points: usize,
     notify: &Notify,
+    fatal: &Fatal,
 ) -> Result<(), String> {
     let rate = config.new_keys_per_second;
     let burst = config.new_keys_burst;
@@ -370,7 +433,15 @@ async fn commit(
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.apply(&batch, &opts).map(|a| (a, opts)))
             .await
-            .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))))
+            .unwrap_or_else(|e| {
+                // Answered "unavailable, retry" below, like any failed commit, while the
+                // server stops.
+                let message = format!("the commit did not finish: {e}");
+                if e.is_panic() {
+                    fatal.raise("a commit", e);
+                }
+                Err(StoreError::Backend(message))
+            })
     };
     m::commit_seconds(started.elapsed());
     match result {
@@ -393,7 +464,11 @@ async fn commit(
                 .count() as u64;
             m::capacity_reached(applied.keys >= config.max_keys);
             if capped > 0 {
-                capacity_notice(store, config, state, opts, applied.keys, capped, notify).await;
+                let notice =
+                    capacity_notice(store, config, state, opts, applied.keys, capped, notify);
+                if let Err(panic) = notice.await {
+                    fatal.raise("writing the capacity notice", panic);
+                }
             }
             let findings = applied
                 .records
@@ -469,12 +544,12 @@ async fn capacity_notice(
     keys: u64,
     refused: u64,
     notify: &Notify,
-) {
+) -> Result<(), tokio::task::JoinError> {
     if state
         .capacity_noticed
         .is_some_and(|at| at.elapsed() < CAPACITY_NOTICE_EVERY)
     {
-        return;
+        return Ok(());
     }
     tracing::error!(
         keys,
@@ -496,10 +571,13 @@ async fn capacity_notice(
         Ok(Err(error)) => {
             tracing::warn!(%error, "the capacity notice could not be written; tried again at the next refusal")
         }
+        // A bug: the caller stops the server.
+        Err(error) if error.is_panic() => return Err(error),
         Err(error) => {
             tracing::warn!(%error, "the capacity notice could not be written; tried again at the next refusal")
         }
     }
+    Ok(())
 }
 
 /// Forgets keys past the horizon (B − R behind the newest point) at start, then every
@@ -521,6 +599,7 @@ async fn forget_loop(
     windows: Windows,
     history_retention: u64,
     stop: CancellationToken,
+    fatal: Fatal,
 ) {
     // The newest point time at the last pass that succeeded; `None` before the first.
     let mut scanned_at: Option<Option<UnixSecs>> = None;
@@ -533,7 +612,7 @@ async fn forget_loop(
                 .and_then(Result::ok)
                 .flatten()
         };
-        if scanned_at != Some(newest) && forget(&store, &windows).await {
+        if scanned_at != Some(newest) && forget(&store, &windows, &fatal).await {
             scanned_at = Some(newest);
         }
         prune_history(&store, history_retention).await;
@@ -557,7 +636,7 @@ async fn prune_history(store: &Arc<dyn StateStore>, retention: u64) {
 }
 
 /// One pass over the keys; false when it failed (it is retried at the next turn).
-async fn forget(store: &Arc<dyn StateStore>, windows: &Windows) -> bool {
+async fn forget(store: &Arc<dyn StateStore>, windows: &Windows, fatal: &Fatal) -> bool {
     let store = store.clone();
     let windows = *windows;
     match tokio::task::spawn_blocking(move || {
@@ -576,6 +655,10 @@ async fn forget(store: &Arc<dyn StateStore>, windows: &Windows) -> bool {
         }
         Ok(Err(error)) => {
             tracing::warn!(%error, "forgetting old keys failed; retried later");
+            false
+        }
+        Err(error) if error.is_panic() => {
+            fatal.raise("forgetting old keys", error);
             false
         }
         Err(error) => {

@@ -172,6 +172,9 @@ pub enum ServerError {
     Tokens(#[from] auth::TokensError),
     #[error("the query API cannot start: {0}")]
     Api(String),
+    /// A store call panicked: see [`committer::Fatal`].
+    #[error("{0}")]
+    Fatal(String),
     #[error("the {receiver} receiver failed: {message}")]
     Receiver {
         receiver: &'static str,
@@ -279,6 +282,10 @@ pub async fn run(
     };
 
     let ready = Readiness::default();
+    // The receivers stop on `shutdown`, when one of them fails, or on a fault the server
+    // cannot go on after (`fatal`).
+    let stop = shutdown.child_token();
+    let fatal = committer::Fatal::new(stop.clone());
     let commit_close = CancellationToken::new();
     let (committer, commit_task) = committer::start(
         store.clone(),
@@ -299,6 +306,7 @@ pub async fn run(
         notify,
         ready.clone(),
         commit_close.clone(),
+        fatal.clone(),
     );
     // The query API reads the audit log before any receiver opens, so that the rules
     // made through it are in force for the first commit.
@@ -336,8 +344,6 @@ pub async fn run(
         body_timeout: Duration::from_secs(config.limits.body_timeout),
     };
 
-    // The receivers stop on `shutdown`, or when the other one fails.
-    let stop = shutdown.child_token();
     let grpc_addr = listeners.otlp_grpc.local_addr().ok();
     let http_addr = listeners.otlp_http.local_addr().ok();
     let admin_addr = listeners.admin.local_addr().ok();
@@ -551,6 +557,9 @@ pub async fn run(
     accept_stop.cancel();
     watchers_stop.cancel();
     tracing::info!("stopped");
+    if let Some(reason) = fatal.reason() {
+        return Err(ServerError::Fatal(reason));
+    }
     match errors.into_iter().next() {
         Some(error) => Err(error),
         None => Ok(()),

@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 
 use support::*;
 use unseen_normalize::KeyMode;
+use unseen_server::ServerError;
 use unseen_store::{ApplyOptions, Sighting};
 
 fn hour_ago() -> i64 {
@@ -445,6 +446,43 @@ async fn a_failed_commit_is_answered_retry_and_keeps_nothing() {
     assert_eq!(server.admin_get("/readyz").await.unwrap().0, 200);
     let got = server.stop_and_read().await;
     assert_same_findings(&got, &[via_http.finding_id(), via_grpc.finding_id()].into());
+}
+
+/// A commit that panics (a bug) may leave the store's memory half changed: its requests
+/// are answered "unavailable, retry", and the server stops by itself with an error that
+/// says what panicked, so that its supervisor starts it again from the durable state.
+/// What was acknowledged before is delivered in the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_panics_stops_the_server_with_what_was_acknowledged_kept() {
+    let store = GatedStore::opened();
+    let server = TestServer::start(store.clone(), |_| {}).await;
+    let before = Pt::new("node-1", "acknowledged", hour_ago());
+    let during = Pt::new("node-1", "in-the-panic", hour_ago());
+    let client = http_client();
+    let send = |point: &Pt| {
+        let body = request(std::slice::from_ref(point)).encode_to_vec();
+        post(&client, &server, PROTOBUF, None, body)
+    };
+    let acknowledged = send(&before).await;
+    assert_eq!(acknowledged.status, 200, "{acknowledged:?}");
+
+    store.panic_next();
+    let answer = send(&during).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        unseen_store::StateStore::get(&store.inner, &during.key()).unwrap(),
+        None
+    );
+    // Nobody cancels the server's token: it stops by itself.
+    let (result, findings, _dir) = server.finish().await;
+    let Err(ServerError::Fatal(reason)) = result else {
+        panic!("run returned {result:?}");
+    };
+    assert!(
+        reason.contains("a commit panicked") && reason.contains(STORE_PANIC),
+        "{reason}"
+    );
+    assert_same_findings(&file_ids(&findings), &[before.finding_id()].into());
 }
 
 /// Forgetting scans the whole key table (seconds, with millions of keys): it runs beside

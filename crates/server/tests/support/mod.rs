@@ -774,6 +774,8 @@ struct Gate {
     entered: usize,
     /// The next this many `apply` calls fail (after the gate), changing nothing.
     fail: usize,
+    /// The next `apply` call panics (after the gate), changing nothing: a bug.
+    panic: bool,
     /// The number of sightings of each `apply` call, in order.
     batches: Vec<usize>,
     /// `forget` blocks while this is set (a key table that takes long to scan).
@@ -784,6 +786,9 @@ struct Gate {
 
 /// The error of a failed commit.
 pub const STORE_FAILURE: &str = "the disk is on fire";
+
+/// The message of a commit that panics.
+pub const STORE_PANIC: &str = "an index out of bounds, say";
 
 impl GatedStore {
     /// A store whose commits block until [`GatedStore::open`].
@@ -801,6 +806,11 @@ impl GatedStore {
     /// Makes the next `n` commits fail.
     pub fn fail_next(&self, n: usize) {
         self.gate.lock().unwrap().fail = n;
+    }
+
+    /// Makes the next commit panic with [`STORE_PANIC`].
+    pub fn panic_next(&self) {
+        self.gate.lock().unwrap().panic = true;
     }
 
     /// Lets every blocked and later `apply` through.
@@ -872,7 +882,12 @@ impl StateStore for GatedStore {
             gate.fail -= 1;
             return Err(StoreError::Backend(STORE_FAILURE.to_string()));
         }
+        let panic = std::mem::take(&mut gate.panic);
+        // Not while the gate is held: the test's own lock stays usable.
         drop(gate);
+        if panic {
+            panic!("{STORE_PANIC}");
+        }
         self.inner.apply(batch, opts)
     }
     fn get(&self, key: &Key) -> Result<Option<KeyState>, StoreError> {
