@@ -75,7 +75,7 @@ impl Fatal {
         }
     }
 
-    /// Records why (the first reason is kept) and stops the server.
+    /// Records that `what` panicked (the first reason is kept) and stops the server.
     fn raise(&self, what: &str, error: tokio::task::JoinError) {
         let panic = match error.try_into_panic() {
             Ok(payload) => payload
@@ -85,8 +85,23 @@ impl Fatal {
                 .unwrap_or_else(|| "a panic without a message".to_string()),
             Err(error) => error.to_string(),
         };
+        self.stop_because(format!(
+            "{what} panicked, which is a bug (please report it, with this log): {panic}"
+        ));
+    }
+
+    /// Stops the server when `error` says the store cannot go on: a call panicked
+    /// while it held the state (in a task of its own, which did not stop the server:
+    /// the query API's, say).
+    fn check(&self, error: &StoreError) {
+        if matches!(error, StoreError::Poisoned) {
+            self.stop_because(error.to_string());
+        }
+    }
+
+    fn stop_because(&self, why: String) {
         let reason = format!(
-            "{what} panicked, which is a bug (please report it, with this log): {panic}. unseen stopped so that its supervisor starts it again from the store: what was acknowledged is in the store; what was not, its senders send again"
+            "{why}. unseen stopped so that its supervisor starts it again from the store: what was acknowledged is in the store; what was not, its senders send again"
         );
         tracing::error!("{reason}");
         if let Ok(mut first) = self.reason.lock() {
@@ -523,6 +538,7 @@ async fn commit(
         }
         Err(error) => {
             tracing::error!(%error, points, "commit failed; the requests are answered 'unavailable' and will be retried by their senders");
+            fatal.check(&error);
             m::commit_failed();
             let message = error.to_string();
             for (_, reply) in replies {
@@ -655,6 +671,7 @@ async fn forget(store: &Arc<dyn StateStore>, windows: &Windows, fatal: &Fatal) -
         }
         Ok(Err(error)) => {
             tracing::warn!(%error, "forgetting old keys failed; retried later");
+            fatal.check(&error);
             false
         }
         Err(error) if error.is_panic() => {

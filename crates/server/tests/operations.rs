@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use support::*;
 use unseen_normalize::KeyMode;
 use unseen_server::ServerError;
-use unseen_store::{ApplyOptions, Sighting};
+use unseen_store::{ApplyOptions, Sighting, StoreError};
 
 fn hour_ago() -> i64 {
     unseen_server::now_secs() - 3_600
@@ -451,9 +451,16 @@ async fn a_failed_commit_is_answered_retry_and_keeps_nothing() {
 /// A commit that panics (a bug) may leave the store's memory half changed: its requests
 /// are answered "unavailable, retry", and the server stops by itself with an error that
 /// says what panicked, so that its supervisor starts it again from the durable state.
-/// What was acknowledged before is delivered in the stop.
+/// What was acknowledged before is delivered in the stop. The same when the store
+/// says it is poisoned (a call that panicked elsewhere, the query API's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_that_panics_stops_the_server_with_what_was_acknowledged_kept() {
+async fn a_commit_that_panics_or_finds_the_store_poisoned_stops_the_server() {
+    for poisoned in [false, true] {
+        a_broken_store_stops_the_server(poisoned).await;
+    }
+}
+
+async fn a_broken_store_stops_the_server(poisoned: bool) {
     let store = GatedStore::opened();
     let server = TestServer::start(store.clone(), |_| {}).await;
     let before = Pt::new("node-1", "acknowledged", hour_ago());
@@ -466,7 +473,11 @@ async fn a_commit_that_panics_stops_the_server_with_what_was_acknowledged_kept()
     let acknowledged = send(&before).await;
     assert_eq!(acknowledged.status, 200, "{acknowledged:?}");
 
-    store.panic_next();
+    if poisoned {
+        store.poison_next();
+    } else {
+        store.panic_next();
+    }
     let answer = send(&during).await;
     assert_eq!(answer.status, 503, "{answer:?}");
     assert_eq!(
@@ -478,10 +489,13 @@ async fn a_commit_that_panics_stops_the_server_with_what_was_acknowledged_kept()
     let Err(ServerError::Fatal(reason)) = result else {
         panic!("run returned {result:?}");
     };
-    assert!(
-        reason.contains("a commit panicked") && reason.contains(STORE_PANIC),
-        "{reason}"
-    );
+    let why = match poisoned {
+        true => StoreError::Poisoned.to_string(),
+        false => format!(
+            "a commit panicked, which is a bug (please report it, with this log): {STORE_PANIC}"
+        ),
+    };
+    assert!(reason.starts_with(&why), "{reason}");
     assert_same_findings(&file_ids(&findings), &[before.finding_id()].into());
 }
 

@@ -275,6 +275,11 @@ pub enum StoreError {
     /// A sink's cursor was used before [`StateStore::register_sink`].
     #[error("unknown sink `{sink}`: register it before reading or acknowledging its findings")]
     UnknownSink { sink: String },
+    /// A call panicked while it changed the state in memory (a bug): what is in memory
+    /// may be neither the state before nor the one after, so the store refuses every
+    /// call until the process starts again and reads its durable state.
+    #[error("the state store is unusable: a call panicked while it changed the state in memory (a bug, reported in the log above); restart unseen, which reads the state again from what is durable")]
+    Poisoned,
 }
 
 /// The contract every backend meets (embedded redb now; PostgreSQL later). One

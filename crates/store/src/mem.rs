@@ -69,9 +69,7 @@ impl MemStore {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::Poisoned)
     }
 }
 

@@ -446,9 +446,7 @@ impl RedbStore {
     }
 
     fn lock_live(&self) -> Result<MutexGuard<'_, Live>, StoreError> {
-        self.live
-            .lock()
-            .map_err(|_| StoreError::Backend("state lock poisoned".into()))
+        self.live.lock().map_err(|_| StoreError::Poisoned)
     }
 
     /// Sets the log's size at which a fold cycle starts ([`FOLD_LOG_BYTES`] by default)

@@ -776,6 +776,9 @@ struct Gate {
     fail: usize,
     /// The next `apply` call panics (after the gate), changing nothing: a bug.
     panic: bool,
+    /// The next `apply` call fails with `StoreError::Poisoned` (after the gate): a call
+    /// elsewhere panicked while it held the state.
+    poisoned: bool,
     /// The number of sightings of each `apply` call, in order.
     batches: Vec<usize>,
     /// `forget` blocks while this is set (a key table that takes long to scan).
@@ -811,6 +814,11 @@ impl GatedStore {
     /// Makes the next commit panic with [`STORE_PANIC`].
     pub fn panic_next(&self) {
         self.gate.lock().unwrap().panic = true;
+    }
+
+    /// Makes the next commit find the store poisoned.
+    pub fn poison_next(&self) {
+        self.gate.lock().unwrap().poisoned = true;
     }
 
     /// Lets every blocked and later `apply` through.
@@ -881,6 +889,9 @@ impl StateStore for GatedStore {
         if gate.fail > 0 {
             gate.fail -= 1;
             return Err(StoreError::Backend(STORE_FAILURE.to_string()));
+        }
+        if std::mem::take(&mut gate.poisoned) {
+            return Err(StoreError::Poisoned);
         }
         let panic = std::mem::take(&mut gate.panic);
         // Not while the gate is held: the test's own lock stays usable.

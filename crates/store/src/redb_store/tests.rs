@@ -772,3 +772,33 @@ fn a_snapshot_put_in_place_by_its_thread_is_recorded_by_a_later_apply() {
         states
     );
 }
+
+/// A call that panicked while it held the state in memory leaves it unknown: every call
+/// after is refused with `Poisoned` (which stops `serve`), never answered from it.
+#[test]
+fn a_panic_while_the_state_is_held_makes_every_later_call_refused() {
+    let dir = temp();
+    let store = RedbStore::open(dir.path()).unwrap();
+    store
+        .apply(&[sighting(&key(1), 1_000)], &opts(1_000))
+        .unwrap();
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _held = store.live.lock().unwrap();
+            panic!("a bug in the middle of a change");
+        })
+        .join()
+        .is_err()
+    });
+    assert!(panicked);
+    assert!(matches!(
+        store.apply(&[sighting(&key(2), 1_100)], &opts(1_100)),
+        Err(StoreError::Poisoned)
+    ));
+    assert!(matches!(store.get(&key(1)), Err(StoreError::Poisoned)));
+    drop(store);
+    // Started again: the durable state, as it was before the panic.
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(store.key_count().unwrap(), 1);
+    assert_eq!(store.get(&key(2)).unwrap(), None);
+}
