@@ -116,6 +116,16 @@ fn send_to_all(addrs: &[&Mutex<SocketAddr>], history: &History, cmds: &[ServeCmd
     }
 }
 
+/// No replica's log says it panicked. A replica goes on after a panic in a call that
+/// held its memory (it reads that memory again from the database), so the tests above
+/// would pass over such a bug without this.
+fn assert_no_replica_panicked(cmds: &[ServeCmd]) {
+    for (i, cmd) in cmds.iter().enumerate() {
+        let log = cmd.log_text();
+        assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
+    }
+}
+
 #[test]
 fn three_replicas_report_each_episode_exactly_once() {
     let schema = Schema::new("three");
@@ -159,12 +169,7 @@ fn three_replicas_report_each_episode_exactly_once() {
         history.keys.to_string(),
         "one state: every key once"
     );
-    // A replica recovers from a commit that panicked (it reads its memory again from
-    // the database), which would hide the bug here: none may have.
-    for (i, cmd) in cmds.iter().enumerate() {
-        let log = cmd.log_text();
-        assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
-    }
+    assert_no_replica_panicked(&cmds);
     for (_, server) in replicas {
         server.kill();
     }
@@ -254,9 +259,6 @@ fn connections_cut_mid_stream_lose_nothing_and_a_dead_lease_holder_is_replaced()
         schema.0
     ));
     assert_ne!(new_holder, holder, "the lease passed to the live replica");
-    for (i, cmd) in cmds.iter().enumerate() {
-        let log = cmd.log_text();
-        assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
-    }
+    assert_no_replica_panicked(&cmds);
     second.kill();
 }

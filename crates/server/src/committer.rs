@@ -290,11 +290,12 @@ pub fn start(
             fatal.clone(),
         ))
         .await;
-        if let Err(error) = outcome {
-            tracing::error!(%error, "the committer stopped: requests can no longer be committed; restart unseen");
-            if error.is_panic() {
-                fatal.raise("the committer", error);
+        match outcome {
+            Err(error) if error.is_panic() => fatal.raise("the committer", error),
+            Err(error) => {
+                tracing::error!(%error, "the committer stopped: requests can no longer be committed; restart unseen")
             }
+            Ok(()) => {}
         }
         if !closing.is_cancelled() {
             ready.set_problem(Some(

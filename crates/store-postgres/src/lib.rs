@@ -374,18 +374,19 @@ impl PostgresStore {
         self
     }
 
-    /// The replica's memory, for one decision at a time. A decision that panicked while
-    /// it held it (a bug) leaves it poisoned: it is only a cache of what is committed, so
-    /// it is dropped and read again from the database, rather than failing every commit
-    /// after (which would leave this replica answering "unavailable" until restarted).
     /// Has the database end a session of this store idle in a transaction for `limit`
     /// instead of [`pool::IDLE_IN_TRANSACTION`] (tests, which play a replica that stops
     /// mid-commit).
-    pub fn with_idle_in_transaction(mut self, limit: std::time::Duration) -> Self {
+    #[cfg(test)]
+    fn with_idle_in_transaction(mut self, limit: std::time::Duration) -> Self {
         self.pool.set_idle_in_transaction(limit);
         self
     }
 
+    /// The replica's memory, for one decision at a time. A call that panicked while it
+    /// held it (a bug) leaves it poisoned: it is only a cache of what is committed, so
+    /// it is dropped and read again from the database, rather than failing every commit
+    /// after (which would leave this replica answering "unavailable" until restarted).
     fn lock_replica(&self) -> MutexGuard<'_, Replica> {
         self.replica.lock().unwrap_or_else(|poisoned| {
             let mut replica = poisoned.into_inner();

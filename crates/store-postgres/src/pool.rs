@@ -169,7 +169,8 @@ impl Pool {
     }
 
     /// Bounds the sessions opened from now on at `limit` idle in a transaction, and
-    /// closes the idle ones, opened with the bound before.
+    /// closes the idle ones, opened with the bound before (tests).
+    #[cfg(test)]
     pub fn set_idle_in_transaction(&mut self, limit: Duration) {
         self.idle_in_transaction = limit;
         if let Ok(idle) = self.idle.get_mut() {

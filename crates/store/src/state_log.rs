@@ -335,7 +335,7 @@ fn take_state(rest: &mut &[u8], present: bool) -> Option<Option<KeyState>> {
 }
 
 /// The entries of a log row, in order; `None` for bytes [`log_entry`] did not write.
-pub struct LogEntries<'a>(pub &'a [u8]);
+struct LogEntries<'a>(&'a [u8]);
 
 /// One entry of a log row: a key's (or with `index`, an image index entry's) new state,
 /// or `None` when it was forgotten.
